@@ -1,0 +1,50 @@
+"""actlog: watch what the layers of a convolutional network look for while it trains.
+
+``ActivationLogger`` is a Keras callback that logs activation-map grids of a few
+fixed probe images to TensorBoard every N epochs. ``feature_maps`` and
+``plot_feature_maps`` give the same pictures once, in a notebook. ``read``
+loads a log back as numpy arrays without TensorFlow.
+
+Importing ``actlog`` is cheap: TensorFlow is loaded only when a name that needs
+it is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationLogger",
+    "feature_maps",
+    "plot_feature_maps",
+    "read",
+    "__version__",
+]
+
+_LAZY = {
+    "ActivationLogger": "actlog.callback",
+    "feature_maps": "actlog.oneshot",
+    "plot_feature_maps": "actlog.oneshot",
+    "read": "actlog.reader",
+}
+
+if TYPE_CHECKING:
+    from actlog.callback import ActivationLogger
+    from actlog.oneshot import feature_maps, plot_feature_maps
+    from actlog.reader import read
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'actlog' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

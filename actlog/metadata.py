@@ -1,0 +1,153 @@
+"""What actlog writes, and how to recognise it: tags, runs and plugin metadata.
+
+This module is the one place that knows the on-disk format. The callback writes
+with it, the reader, the exporter and the dashboard read with it. It imports
+neither TensorFlow nor TensorBoard, so every reader stays light.
+
+A log directory ``LOGDIR`` handed to :class:`actlog.ActivationLogger` holds two
+runs of actlog's own (Keras' ``TensorBoard`` callback writes ``train/`` and
+``validation/`` beside them):
+
+- ``LOGDIR/activations``: epoch events. Step = number of epochs completed
+  (0 = before training, 1 = after the first epoch, ...).
+- ``LOGDIR/activations_batch``: batch events, only when batch logging is on.
+  Step = the optimizer's global step (``model.optimizer.iterations``).
+
+Each run holds these tags (``{layer}`` is the display name, ``{i}`` the probe
+index zero-padded to the width of the largest index):
+
+- ``{layer}/probe_{i}``: image, the activation grid of one layer for one probe.
+- ``{layer}/mean``, ``/std``, ``/sparsity``, ``/dead_fraction``, ``/drift``:
+  scalars (``drift`` from the second event on).
+- ``{layer}/channel_mean``, ``/channel_max``, ``/channel_drift``: float32
+  vectors with one value per channel of the layer (every channel, not only
+  those shown), written as tensors with actlog plugin metadata.
+- ``actlog/probe_{i}``: image, the probe input itself (image-like inputs only).
+- ``actlog/layers``: text, a table of the watched layers.
+- ``actlog/manifest``: a scalar string tensor holding JSON (see
+  :func:`manifest`), rewritten at the first event of every ``fit``; the last
+  one written describes every grid tag, its tile layout and its channels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+PLUGIN_NAME = "actlog"
+"""Plugin name in the summary metadata of actlog's tensors (and the dashboard's)."""
+
+METADATA_VERSION = 1
+"""Version of the JSON in actlog's plugin metadata and manifest. Bumped on any
+incompatible change; readers refuse versions newer than they know."""
+
+EPOCH_RUN = "activations"
+BATCH_RUN = "activations_batch"
+RESERVED_PREFIX = "actlog"
+
+MANIFEST_TAG = "actlog/manifest"
+LAYERS_TEXT_TAG = "actlog/layers"
+
+SCALAR_STATS = ("mean", "std", "sparsity", "dead_fraction", "drift")
+CHANNEL_STATS = ("channel_mean", "channel_max", "channel_drift")
+
+KIND_MANIFEST = "manifest"
+KIND_CHANNEL_STATS = "channel_stats"
+
+STEP_AXIS_EPOCH = "epoch"
+STEP_AXIS_GLOBAL_STEP = "global_step"
+
+_PROBE_RE = re.compile(r"^(?P<layer>.+)/probe_(?P<probe>\d+)$")
+
+
+def probe_suffix(index: int, count: int) -> str:
+    """``probe_03`` style suffix: zero-padded so tags sort in probe order."""
+    width = len(str(max(count - 1, 0)))
+    return f"probe_{index:0{width}d}"
+
+
+def grid_tag(layer: str, index: int, count: int) -> str:
+    return f"{layer}/{probe_suffix(index, count)}"
+
+
+def probe_image_tag(index: int, count: int) -> str:
+    return f"{RESERVED_PREFIX}/{probe_suffix(index, count)}"
+
+
+def stat_tag(layer: str, stat: str) -> str:
+    if stat not in SCALAR_STATS + CHANNEL_STATS:
+        raise ValueError(
+            f"Unknown statistic {stat!r}. Accepted: {list(SCALAR_STATS + CHANNEL_STATS)}."
+        )
+    return f"{layer}/{stat}"
+
+
+def parse_grid_tag(tag: str) -> tuple[str, int] | None:
+    """``"conv_0/probe_3"`` -> ``("conv_0", 3)``; ``None`` for other tags."""
+    match = _PROBE_RE.match(tag)
+    if match is None or match.group("layer") == RESERVED_PREFIX:
+        return None
+    return match.group("layer"), int(match.group("probe"))
+
+
+def plugin_content(kind: str, **fields: Any) -> bytes:
+    """The ``plugin_data.content`` bytes of one of actlog's tensor summaries."""
+    return json.dumps({"version": METADATA_VERSION, "kind": kind, **fields}).encode("utf-8")
+
+
+def parse_plugin_content(content: bytes) -> dict[str, Any]:
+    """Inverse of :func:`plugin_content`; raises ``ValueError`` on foreign or newer data."""
+    try:
+        data = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"Not actlog plugin metadata: {err}") from None
+    if not isinstance(data, dict) or "version" not in data:
+        raise ValueError(f"Not actlog plugin metadata: {data!r}")
+    if data["version"] > METADATA_VERSION:
+        raise ValueError(
+            f"actlog metadata version {data['version']} is newer than this actlog "
+            f"understands ({METADATA_VERSION}); upgrade actlog to read this log."
+        )
+    return data
+
+
+def manifest(
+    *,
+    actlog_version: str,
+    step_axis: str,
+    probes: int,
+    layers: list[dict[str, Any]],
+) -> str:
+    """The JSON text stored under :data:`MANIFEST_TAG`.
+
+    Each entry of ``layers`` carries: ``name`` (display name), ``path`` (the
+    layer's path in the model, e.g. ``backbone/block_1_conv``), ``class``,
+    ``output_shape`` (per sample), ``channels`` (channel index of each tile in
+    row-major tile order), ``grid`` (``rows``, ``cols``, ``tile_height``,
+    ``tile_width``, ``pad``: tile ``(r, c)`` starts at
+    ``y = pad + r * (tile_height + pad)``, ``x = pad + c * (tile_width + pad)``),
+    ``norm``, ``cmap`` and ``tags`` (one grid tag per probe).
+    """
+    return json.dumps(
+        {
+            "version": METADATA_VERSION,
+            "actlog_version": actlog_version,
+            "step_axis": step_axis,
+            "probes": probes,
+            "probe_tags": [probe_image_tag(i, probes) for i in range(probes)],
+            "layers": layers,
+        }
+    )
+
+
+def parse_manifest(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    data = json.loads(text)
+    if data.get("version", 0) > METADATA_VERSION:
+        raise ValueError(
+            f"actlog manifest version {data['version']} is newer than this actlog "
+            f"understands ({METADATA_VERSION}); upgrade actlog to read this log."
+        )
+    return data
