@@ -1,0 +1,135 @@
+"""actlog.stats against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from actlog.stats import LayerStats, cosine_drift, layer_stats
+
+
+def acts_example() -> np.ndarray:
+    """(k=2 probes, 2 positions, C=3): channel 0 varies, 1 is all zero, 2 is constant 2."""
+    return np.array(
+        [
+            [[1, 0, 2], [3, 0, 2]],
+            [[0, 0, 2], [4, 0, 2]],
+        ],
+        dtype=np.float32,
+    )
+
+
+def test_layer_stats_first_event():
+    stats = layer_stats(acts_example())
+    assert isinstance(stats, LayerStats)
+    # 12 values summing to 16, squares summing to 42, five exact zeros.
+    assert stats.mean == pytest.approx(16 / 12)
+    assert stats.std == pytest.approx(math.sqrt(42 / 12 - (16 / 12) ** 2))
+    assert stats.sparsity == pytest.approx(5 / 12)
+    assert stats.dead_fraction == pytest.approx(2 / 3)  # channels 1 and 2 never change
+    assert stats.drift is None and stats.channel_drift is None
+    assert stats.finite is True
+    np.testing.assert_array_equal(stats.channel_mean, [2, 0, 2])
+    np.testing.assert_array_equal(stats.channel_max, [4, 0, 2])
+    assert stats.channel_mean.dtype == np.float32 and stats.channel_max.dtype == np.float32
+    assert set(stats.scalars()) == {"mean", "std", "sparsity", "dead_fraction"}
+    assert set(stats.channels()) == {"channel_mean", "channel_max"}
+
+
+def test_layer_stats_drift():
+    acts = acts_example()
+    same_direction = layer_stats(acts, previous=3 * acts)
+    assert same_direction.drift == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(same_direction.channel_drift, [0, 0, 0], atol=1e-7)
+
+    previous = acts.copy()
+    previous[..., 0] = 0  # channel 0 was dead, now it is not: drift 1
+    previous[..., 2] = -2  # channel 2 flipped sign: drift 2
+    stats = layer_stats(acts, previous=previous)
+    # a.b = 4 positions * 2 * -2 = -16, |a| = sqrt(42), |b| = sqrt(4 * 4) = 4
+    assert stats.drift == pytest.approx(1 + 16 / (4 * math.sqrt(42)))
+    np.testing.assert_allclose(stats.channel_drift, [1, 0, 2])
+    assert stats.channel_drift.dtype == np.float32
+    assert set(stats.scalars()) == {"mean", "std", "sparsity", "dead_fraction", "drift"}
+    assert "channel_drift" in stats.channels()
+
+
+def test_cosine_drift_cases():
+    assert cosine_drift(np.zeros(4), np.zeros(4)) == 0.0
+    assert cosine_drift(np.zeros(4), np.arange(4.0)) == 1.0
+    assert cosine_drift(np.arange(4.0), np.zeros(4)) == 1.0
+    assert cosine_drift(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+    assert cosine_drift(np.array([1.0, 0.0]), np.array([1.0, 1.0])) == pytest.approx(
+        1 - 1 / math.sqrt(2)
+    )
+    assert cosine_drift(np.array([2.0, -1.0]), np.array([-4.0, 2.0])) == pytest.approx(2.0)
+    # Extreme magnitudes neither overflow nor underflow.
+    assert cosine_drift(np.full(3, 1e300), np.full(3, 1e-300)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match=r"equal shapes\. Received \(2,\) and \(3,\)"):
+        cosine_drift(np.zeros(2), np.zeros(3))
+
+
+def test_non_finite_values_are_excluded():
+    acts = acts_example()
+    acts[0, 0, 0] = np.nan  # channel 0 keeps 3, 0, 4
+    acts[1, 1, 2] = np.inf  # channel 2 keeps three 2s
+    with np.errstate(all="raise"):
+        stats = layer_stats(acts, previous=acts_example())
+    assert stats.finite is False
+    # 10 finite values: 3, 0, 2, 0, 2, 0, 0, 2, 4, 0 -> sum 13, five zeros
+    assert stats.mean == pytest.approx(13 / 10)
+    assert stats.sparsity == pytest.approx(5 / 10)
+    np.testing.assert_allclose(stats.channel_mean, [7 / 3, 0, 2])
+    np.testing.assert_array_equal(stats.channel_max, [4, 0, 2])
+    assert stats.dead_fraction == pytest.approx(2 / 3)
+    # Drift over the pairs where both events are finite: they are equal there.
+    assert stats.drift == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(stats.channel_drift, [0, 0, 0], atol=1e-7)
+
+
+def test_all_non_finite_channel():
+    acts = np.ones((1, 2, 2), dtype=np.float32)
+    acts[..., 1] = np.nan
+    stats = layer_stats(acts)
+    assert np.isnan(stats.channel_mean[1]) and np.isnan(stats.channel_max[1])
+    assert stats.channel_mean[0] == 1
+    assert stats.dead_fraction == 1.0  # channel 0 is constant, channel 1 has no value
+    everything = layer_stats(np.full((1, 3), np.nan))
+    assert math.isnan(everything.mean) and everything.finite is False
+
+
+def test_dead_atol():
+    acts = np.zeros((2, 3, 2))
+    acts[0, 0, 0] = 1e-7
+    acts[:, :, 1] = np.arange(6).reshape(2, 3)
+    assert layer_stats(acts).dead_fraction == 0.5
+    assert layer_stats(acts, dead_atol=1e-8).dead_fraction == 0.0
+    with pytest.raises(ValueError, match=r"dead_atol must be a number >= 0\. Received: -1"):
+        layer_stats(acts, dead_atol=-1)
+
+
+def test_dense_layer_shape():
+    acts = np.array([[1.0, -1.0, 0.0], [3.0, -1.0, 0.0]])  # (k, C)
+    stats = layer_stats(acts)
+    np.testing.assert_array_equal(stats.channel_mean, [2, -1, 0])
+    np.testing.assert_array_equal(stats.channel_max, [3, -1, 0])
+    assert stats.dead_fraction == pytest.approx(2 / 3)
+
+
+def test_layer_stats_rejects_bad_input_and_does_not_mutate():
+    acts = acts_example()
+    with pytest.raises(ValueError, match=r"previous activations have shape \(2, 2\) but the "
+                                         r"current ones have \(2, 2, 3\)"):
+        layer_stats(acts, previous=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"acts must be \(k, \.\.\., C\).*Received shape \(3,\)"):
+        layer_stats(np.zeros(3))
+    with pytest.raises(ValueError, match=r"Received shape \(0, 3\)"):
+        layer_stats(np.zeros((0, 3)))
+    acts[0, 0, 0] = np.nan
+    previous = -acts_example()
+    before, previous_before = acts.copy(), previous.copy()
+    layer_stats(acts, previous=previous)
+    np.testing.assert_array_equal(acts, before)
+    np.testing.assert_array_equal(previous, previous_before)
