@@ -14,8 +14,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.image import metadata as image_metadata
 
 from actlog import metadata
+
+
+PNG_COMPRESSION = 1
+IMAGE_METADATA = image_metadata.create_summary_metadata(
+    display_name="", description=""
+).SerializeToString()
 
 
 def actlog_metadata(kind: str, **fields: Any) -> bytes:
@@ -35,7 +42,7 @@ class RunWriter:
     def __init__(self, path: str) -> None:
         self.path = path
         self._writer: Any = None
-        self._channel_meta: dict[str, bytes] = {}
+        self._compiled: dict[tuple, Any] = {}
         self._manifest_meta = actlog_metadata(metadata.KIND_MANIFEST)
 
     def _get(self) -> Any:
@@ -56,8 +63,14 @@ class RunWriter:
         """Write one event's summaries at ``step`` and flush them to disk.
 
         ``images`` are uint8 ``(h, w, c)`` arrays; ``channel_stats`` are
-        ``(tag, layer, stat, values)``.
+        ``(tag, layer, stat, values)``. The images, scalars and channel
+        statistics go through one compiled function per structure of event
+        (tags and shapes), built at the first event of that structure: the
+        per-event cost is one graph call, not a few thousand eager ops.
+        ``texts`` and ``manifest`` (first event of a fit only) are written
+        eagerly.
         """
+        images, scalars, channel_stats = list(images), list(scalars), list(channel_stats)
         writer = self._get()
         with writer.as_default(step=step), tf.summary.record_if(True):
             if manifest is not None:
@@ -66,21 +79,54 @@ class RunWriter:
                 )
             for tag, text in texts:
                 tf.summary.text(tag, text)
-            for tag, image in images:
-                tf.summary.image(tag, image[np.newaxis], max_outputs=1)
-            for tag, value in scalars:
-                tf.summary.scalar(tag, value)
-            for tag, layer, stat, values in channel_stats:
-                meta = self._channel_meta.get(tag)
-                if meta is None:
-                    meta = actlog_metadata(metadata.KIND_CHANNEL_STATS, layer=layer, stat=stat)
-                    self._channel_meta[tag] = meta
-                tf.summary.write(tag, values, metadata=meta)
+            key = (
+                tuple((tag, image.shape) for tag, image in images),
+                tuple(tag for tag, _ in scalars),
+                tuple((tag, layer, stat, values.shape) for tag, layer, stat, values in channel_stats),
+            )
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                compiled = self._compiled[key] = self._compile(key)
+            compiled(
+                tf.constant(step, tf.int64),
+                [image for _, image in images],
+                np.asarray([value for _, value in scalars], dtype=np.float32),
+                [values for *_, values in channel_stats],
+            )
         writer.flush()
+
+    def _compile(self, key: tuple) -> Any:
+        image_keys, scalar_tags, channel_keys = key
+        channel_meta = [
+            actlog_metadata(metadata.KIND_CHANNEL_STATS, layer=layer, stat=stat)
+            for _, layer, stat, _ in channel_keys
+        ]
+        signature = [
+            tf.TensorSpec((), tf.int64),
+            [tf.TensorSpec(shape, tf.uint8) for _, shape in image_keys],
+            tf.TensorSpec((len(scalar_tags),), tf.float32),
+            [tf.TensorSpec(shape, tf.float32) for *_, shape in channel_keys],
+        ]
+
+        def write_event(step: Any, images: list, scalars: Any, channels: list) -> None:
+            for (tag, shape), image in zip(image_keys, images, strict=True):
+                # The Images plugin's own format: a string tensor [width, height, png].
+                # Fast zlib (level 1) halves the encoding time for ~10% more bytes.
+                png = tf.image.encode_png(image, compression=PNG_COMPRESSION)
+                size = tf.constant([str(shape[1]), str(shape[0])])
+                tf.summary.write(tag, tf.concat([size, [png]], 0), step=step, metadata=IMAGE_METADATA)
+            for index, tag in enumerate(scalar_tags):
+                tf.summary.scalar(tag, scalars[index], step=step)
+            for (tag, *_), meta, values in zip(channel_keys, channel_meta, channels, strict=True):
+                tf.summary.write(tag, values, step=step, metadata=meta)
+
+        return tf.function(write_event, input_signature=signature, reduce_retracing=False)
 
     def close(self) -> None:
         if self._writer is not None:
             try:
                 self._writer.close()
             finally:
+                # compiled writes captured this writer: the next one needs new ones
                 self._writer = None
+                self._compiled.clear()
