@@ -18,7 +18,6 @@ from tensorboard.plugins.image import metadata as image_metadata
 
 from actlog import metadata
 
-
 PNG_COMPRESSION = 1
 IMAGE_METADATA = image_metadata.create_summary_metadata(
     display_name="", description=""
