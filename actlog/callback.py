@@ -9,12 +9,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-if not hasattr(tf, "__version__") or tuple(int(p) for p in tf.__version__.split(".")[:2]) < (2, 16):
+_INSTALL_HINT = (
+    "Install one TensorFlow with `pip install 'actlog[tensorflow]'` or "
+    "`pip install 'actlog[tensorflow-cpu]'` (actlog does not pick one for you, so it never "
+    "installs a second copy over yours)."
+)
+try:
+    import tensorflow as tf
+except ImportError as err:
+    raise ImportError(f"actlog's callback needs TensorFlow >= 2.16 with Keras 3. {_INSTALL_HINT}") from err
+
+if tuple(int(part) for part in tf.__version__.split(".")[:2]) < (2, 16):
     raise ImportError(
-        f"actlog needs TensorFlow >= 2.16 with Keras 3; found {getattr(tf, '__version__', '?')}. "
-        "Install it with `pip install 'actlog[tensorflow]'` or `pip install 'actlog[tensorflow-cpu]'`."
+        f"actlog needs TensorFlow >= 2.16 with Keras 3; found {tf.__version__}. {_INSTALL_HINT}"
     )
 
 import keras  # noqa: E402
@@ -22,7 +30,7 @@ import keras  # noqa: E402
 from actlog import __version__, grid, metadata, stats  # noqa: E402
 from actlog.layers import Watched, resolve  # noqa: E402
 from actlog.probe import ProbeFunction  # noqa: E402
-from actlog.summary import RunWriter  # noqa: E402
+from actlog.summary import EventFileLost, RunWriter  # noqa: E402
 
 
 class ActivationLogger(keras.callbacks.Callback):
@@ -143,6 +151,10 @@ class ActivationLogger(keras.callbacks.Callback):
     # -- Keras hooks -----------------------------------------------------------------
 
     def set_model(self, model: Any) -> None:
+        if getattr(self, "_model", None) is not model:
+            # Tiles and drift belong to one model; steps keep counting regardless.
+            self._layouts = None
+            self._previous = {}
         super().set_model(model)
         self._close_writers()
         self._probe_fn = None
@@ -155,9 +167,10 @@ class ActivationLogger(keras.callbacks.Callback):
             return
         model = self.model
         self._chief = _is_chief(model)
-        self._watched = resolve(model, self.layers_spec)
+        self._watched = resolve(model, self.layers_spec, probes=self.probes)
         self._probe_fn = ProbeFunction(model, self._watched, self.probes)
         self._formats = [_data_format(w.layer) for w in self._watched]
+        self._check_layouts()
         self._described.clear()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -211,11 +224,34 @@ class ActivationLogger(keras.callbacks.Callback):
             return
         try:
             self._write_event(run, step)
+        except LoggingError:
+            raise  # strict mode, already described
         except Exception as err:  # logging must never stop training
-            kind = "write" if isinstance(err, (OSError, tf.errors.OpError)) else "internal"
-            self._miss(kind, f"could not log step {step} of run {run!r}: {type(err).__name__}: {err}")
-            if self.strict:
-                raise
+            if isinstance(err, EventFileLost):
+                kind, what = "removed", f"step {step} of run {run!r} is lost: {err}"
+            elif isinstance(err, (OSError, tf.errors.OpError)):
+                # OpError's str() carries the op's name; its message is the filesystem's word
+                detail = getattr(err, "message", None) or str(err)
+                kind, what = "write", (
+                    f"could not write step {step} of run {run!r} under {self.log_dir!r}: "
+                    f"{type(err).__name__}: {detail}"
+                )
+            else:
+                kind, what = "internal", (
+                    f"could not log step {step} of run {run!r}: {type(err).__name__}: {err}"
+                )
+            self._miss(kind, what, err)
+            return
+        for w, shape, layout in zip(
+            self._watched, self._probe_fn.output_shapes, self._layouts or (), strict=False
+        ):
+            if layout.stride > 1:
+                self._miss(
+                    "budget",
+                    f"layer {w.name!r} (output {tuple(shape)}) is drawn at 1/{layout.stride} of its "
+                    f"resolution: {len(layout.channels)} tiles at full size do not fit "
+                    f"max_pixels={self.max_pixels}; raise max_pixels or lower max_channels",
+                )
 
     def _write_event(self, run: str, step: int) -> None:
         outputs = self._probe_fn()
@@ -270,6 +306,26 @@ class ActivationLogger(keras.callbacks.Callback):
                 )
             )
         return layouts
+
+    def _check_layouts(self) -> None:
+        """Grid options that cannot hold a layer's tiles (rows, cols, max_pixels) fail now,
+        before the first training step, instead of at every event."""
+        for w, shape, fmt in zip(self._watched, self._probe_fn.output_shapes, self._formats, strict=True):
+            if any(d is None for d in shape):
+                continue  # known at the first event only
+            sample = _channels_last(np.zeros((1, *shape), np.float32), fmt)[0]
+            maps = grid.as_maps(sample)
+            shown = maps.shape[-1] if self.max_channels is None else min(maps.shape[-1], self.max_channels)
+            try:
+                grid.plan_layout(
+                    maps.shape[:2], range(shown), max_pixels=self.max_pixels,
+                    min_tile=self.min_tile, pad=self.pad, rows=self.rows, cols=self.cols,
+                )
+            except ValueError as err:
+                raise ValueError(
+                    f"The grid of layer {w.name!r} (output shape {tuple(shape)}, {shown} channels "
+                    f"shown) cannot be laid out: {err}"
+                ) from None
 
     def _manifest(self, run: str, acts: list[np.ndarray]) -> str:
         k = len(acts[0])
@@ -330,7 +386,9 @@ class ActivationLogger(keras.callbacks.Callback):
     def _writer(self, run: str) -> RunWriter:
         writer = self._writers.get(run)
         if writer is None:
-            writer = self._writers[run] = RunWriter(_join(self.log_dir, run))
+            writer = self._writers[run] = RunWriter(
+                _join(self.log_dir, run), on_reopen=lambda message: self._miss("removed", message)
+            )
         return writer
 
     def _close_writers(self) -> None:
@@ -341,13 +399,22 @@ class ActivationLogger(keras.callbacks.Callback):
                 self._miss("write", f"could not close the writer of run {run!r}: {err}")
         self._writers.clear()
 
-    def _miss(self, kind: str, message: str) -> None:
+    def _miss(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        """Count one fault of ``kind``; warn the first time, or raise when ``strict``.
+
+        Kinds: ``"write"`` (the filesystem failed), ``"removed"`` (the event
+        file or log directory disappeared), ``"nonfinite"`` (NaN or Inf
+        activations), ``"budget"`` (a grid subsampled to fit ``max_pixels``),
+        ``"internal"`` (anything else).
+        """
         self.misses[kind] = self.misses.get(kind, 0) + 1
+        if self.strict:
+            raise LoggingError(kind, f"actlog ({kind}): {message}.", error) from error
         if kind not in self._warned:
             self._warned.add(kind)
             warnings.warn(
-                f"actlog: {message}. Training continues; further faults of this kind are counted "
-                "in ActivationLogger.misses without another warning.",
+                f"actlog ({kind}): {message}. Training continues; further faults of this kind "
+                "are counted in ActivationLogger.misses without another warning.",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -454,6 +521,20 @@ def _channels_last(a: np.ndarray, data_format: str) -> np.ndarray:
 
 def _data_format(layer: Any) -> str:
     return getattr(layer, "data_format", None) or "channels_last"
+
+
+class LoggingError(RuntimeError):
+    """A logging fault, raised by ``ActivationLogger(strict=True)`` instead of a warning.
+
+    ``kind`` is the key it is counted under in ``ActivationLogger.misses``;
+    ``error`` the original exception, if any (also its ``__cause__``, unless
+    Keras' traceback filtering dropped it).
+    """
+
+    def __init__(self, kind: str, message: str, error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.error = error
 
 
 def _is_chief(model: Any) -> bool:

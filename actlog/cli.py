@@ -1,0 +1,231 @@
+"""The ``actlog`` command: list what a log holds, export a layer's evolution.
+
+```
+actlog ls runs/exp1
+actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
+actlog export runs/exp1 --layer conv_0 --probe 0 --channel 3 -o conv_0_ch3.png
+```
+
+Reads logs with :mod:`actlog.reader` and writes with :mod:`actlog.export`:
+no TensorFlow is imported, so the command starts fast. A mistake in what was
+asked (a run, layer, probe or channel that does not exist, a missing log
+directory, an output that cannot be written) is reported on one line,
+``actlog: error: ...``, naming what exists, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from actlog import __version__
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class _UserError(Exception):
+    """A mistake in what was asked; reported on one line."""
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def _steps_summary(steps: Sequence[int]) -> str:
+    if not steps:
+        return "0"
+    return f"{len(steps)} ({steps[0]}..{steps[-1]})"
+
+
+def _shape(shape: object) -> str:
+    if isinstance(shape, (list, tuple)):
+        return "x".join("?" if d is None else str(d) for d in shape)
+    return str(shape)
+
+
+class _ProgressBar:
+    """A one-line text bar on a terminal stream: ``[#####-----]  5/10 frames``."""
+
+    def __init__(self, stream: TextIO, title: str, width: int = 30) -> None:
+        self.stream = stream
+        self.title = title
+        self.width = width
+        self._finished = False
+
+    def __call__(self, done: int, total: int) -> None:
+        filled = self.width * done // max(total, 1)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{self.title} [{bar}] {done}/{total} frames")
+        self.stream.flush()
+        if done >= total and not self._finished:
+            self._finished = True
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
+    from actlog.reader import read
+
+    log = read(args.logdir)
+    print(f"{log.path}: {len(log)} actlog run(s), {_human(log.bytes)}", file=out)
+    for run in log:
+        steps = run.steps
+        print(f"run {run.name}", file=out)
+        print(f"  step axis: {run.step_axis}", file=out)
+        print(f"  steps:     {_steps_summary(steps)}", file=out)
+        print(f"  probes:    {run.probes}", file=out)
+        print(f"  bytes:     {run.bytes} ({_human(run.bytes)})", file=out)
+        print(f"  layers:    {len(run.layers)}", file=out)
+        width = max((len(name) for name in run.layers), default=0)
+        for name in run.layers:
+            info = run.layer_info(name)
+            grid = info.get("grid", {})
+            channels = run.channels(name)
+            stats = sorted(run.scalars(name))
+            print(
+                f"    {name:<{width}}  {info.get('class', '?')}"
+                f"  output {_shape(info.get('output_shape'))}"
+                f"  grid {grid.get('rows', '?')}x{grid.get('cols', '?')}"
+                f" tiles of {grid.get('tile_height', '?')}x{grid.get('tile_width', '?')} px"
+                f"  {len(channels)} channel(s) shown"
+                f"  stats: {', '.join(stats) if stats else 'none'}",
+                file=out,
+            )
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from actlog import export
+    from actlog.reader import read
+
+    # Check the output before reading anything: a typo should not cost a long read.
+    export.check_output(args.output)
+    run = read(args.logdir).run(args.run)
+    show = args.progress if args.progress is not None else err.isatty()
+    what = f"{args.layer} probe {args.probe}" + (
+        f" channel {args.channel}" if args.channel is not None else ""
+    )
+    progress = _ProgressBar(err, f"actlog: exporting {what}") if show else None
+    try:
+        result = export.export(
+            run,
+            args.layer,
+            args.probe,
+            args.output,
+            channel=args.channel,
+            fps=args.fps,
+            columns=args.columns,
+            scale=args.scale,
+            progress=progress,
+        )
+    except OSError as error:
+        raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+    kind = export.FORMATS[result.format]
+    print(
+        f"wrote {result.path}: {kind}, {len(result.steps)} frame(s) "
+        f"({run.step_axis} {result.steps[0]}..{result.steps[-1]}), "
+        f"{result.size[0]}x{result.size[1]} px",
+        file=out,
+    )
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        message = f"expected a positive integer, received {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, received {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, received {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``actlog`` command."""
+    parser = argparse.ArgumentParser(
+        prog="actlog",
+        description="Inspect actlog activation logs and export a layer's evolution.",
+    )
+    parser.add_argument("--version", action="version", version=f"actlog {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    ls = commands.add_parser(
+        "ls", help="list runs, layers, probes, steps and bytes of a log",
+        description="List every actlog run under LOGDIR: layers, probes, steps and size.",
+    )
+    ls.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
+
+    ex = commands.add_parser(
+        "export", help="export a grid (or one channel) over every step as GIF or PNG strip",
+        description=(
+            "Export the grid of one layer for one probe over every logged step: "
+            "OUT.gif is an animation, OUT.png a filmstrip. Each frame is labelled with its step."
+        ),
+    )
+    ex.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
+    ex.add_argument("--layer", required=True, help="layer display name (see `actlog ls`)")
+    ex.add_argument("--probe", required=True, type=int, help="probe index, from 0")
+    ex.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.gif or OUT.png")
+    ex.add_argument("--channel", type=int, help="follow this channel's tile instead of the grid")
+    ex.add_argument(
+        "--run", help="run name (default: 'activations', or the only run)"
+    )
+    ex.add_argument("--fps", type=_positive_float, default=4.0, help="GIF frames per second (4)")
+    ex.add_argument("--columns", type=_positive_int, help="frames per row of a PNG strip")
+    ex.add_argument("--scale", type=_positive_int, help="integer upscaling of each frame")
+    bar = ex.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress", dest="progress", action="store_true", default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``actlog`` command; returns the exit status.
+
+    Args:
+        argv: arguments without the program name; default ``sys.argv[1:]``.
+    """
+    from actlog.export import ExportError
+    from actlog.reader import LogError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    try:
+        if args.command == "ls":
+            return _cmd_ls(args, out)
+        return _cmd_export(args, out, err)
+    except (LogError, ExportError, _UserError) as error:
+        message = " ".join(str(error).split())  # always one line
+        print(f"actlog: error: {message}", file=err)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("actlog: interrupted", file=err)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Shared fixtures: a tiny seeded model, seeded data, and a reader of TensorBoard runs.
+
+TensorFlow and Keras are imported inside the fixtures, never at module level,
+so test modules that must run without TensorFlow (the grid toolkit, the
+reader) do not pay for it or see it in ``sys.modules``.
+
+Fixtures:
+
+- ``tiny_model_factory`` (session): ``factory(seed=0)`` -> a fresh compiled
+  functional model ``Input((12, 12, 1)) -> Conv2D(4, 3, relu, "conv_0") ->
+  MaxPooling2D(2, "pool_0") -> Conv2D(6, 3, "conv_1") -> Flatten("flatten") ->
+  Dense(3, "logits")``, weights seeded; sparse categorical cross-entropy, SGD.
+  Per-sample output shapes: conv_0 (10, 10, 4), pool_0 (5, 5, 4), conv_1 (3, 3, 6).
+- ``tiny_model``: one such model (seed 0), fresh for each test.
+- ``tiny_data`` (session): ``(x, y)``: 16 float32 samples ``(12, 12, 1)`` and int
+  labels in {0, 1, 2}; both read-only (copy before changing them).
+- ``tiny_probes``: a fresh writable float32 copy of ``x[:2]``, for each test.
+- ``classic_model_factory`` (session): ``factory(seed=0)`` -> the article's MNIST
+  ConvNet as a compiled ``Sequential``: ``Input((28, 28, 1)) -> Conv2D(32, 3, relu,
+  "conv_0") -> MaxPooling2D("pool_0") -> Conv2D(64, 3, relu, "conv_1") ->
+  MaxPooling2D("pool_1") -> Flatten -> Dropout(0.5) -> Dense(10, softmax)``.
+  Per-sample shapes: conv_0 (26, 26, 32), pool_0 (13, 13, 32), conv_1 (11, 11, 64),
+  pool_1 (5, 5, 64).
+- ``read_run`` (session): ``read_run(path)`` -> ``{tag: [(step, value), ...]}``
+  read through TensorBoard's ``EventAccumulator`` (see :func:`read_run`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+# Before TensorFlow is first imported anywhere: keep its C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TINY_INPUT_SHAPE = (12, 12, 1)
+TINY_CLASSES = 3
+TINY_SAMPLES = 16
+
+
+def make_tiny_model(seed: int = 0) -> Any:
+    """The tiny functional model described in the module docstring, compiled."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(TINY_INPUT_SHAPE, name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_0")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool_0")(x)
+    x = keras.layers.Conv2D(6, 3, name="conv_1")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(TINY_CLASSES, name="logits")(x)
+    model = keras.Model(inputs, outputs, name="tiny")
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def make_classic_model(seed: int = 0) -> Any:
+    """The article's MNIST ConvNet (see module docstring), compiled, weights seeded."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv_0"),
+            keras.layers.MaxPooling2D(2, name="pool_0"),
+            keras.layers.Conv2D(64, 3, activation="relu", name="conv_1"),
+            keras.layers.MaxPooling2D(2, name="pool_1"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dropout(0.5, name="dropout"),
+            keras.layers.Dense(10, activation="softmax", name="digits"),
+        ],
+        name="classic_mnist",
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def make_tiny_data(n: int = TINY_SAMPLES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` seeded samples: a bright square at a class-dependent place, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, TINY_CLASSES, size=n).astype(np.int32)
+    x = rng.normal(0.0, 0.1, size=(n, *TINY_INPUT_SHAPE)).astype(np.float32)
+    for i, label in enumerate(y):
+        top = 1 + 3 * int(label)
+        x[i, top:top + 4, top:top + 4, 0] += 1.0
+    return x, y
+
+
+def _decode_png(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, np.newaxis] if array.ndim == 2 else array
+
+
+def read_run(path: str | os.PathLike) -> dict[str, list[tuple[int, Any]]]:
+    """Everything TensorBoard sees in one run directory, by tag, in step order.
+
+    Loaded with TensorBoard's own ``EventAccumulator`` keeping every event
+    (``size_guidance={"tensors": 0}``). Values by plugin:
+
+    - ``images``: uint8 ``(h, w, c)`` (gray PNGs as ``c = 1``); a summary with
+      several images gives a list of them.
+    - ``scalars``: ``float``.
+    - ``text`` and string tensors (actlog's manifest): ``str``.
+    - anything else (actlog's channel statistics): the numpy array.
+
+    Raises ``AssertionError`` when ``path`` is not a directory, so a missing run
+    can never pass as an empty one.
+    """
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    path = os.fspath(path)
+    assert os.path.isdir(path), f"no run directory at {path}"
+    accumulator = EventAccumulator(path, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    out: dict[str, list[tuple[int, Any]]] = {}
+    for tag in accumulator.Tags()["tensors"]:
+        plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name
+        values = []
+        for event in accumulator.Tensors(tag):
+            array = tensor_util.make_ndarray(event.tensor_proto)
+            if plugin == "images":
+                # [width, height, png, png, ...]
+                images = [_decode_png(png) for png in array[2:]]
+                value: Any = images[0] if len(images) == 1 else images
+            elif plugin == "scalars":
+                value = float(array)
+            elif array.dtype.kind in "OSU" and array.ndim == 0:
+                value = array.item()
+                value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            else:
+                value = array
+            values.append((int(event.step), value))
+        out[tag] = sorted(values, key=lambda pair: pair[0])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory() -> Callable[..., Any]:
+    """``factory(seed=0)`` -> a fresh compiled tiny model (see module docstring)."""
+    return make_tiny_model
+
+
+@pytest.fixture
+def tiny_model() -> Any:
+    """A fresh compiled tiny model, seed 0."""
+    return make_tiny_model(0)
+
+
+@pytest.fixture(scope="session")
+def classic_model_factory() -> Callable[..., Any]:
+    """``factory(seed=0)`` -> a fresh compiled classic MNIST ConvNet (see module docstring)."""
+    return make_classic_model
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> tuple[np.ndarray, np.ndarray]:
+    """Read-only ``(x, y)``: 16 samples ``(12, 12, 1)`` float32 and int32 labels in {0, 1, 2}."""
+    x, y = make_tiny_data()
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+@pytest.fixture
+def tiny_probes(tiny_data: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """A writable float32 copy of the first two samples, fresh for each test."""
+    return tiny_data[0][:2].copy()
+
+
+@pytest.fixture(scope="session", name="read_run")
+def read_run_fixture() -> Callable[[str | os.PathLike], dict[str, list[tuple[int, Any]]]]:
+    """The :func:`read_run` helper, as a fixture."""
+    return read_run

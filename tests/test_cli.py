@@ -1,0 +1,236 @@
+"""The ``actlog`` command on a log written by a real ``fit``: ls, GIF, PNG strip, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+import actlog
+from actlog import metadata
+from actlog.cli import main
+from actlog.export import GAP
+
+LAYERS = ("conv_0", "conv_1")
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory, tiny_model_factory, tiny_data) -> Path:
+    """3 epochs with colour grids, plus batch-level logging during the first epoch."""
+    model = tiny_model_factory(seed=1)
+    x, y = tiny_data
+    path = tmp_path_factory.mktemp("cli") / "exp"
+    logger = actlog.ActivationLogger(
+        path, x[:2].copy(), layers=list(LAYERS), freq=1, batch_freq=1, cmap="viridis"
+    )
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[logger])
+    assert logger.misses == {}
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(log_dir):
+    return actlog.read(log_dir).run(metadata.EPOCH_RUN)
+
+
+def export(log_dir, output, *extra: str) -> int:
+    return main(
+        ["export", str(log_dir), "--layer", "conv_0", "--probe", "0", "-o", str(output), *extra]
+    )
+
+
+def gif_frames(path) -> list[np.ndarray]:
+    with Image.open(path) as image:
+        return [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)]
+
+
+def cell(strip: np.ndarray, index: int, columns: int, frame_hw, image_hw) -> np.ndarray:
+    """The picture in filmstrip cell ``index``: frames are centred above their label."""
+    frame_h, frame_w = frame_hw
+    row, col = divmod(index, columns)
+    y = GAP + row * (frame_h + GAP)
+    x = GAP + col * (frame_w + GAP) + (frame_w - image_hw[1]) // 2
+    return strip[y : y + image_hw[0], x : x + image_hw[1]]
+
+
+# -- ls -----------------------------------------------------------------------------------
+
+
+def test_ls_lists_runs_layers_probes_steps_bytes(log_dir, capsys):
+    assert main(["ls", str(log_dir)]) == 0
+    out = capsys.readouterr().out
+    batch = actlog.read(log_dir).run(metadata.BATCH_RUN)
+    for name, steps in ((metadata.EPOCH_RUN, [0, 1, 2, 3]), (metadata.BATCH_RUN, batch.steps)):
+        block = out.split(f"run {name}\n", 1)[1].split("\nrun ", 1)[0]
+        size = sum(p.stat().st_size for p in (log_dir / name).iterdir())
+        assert f"steps:     {len(steps)} ({steps[0]}..{steps[-1]})" in block
+        assert "probes:    2" in block
+        assert f"bytes:     {size} " in block
+        for layer in LAYERS:
+            assert f"    {layer}  Conv2D" in block
+    assert batch.step_axis == "global_step" and batch.steps == [1, 2]
+    assert "grid 2x3 tiles" in out  # conv_1: 6 channels
+
+
+def test_python_dash_m_and_console_script(log_dir):
+    script = Path(sys.executable).with_name("actlog")
+    commands = [[sys.executable, "-m", "actlog", "ls", str(log_dir)]]
+    if script.exists():  # the entry point of an installed actlog
+        commands.append([str(script), "ls", str(log_dir)])
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert f"run {metadata.EPOCH_RUN}" in result.stdout
+
+
+# -- export ------------------------------------------------------------------------------
+
+
+def test_gif_has_one_labelled_frame_per_step(log_dir, run, tmp_path, capsys):
+    output = tmp_path / "conv_0.gif"
+    assert export(log_dir, output, "--fps", "5") == 0
+    assert "4 frame(s)" in capsys.readouterr().out
+    steps, grids = run.grids("conv_0", 0)
+    with Image.open(output) as image:
+        assert image.n_frames == len(steps) == 4
+        assert image.info["duration"] == 200
+        assert image.info["loop"] == 0
+        width, height = image.size
+    height_grid, width_grid = grids.shape[1:3]
+    assert width >= width_grid and height > height_grid  # the label band is below
+    frames = gif_frames(output)
+    x0 = (width - width_grid) // 2
+    for frame, grid in zip(frames, grids, strict=True):
+        picture = frame[:height_grid, x0 : x0 + width_grid].astype(int)
+        # A GIF has a 256-colour palette per frame: close to, not equal to, the grid.
+        assert np.abs(picture - grid.astype(int)).mean() < 4
+        band = frame[height_grid:]
+        assert (band == 255).mean() > 0.5 and (band < 128).any()  # white band, dark text
+    bands = [frame[height_grid:].tobytes() for frame in frames]
+    assert len(set(bands)) == len(frames)  # each frame shows its own step
+
+
+def test_png_strip_holds_every_step_exactly(log_dir, run, tmp_path):
+    gif, strip_path = tmp_path / "a.gif", tmp_path / "a.png"
+    assert export(log_dir, gif) == 0
+    assert export(log_dir, strip_path, "--columns", "3") == 0
+    with Image.open(gif) as image:
+        frame_w, frame_h = image.size
+    steps, grids = run.grids("conv_0", 0)
+    strip = np.asarray(Image.open(strip_path).convert("RGB"))
+    rows = -(-len(steps) // 3)
+    assert strip.shape[:2] == (GAP + rows * (frame_h + GAP), GAP + 3 * (frame_w + GAP))
+    for index, grid in enumerate(grids):
+        picture = cell(strip, index, 3, (frame_h, frame_w), grid.shape[:2])
+        np.testing.assert_array_equal(picture, grid)
+
+
+def test_channel_follows_one_tile(log_dir, run, tmp_path):
+    output = tmp_path / "ch.png"
+    assert export(log_dir, output, "--channel", "2", "--scale", "2", "--columns", "4") == 0
+    steps, tiles = run.tiles("conv_0", 0, 2)
+    big = tiles.repeat(2, axis=1).repeat(2, axis=2)
+    strip = np.asarray(Image.open(output).convert("RGB"))
+    frame_h = strip.shape[0] - 2 * GAP
+    frame_w = (strip.shape[1] - GAP) // 4 - GAP
+    for index, tile in enumerate(big):
+        picture = cell(strip, index, 4, (frame_h, frame_w), tile.shape[:2])
+        np.testing.assert_array_equal(picture, tile)
+
+    gif = tmp_path / "ch.gif"
+    assert export(log_dir, gif, "--channel", "2") == 0
+    with Image.open(gif) as image:
+        assert image.n_frames == len(steps)
+        # upscaled by default so that a small tile stays visible
+        assert image.size[0] >= 2 * tiles.shape[2]
+
+
+def test_run_option_chooses_the_batch_run(log_dir, tmp_path):
+    output = tmp_path / "batch.gif"
+    assert export(log_dir, output, "--run", metadata.BATCH_RUN) == 0
+    batch = actlog.read(log_dir).run(metadata.BATCH_RUN)
+    with Image.open(output) as image:
+        assert image.n_frames == len(batch.steps)
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(log_dir, tmp_path, capsys):
+    assert export(log_dir, tmp_path / "p.gif", "--progress") == 0
+    err = capsys.readouterr().err
+    assert "4/4 frames" in err and "[" + "#" * 30 + "]" in err
+    assert export(log_dir, tmp_path / "q.gif") == 0  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
+
+
+# -- errors: one line, exit status 2, no traceback -----------------------------------------
+
+
+def export_args(default_logdir, tmp, **changes: str) -> list[str]:
+    """A valid ``export`` command line for the log, with ``changes`` applied."""
+    logdir = changes.pop("logdir", str(default_logdir))
+    options = {"layer": "conv_0", "probe": "0", "o": str(tmp / "out.gif"), **changes}
+    args = ["export", logdir]
+    for key, value in options.items():
+        args += [f"-{key}" if len(key) == 1 else f"--{key}", value]
+    return args
+
+
+ERRORS = {
+    # case: (changes to a valid export command, texts the one-line error must hold)
+    "unknown run": ({"run": "nope"}, ["No run 'nope'", "['activations', 'activations_batch']"]),
+    "unknown layer": ({"layer": "dense"}, ["No layer 'dense'", "['conv_0', 'conv_1']"]),
+    "unknown probe": ({"probe": "5"}, ["No probe 5", "2 probes (0..1)"]),
+    "unknown channel": ({"channel": "99"}, ["Channel 99", "channels shown: 0..3"]),
+    "unknown extension": ({"o": "{tmp}/out.jpg"}, ["'.jpg'", ".gif (animated GIF), .png"]),
+    "missing output dir": ({"o": "{tmp}/no/such/out.gif"}, ["annot write", "does not exist"]),
+    "output is a dir": ({"o": "{tmp}/d.gif"}, ["annot write", "it is a directory"]),
+    "unwritable output": ({"o": "/proc/actlog_test.gif"}, ["annot write", "/proc/actlog_test"]),
+    "missing logdir": ({"logdir": "{tmp}/missing"}, ["Log directory", "does not exist"]),
+    "empty logdir": ({"logdir": "{tmp}/empty"}, ["No actlog runs", "no event files at all"]),
+}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "actlog", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_export_errors(log_dir, tmp_path, case):
+    changes, expected = ERRORS[case]
+    (tmp_path / "d.gif").mkdir()
+    (tmp_path / "empty").mkdir()
+    changes = {key: value.format(tmp=tmp_path) for key, value in changes.items()}
+    result = cli(*export_args(log_dir, tmp_path, **changes))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("actlog: error: ")
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in lines[0]
+    assert {p.name for p in tmp_path.iterdir()} == {"d.gif", "empty"}  # nothing written
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_ls_errors(tmp_path, where):
+    (tmp_path / "empty").mkdir()
+    result = cli("ls", str(tmp_path / where))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("actlog: error: ")
+    assert str(tmp_path / where) in result.stderr
+
+
+def test_bad_option_values_are_usage_errors(log_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export(log_dir, tmp_path / "x.gif", "--fps", "0")
+    assert exit_info.value.code == 2
+    assert "expected a number > 0, received '0'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.gif")
