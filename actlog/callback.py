@@ -141,6 +141,7 @@ class ActivationLogger(keras.callbacks.Callback):
         """Events or parts of events that could not be logged, by kind of fault."""
         self._warned: set[str] = set()
         self._last_epoch_step: int | None = None
+        self._epochs_done: int | None = None  # epochs completed under this logger, across fits
         self._watched: list[Watched] = []
         self._probe_fn: ProbeFunction | None = None
         self._layouts: list[grid.GridLayout] | None = None
@@ -180,9 +181,11 @@ class ActivationLogger(keras.callbacks.Callback):
         self._fit_started = False
         # Steps never repeat: a later fit() that restarts epochs at 0 continues
         # after what this logger wrote; initial_epoch is honoured as it is.
-        last = self._last_epoch_step
-        self._offset = 0 if last is None else max(0, last - epoch)
-        if self.freq and self._probe_fn is not None and last is None and epoch == 0:
+        # Count from the epochs completed (not only the logged ones: with freq > 1 the
+        # last logged step lags behind); the last logged step covers a fit stopped early.
+        known = [s for s in (self._last_epoch_step, self._epochs_done) if s is not None]
+        self._offset = max(0, max(known) - epoch) if known else 0
+        if self.freq and self._probe_fn is not None and not known and epoch == 0:
             self._event(metadata.EPOCH_RUN, 0)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -196,10 +199,12 @@ class ActivationLogger(keras.callbacks.Callback):
         self._event(metadata.BATCH_RUN, step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        step = self._offset + epoch + 1
+        self._epochs_done = step
         if not self.freq or self._probe_fn is None:
             return
-        if (epoch + 1) % self.freq == 0:
-            self._event(metadata.EPOCH_RUN, self._offset + epoch + 1)
+        if step % self.freq == 0:
+            self._event(metadata.EPOCH_RUN, step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._close_writers()

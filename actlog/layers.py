@@ -4,7 +4,9 @@
 
 - ``None``: every layer of the model, nested models included, whose output per
   sample has spatial extent (rank >= 2 without the batch axis: Conv1D/2D/3D,
-  pooling, ...). Nested models themselves are walked into, not watched.
+  pooling, ...). Nested models, and user-written layers that hold layers of
+  their own (a ``ResidualBlock(keras.layers.Layer)``), are walked into, not
+  watched.
 - a name (``"conv_0"``), a path into nested models (``"backbone/block_1_conv"``),
   a ``keras.layers.Layer`` object, a layer class (``keras.layers.Conv2D``, matched
   with ``isinstance``), or a compiled regular expression (matched with
@@ -16,6 +18,13 @@
 Layers chosen explicitly must have an output that can be drawn (rank >= 1 per
 sample: Dense outputs are drawn as a strip); ``None`` and class/regex choices
 keep only spatial layers.
+
+Output shapes come from the model's symbolic graph when it has one
+(Sequential and functional models, nested ones included). A subclassed model,
+or a ``Sequential`` that has not been given its input shape yet, has no
+graph: then, when ``probes`` are given, the model is run once on them with
+every layer tapped, and the shapes are read off what each layer returned. A
+layer the model never calls cannot be watched, and is named as such.
 """
 
 from __future__ import annotations
@@ -35,46 +44,76 @@ class Watched:
     name: str  # display name: used in tags
     path: str  # "outer/inner" path of the layer within the model
     layer: Any  # keras.layers.Layer
-    chain: tuple[Any, ...]  # enclosing sub-models from the outermost down, the model itself excluded
+    # Enclosing containers (sub-models, user-written composite layers) from the
+    # outermost down, the model itself excluded. Non-empty -> the layer's output
+    # is not reachable from the model's own inputs, so it must be captured.
+    chain: tuple[Any, ...]
+
+
+@dataclass
+class _Entry:
+    """A layer found by :func:`walk`, with what is known of its output."""
+
+    path: str
+    layer: Any
+    chain: tuple[Any, ...]
+    # "tensor": one output of known `shape` (batch axis included); "multi": a
+    # list/dict of outputs; "unknown": no symbolic graph and no trace yet;
+    # "unused": traced, but the model never called the layer.
+    kind: str
+    shape: tuple | None
 
 
 def walk(model: Any) -> list[tuple[str, Any, tuple[Any, ...]]]:
-    """Every layer below ``model`` as (path, layer, chain of enclosing sub-models), depth first.
+    """Every layer below ``model`` as (path, layer, chain of enclosing containers), depth first.
 
-    Sub-models are listed and then walked into, so both a backbone and its
-    inner layers can be chosen.
+    Containers (sub-models and user-written layers holding layers) are listed
+    and then walked into, so both a backbone and its inner layers can be chosen.
     """
     found: list[tuple[str, Any, tuple[Any, ...]]] = []
 
     def visit(container: Any, prefix: str, chain: tuple[Any, ...]) -> None:
-        for layer in getattr(container, "layers", []):
+        for layer in _children(container):
             if _is_input_layer(layer):
                 continue
             path = f"{prefix}{layer.name}"
             found.append((path, layer, chain))
-            if _is_model(layer):
+            if _is_container(layer):
                 visit(layer, path + "/", chain + (layer,))
 
     visit(model, "", ())
     return found
 
 
-def resolve(model: Any, spec: Any) -> list[Watched]:
-    """Resolve ``spec`` (see module docstring) against ``model``; raises ``ValueError``."""
-    everything = walk(model)
-    by_path = {path: (layer, chain) for path, layer, chain in everything}
+def resolve(model: Any, spec: Any, probes: Any = None) -> list[Watched]:
+    """Resolve ``spec`` (see module docstring) against ``model``; raises ``ValueError``.
+
+    Args:
+        model: a Keras model (Sequential, functional, nested or subclassed).
+        spec: the ``layers=`` argument of :class:`actlog.ActivationLogger`.
+        probes: the probe batch (array, list or dict of arrays). Needed only
+            when the model has no symbolic graph (subclassed models): the model
+            is then run once on the probes to learn each layer's output shape.
+
+    Returns:
+        The watched layers, in the order of ``spec`` (model order for ``None``,
+        classes and patterns).
+    """
+    everything = _catalog(model, probes)
+    by_path = {entry.path: entry for entry in everything}
 
     if spec is None:
         chosen = [
-            Watched(path, path, layer, chain)
-            for path, layer, chain in everything
-            if not _is_model(layer) and _spatial(layer)
+            Watched(e.path, e.path, e.layer, e.chain)
+            for e in everything
+            if not _is_container(e.layer) and _spatial(e)
         ]
         if not chosen:
             raise ValueError(
                 "layers=None watches every layer with a spatial output (rank >= 2 per sample, "
-                "e.g. Conv2D or pooling), but this model has none. Layers and their outputs: "
-                f"{_describe(everything)}. Name the layers to watch explicitly."
+                "e.g. Conv2D or pooling), but none was found. Layers and their outputs: "
+                f"{_describe(everything)}.{_hint(everything, probes)} Name the layers to watch "
+                "explicitly."
             )
         return _check_names(chosen)
 
@@ -85,14 +124,14 @@ def resolve(model: Any, spec: Any) -> list[Watched]:
                 raise ValueError(
                     f"layers mapping keys are display names (non-empty str); received {display!r}."
                 )
-            matches = _match(item, everything, by_path, explicit=True)
+            matches = _match(item, everything, by_path, explicit=True, probes=probes)
             if len(matches) != 1:
                 raise ValueError(
                     f"layers[{display!r}] must name exactly one layer; {item!r} matches "
-                    f"{[path for path, _, _ in matches]}."
+                    f"{[e.path for e in matches]}."
                 )
-            path, layer, chain = matches[0]
-            chosen.append(Watched(display, path, layer, chain))
+            entry = matches[0]
+            chosen.append(Watched(display, entry.path, entry.layer, entry.chain))
         return _check_names(chosen)
 
     items = list(spec) if _is_sequence(spec) else [spec]
@@ -100,61 +139,80 @@ def resolve(model: Any, spec: Any) -> list[Watched]:
         raise ValueError("layers is an empty list; pass None to watch every spatial layer.")
     chosen, seen = [], set()
     for item in items:
-        for path, layer, chain in _match(item, everything, by_path, explicit=False):
-            if path not in seen:
-                seen.add(path)
-                chosen.append(Watched(path, path, layer, chain))
+        for entry in _match(item, everything, by_path, explicit=False, probes=probes):
+            if entry.path not in seen:
+                seen.add(entry.path)
+                chosen.append(Watched(entry.path, entry.path, entry.layer, entry.chain))
     return _check_names(chosen)
 
 
-def _match(item: Any, everything: list, by_path: dict, *, explicit: bool) -> list:
+def _catalog(model: Any, probes: Any) -> list[_Entry]:
+    """Every layer with its output shape, tracing the model once when the graph lacks it."""
+    entries = []
+    for path, layer, chain in walk(model):
+        kind, shape = _symbolic_output(layer)
+        entries.append(_Entry(path, layer, chain, kind, shape))
+    unknown = [e for e in entries if e.kind == "unknown"]
+    if unknown and probes is not None:
+        # Imported here: probe.py imports Watched from this module.
+        from actlog.probe import trace_outputs
+
+        traced = trace_outputs(model, [e.layer for e in unknown], probes)
+        for entry in unknown:
+            if id(entry.layer) not in traced:
+                entry.kind = "unused"
+            else:
+                out = traced[id(entry.layer)]
+                if isinstance(out, tuple):
+                    entry.kind, entry.shape = "tensor", out
+                else:
+                    entry.kind = "multi"
+    return entries
+
+
+def _match(item: Any, everything: list[_Entry], by_path: dict, *, explicit: bool,
+           probes: Any) -> list[_Entry]:
     """Layers that one item of ``layers=`` names."""
+    paths = [e.path for e in everything]
     if isinstance(item, str):
         if item in by_path:
-            return [(item, *by_path[item])]
-        by_name = [entry for entry in everything if entry[1].name == item]
+            return [_drawable(by_path[item], probes)]
+        by_name = [e for e in everything if e.layer.name == item]
         if len(by_name) > 1:
             raise ValueError(
-                f"Layer name {item!r} is ambiguous: it names {[p for p, _, _ in by_name]}. "
+                f"Layer name {item!r} is ambiguous: it names {[e.path for e in by_name]}. "
                 "Use the full path."
             )
         if not by_name:
-            raise ValueError(
-                f"No such layer: {item!r}. Existing layers are: {[p for p, _, _ in everything]}."
-            )
-        return [_drawable(by_name[0])]
+            raise ValueError(f"No such layer: {item!r}. Existing layers are: {paths}.")
+        return [_drawable(by_name[0], probes)]
     if isinstance(item, re.Pattern):
         found = [
-            entry
-            for entry in everything
-            if item.fullmatch(entry[0]) and not _is_model(entry[1]) and _spatial(entry[1])
+            e for e in everything
+            if item.fullmatch(e.path) and not _is_container(e.layer) and _spatial(e)
         ]
         if not found:
             raise ValueError(
-                f"No spatial layer path matches {item.pattern!r}. "
-                f"Existing layers are: {[p for p, _, _ in everything]}."
+                f"No spatial layer path matches {item.pattern!r}. Existing layers are: "
+                f"{paths}.{_hint(everything, probes)}"
             )
         return found
     if isinstance(item, type):
-        found = [
-            entry
-            for entry in everything
-            if isinstance(entry[1], item) and (explicit or _spatial(entry[1]))
-        ]
+        found = [e for e in everything if isinstance(e.layer, item) and (explicit or _spatial(e))]
         if not found:
-            classes = sorted({type(layer).__name__ for _, layer, _ in everything})
+            classes = sorted({type(e.layer).__name__ for e in everything})
             raise ValueError(
                 f"No spatial layer of class {item.__name__} in the model. "
-                f"Layer classes present: {classes}."
+                f"Layer classes present: {classes}.{_hint(everything, probes)}"
             )
-        return found if not explicit else [_drawable(entry) for entry in found]
+        return found if not explicit else [_drawable(e, probes) for e in found]
     for entry in everything:
-        if entry[1] is item:
-            return [_drawable(entry)]
+        if entry.layer is item:
+            return [_drawable(entry, probes)]
     if hasattr(item, "name") and hasattr(item, "call"):
         raise ValueError(
             f"Layer object {item.name!r} ({type(item).__name__}) is not part of this model. "
-            f"Existing layers are: {[p for p, _, _ in everything]}."
+            f"Existing layers are: {paths}."
         )
     raise TypeError(
         f"Cannot choose layers with {item!r} ({type(item).__name__}). Accepted: None, a layer name "
@@ -163,16 +221,25 @@ def _match(item: Any, everything: list, by_path: dict, *, explicit: bool) -> lis
     )
 
 
-def _drawable(entry: tuple) -> tuple:
-    path, layer, _ = entry
-    if _is_model(layer) and _output_rank(layer) is None:
-        raise ValueError(f"{path!r} is a model with several outputs; choose a layer inside it.")
-    rank = _output_rank(layer)
-    if rank is not None and rank < 1:
+def _drawable(entry: _Entry, probes: Any) -> _Entry:
+    if entry.kind == "unused":
         raise ValueError(
-            f"Layer {path!r} ({type(layer).__name__}) has output shape {_shape(layer)}: a scalar "
-            "per sample cannot be drawn. Accepted: layers whose output per sample has rank 1 to 4 "
-            "(Dense, Conv1D/2D/3D, pooling, ...)."
+            f"Layer {entry.path!r} ({type(entry.layer).__name__}) was not called when the model "
+            f"ran on the probes (shape {_probe_shapes(probes)}), so it has no output to draw. "
+            "Watch a layer that the model's call() uses."
+        )
+    if entry.kind == "multi":
+        what = "a model" if _is_model(entry.layer) else "a layer"
+        raise ValueError(
+            f"{entry.path!r} is {what} with several outputs; choose a layer inside it or one "
+            "with a single output."
+        )
+    rank = None if entry.shape is None else len(entry.shape) - 1
+    if rank is not None and not 1 <= rank <= 4:
+        raise ValueError(
+            f"Layer {entry.path!r} ({type(entry.layer).__name__}) has output shape "
+            f"{entry.shape}: rank {rank} per sample cannot be drawn. Accepted: layers whose "
+            "output per sample has rank 1 to 4 (Dense, Conv1D/2D/3D, pooling, ...)."
         )
     return entry
 
@@ -192,6 +259,29 @@ def _check_names(chosen: list[Watched]) -> list[Watched]:
     return chosen
 
 
+def _children(container: Any) -> list:
+    if _is_model(container):
+        return list(container.layers)
+    flatten = getattr(container, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
+def _is_container(layer: Any) -> bool:
+    """A sub-model, or a user-written layer holding layers of its own.
+
+    Keras' own composite layers (Bidirectional, MultiHeadAttention, ...) stay
+    leaves: their inner layers are an implementation detail.
+    """
+    if _is_model(layer):
+        return True
+    if type(layer).__module__.split(".")[0] == "keras":
+        return False
+    flatten = getattr(layer, "_flatten_layers", None)
+    return flatten is not None and any(True for _ in flatten(include_self=False, recursive=False))
+
+
 def _is_input_layer(layer: Any) -> bool:
     return type(layer).__name__ == "InputLayer"
 
@@ -204,26 +294,40 @@ def _is_sequence(spec: Any) -> bool:
     return isinstance(spec, Iterable) and not isinstance(spec, (str, bytes, Mapping, type))
 
 
-def _shape(layer: Any) -> tuple | None:
-    """Per-layer output shape (with batch axis) when Keras knows it, else None."""
+def _symbolic_output(layer: Any) -> tuple[str, tuple | None]:
+    """What the layer's symbolic ``output`` says: ("tensor", shape), ("multi", None) or ("unknown", None)."""
     try:
         output = layer.output
     except (AttributeError, ValueError, RuntimeError):
-        return None
+        # a subclassed model's layer, or one Keras has not connected to a graph
+        return "unknown", None
     if isinstance(output, (list, tuple, dict)):
-        return None
-    return tuple(output.shape)
+        return "multi", None
+    return "tensor", tuple(output.shape)
 
 
-def _output_rank(layer: Any) -> int | None:
-    shape = _shape(layer)
-    return None if shape is None else len(shape) - 1
+def _spatial(entry: _Entry) -> bool:
+    return entry.kind == "tensor" and entry.shape is not None and len(entry.shape) >= 3
 
 
-def _spatial(layer: Any) -> bool:
-    rank = _output_rank(layer)
-    return rank is not None and rank >= 2
+def _describe(everything: list[_Entry]) -> str:
+    return ", ".join(
+        f"{e.path} {e.shape if e.kind == 'tensor' else e.kind}" for e in everything
+    ) or "(no layers)"
 
 
-def _describe(everything: list) -> str:
-    return ", ".join(f"{p} {_shape(layer)}" for p, layer, _ in everything)
+def _hint(everything: list[_Entry], probes: Any) -> str:
+    if any(e.kind == "unknown" for e in everything) and probes is None:
+        return (
+            " This model has no symbolic graph (subclassed, or not built from an Input), so "
+            "output shapes are unknown; pass probes to learn them by running the model once."
+        )
+    return ""
+
+
+def _probe_shapes(probes: Any) -> Any:
+    if isinstance(probes, Mapping):
+        return {k: tuple(getattr(v, "shape", ())) for k, v in probes.items()}
+    if isinstance(probes, (list, tuple)):
+        return [tuple(getattr(v, "shape", ())) for v in probes]
+    return tuple(getattr(probes, "shape", ()))

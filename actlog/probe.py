@@ -6,10 +6,12 @@ Two ways to reach a layer's output, chosen once per training run:
   (Sequential and functional models). One multi-output ``keras.Model`` from
   the model's inputs to those outputs shares the training weights and stops
   at the deepest watched layer.
-- **capture**: anything else (a layer inside a nested backbone, a subclassed
-  model with no symbolic graph, a layer called twice). The whole model runs,
-  and the watched layers' ``call`` is wrapped while the function is traced,
-  so the traced graph returns their outputs. The wrapper is removed before
+- **capture**: anything else: a layer inside a nested backbone (at any
+  depth), a subclassed model with no symbolic graph, a ``Sequential`` not yet
+  given its input shape, a layer inside a user-written composite layer, a
+  layer called twice (its first call is captured). The whole model runs, and
+  the watched layers' ``call`` is wrapped while the function is traced, so
+  the traced graph returns their outputs. The wrapper is removed before
   training starts; the traced graph keeps the taps.
 
 Either way the result is one ``tf.function`` with a fixed input signature,
@@ -20,7 +22,7 @@ cast to float32 (``mixed_float16`` layers compute in float16).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,18 @@ from actlog.layers import Watched
 
 
 class ProbeFunction:
-    """``fn()`` -> one float32 numpy array ``(k, ...)`` per watched layer."""
+    """``fn()`` -> one float32 numpy array ``(k, ...)`` per watched layer.
+
+    Args:
+        model: the model being trained (any kind; see the module docstring).
+        watched: the layers to return, from :func:`actlog.layers.resolve`.
+        probes: the probe batch: an array, or a list / dict of arrays for a
+            multi-input model (a dict is matched to inputs by name).
+
+    Attributes:
+        strategy: ``"symbolic"`` or ``"capture"``.
+        output_shapes: per-sample output shape of each watched layer.
+    """
 
     def __init__(self, model: Any, watched: Sequence[Watched], probes: Any) -> None:
         self.watched = list(watched)
@@ -40,9 +53,11 @@ class ProbeFunction:
         )
         self.strategy = "symbolic"
         sub_model = _symbolic_model(model, self.watched)
+        taps: contextlib.AbstractContextManager = contextlib.nullcontext()
         if sub_model is None:
             self.strategy = "capture"
-            run = _capture_runner(model, self.watched)
+            taps = _Taps([w.layer for w in self.watched])
+            run = _capture_runner(model, self.watched, taps)
         else:
 
             def run(x: Any) -> list:
@@ -53,9 +68,13 @@ class ProbeFunction:
             return [tf.cast(y, tf.float32) for y in run(x)]
 
         self._fn = tf.function(probe, input_signature=[signature], reduce_retracing=False)
-        with _tapped(self.watched) if self.strategy == "capture" else contextlib.nullcontext():
+        # Capture: the taps exist only while this one trace runs; the traced
+        # graph keeps them, and training never sees a wrapped layer.
+        with taps:
             try:
                 self._concrete = self._fn.get_concrete_function()
+            except _NotCalled:
+                raise
             except Exception as err:  # the user's model rejected the probes
                 raise ValueError(
                     f"Running the model on the probes failed: probes have shape "
@@ -65,12 +84,42 @@ class ProbeFunction:
         self.output_shapes = [tuple(o.shape[1:]) for o in self._concrete.outputs]
 
     def __call__(self) -> list[np.ndarray]:
-        return [t.numpy() for t in self._fn(self.probes)]
+        # The concrete function never retraces: in capture mode a retrace
+        # would run without the taps.
+        return [t.numpy() for t in self._concrete(self.probes)]
 
     @property
     def tracing_count(self) -> int:
         """How many times the function has been traced (1 after construction)."""
         return self._fn.experimental_get_tracing_count()
+
+
+def trace_outputs(model: Any, layers: Sequence[Any], probes: Any) -> dict[int, Any]:
+    """Run ``model`` once on ``probes`` with ``layers`` tapped; what each returned.
+
+    Used to learn output shapes when the model has no symbolic graph
+    (subclassed models). The run is eager and in inference mode; it also
+    builds a model that has not been built yet.
+
+    Returns:
+        ``{id(layer): shape}`` with the full output shape (batch axis first)
+        for a layer that returned one tensor, ``{id(layer): None}`` for one
+        that returned several; layers the model never called are absent.
+    """
+    tensors = _as_tensors(model, probes)
+    taps = _Taps(layers)
+    with taps:
+        try:
+            model(tensors, training=False)
+        except Exception as err:
+            raise ValueError(
+                f"Running the model on the probes failed: probes have shape {_shapes(tensors)}, "
+                f"the model expects {_expected(model)}. Keras said: {err}"
+            ) from err
+    return {
+        key: tuple(out.shape) if hasattr(out, "shape") else None
+        for key, out in taps.outputs.items()
+    }
 
 
 def _as_tensors(model: Any, probes: Any) -> Any:
@@ -169,47 +218,62 @@ def _symbolic_model(model: Any, watched: Sequence[Watched]) -> Any:
         return None
 
 
-_TAPS: dict[int, Any] = {}
+class _NotCalled(ValueError):
+    """A watched layer did not run when the model ran on the probes."""
 
 
-@contextlib.contextmanager
-def _tapped(watched: Sequence[Watched]) -> Iterator[None]:
-    """Wrap each watched layer's ``call`` so its output is recorded while tracing."""
-    patched = []
-    try:
-        for w in watched:
-            original = w.layer.call
+class _Taps:
+    """While active, each layer's ``call`` also records its output (first call wins).
 
-            def call(*args: Any, _original: Any = original, _key: int = id(w.layer), **kwargs: Any):
+    The wrapper is set on the instance with ``object.__setattr__`` so Keras'
+    attribute tracking never sees it, and removed on exit. A layer the model
+    calls more than once (a shared layer) is recorded at its first call.
+    """
+
+    def __init__(self, layers: Sequence[Any]) -> None:
+        self.layers = list(layers)
+        self.outputs: dict[int, Any] = {}
+        self._patched: list[Any] = []
+
+    def __enter__(self) -> _Taps:
+        self.outputs.clear()
+        for layer in self.layers:
+            if id(layer) in {id(p) for p in self._patched}:
+                continue
+            original = layer.call
+
+            def call(*args: Any, _original: Any = original, _key: int = id(layer), **kwargs: Any):
                 out = _original(*args, **kwargs)
-                _TAPS[_key] = out
+                self.outputs.setdefault(_key, out)
                 return out
 
-            # object.__setattr__: keras' tracking must not see the wrapper
-            object.__setattr__(w.layer, "call", call)
-            patched.append(w.layer)
-        yield
-    finally:
-        for layer in patched:
+            object.__setattr__(layer, "call", call)
+            self._patched.append(layer)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for layer in self._patched:
             object.__delattr__(layer, "call")
-        _TAPS.clear()
+        self._patched.clear()
 
 
-def _capture_runner(model: Any, watched: Sequence[Watched]) -> Any:
+def _capture_runner(model: Any, watched: Sequence[Watched], taps: _Taps) -> Any:
     def run(x: Any) -> list:
-        _TAPS.clear()
+        taps.outputs.clear()
         model(x, training=False)
-        missing = [w.path for w in watched if id(w.layer) not in _TAPS]
+        missing = [w.path for w in watched if id(w.layer) not in taps.outputs]
         if missing:
-            raise ValueError(
+            raise _NotCalled(
                 f"Layers {missing} were not called when the model ran on the probes, so their "
-                "outputs cannot be captured (is the layer used in call()?)."
+                "outputs cannot be captured. Watch layers that the model's call() uses."
             )
         outputs = []
         for w in watched:
-            out = _TAPS[id(w.layer)]
+            out = taps.outputs[id(w.layer)]
             if isinstance(out, (list, tuple)):
                 out = out[0]
+            elif isinstance(out, Mapping):
+                out = next(iter(out.values()))
             outputs.append(out)
         return outputs
 
