@@ -27,6 +27,10 @@ index zero-padded to the width of the largest index):
 - ``actlog/manifest``: a scalar string tensor holding JSON (see
   :func:`manifest`), rewritten at the first event of every ``fit``; the last
   one written describes every grid tag, its tile layout and its channels.
+
+actlog's own tensors carry ``plugin_name`` :data:`PLUGIN_NAME` with JSON content
+(:func:`plugin_content`) and ``data_class = DATA_CLASS_TENSOR``, without which
+TensorBoard's data providers do not serve them.
 """
 
 from __future__ import annotations

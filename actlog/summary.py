@@ -38,6 +38,8 @@ IMAGE_METADATA = image_metadata.create_summary_metadata(
 def actlog_metadata(kind: str, **fields: Any) -> bytes:
     """Serialized SummaryMetadata that marks a tensor as actlog's (see metadata.py)."""
     proto = summary_pb2.SummaryMetadata(
+        # TensorBoard's data providers serve only tensors whose data class is set.
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
         plugin_data=summary_pb2.SummaryMetadata.PluginData(
             plugin_name=metadata.PLUGIN_NAME,
             content=metadata.plugin_content(kind, **fields),

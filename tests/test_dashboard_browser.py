@@ -1,0 +1,362 @@
+"""The Activations dashboard end to end: a real ``fit``, a real ``tensorboard``
+process on 127.0.0.1 and Debian's Chromium, headless, driven by Selenium.
+
+What a person would check by eye is checked here by reading the page: the tab
+loads, the slider moves the step, a tile click opens the channel view, the
+pixels on screen are the pixels in the log, and a layer named like an HTML tag
+is shown as that text with no script run. Screenshots land in ``docs/images/``
+(or ``$ACTLOG_SCREENSHOT_DIR``) for the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from actlog import metadata
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+XSS = "<img src=x onerror=alert(1)>"
+EPOCHS = 5
+STEPS = list(range(EPOCHS + 1))
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason=f"needs Debian's chromium and chromedriver at {CHROMIUM} and {CHROMEDRIVER} "
+        "(apt-get install chromium chromium-driver)",
+    ),
+]
+
+# Installed in every frame before its scripts run: any alert/confirm/prompt is
+# recorded instead of shown, so a script injected through a layer name is seen.
+ALERT_TRAP = """
+window.__actlogAlerts = [];
+for (const name of ['alert', 'confirm', 'prompt']) {
+  window[name] = (message) => { window.__actlogAlerts.push(String(message)); };
+}
+"""
+
+READ_PIXELS = """
+const source = arguments[0];
+let canvas = source;
+if (source.tagName === 'IMG') {
+  canvas = document.createElement('canvas');
+  canvas.width = source.naturalWidth;
+  canvas.height = source.naturalHeight;
+  canvas.getContext('2d').drawImage(source, 0, 0);
+}
+const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+let text = '';
+for (let i = 0; i < data.length; i += 8192) {
+  text += String.fromCharCode.apply(null, data.subarray(i, i + 8192));
+}
+return [canvas.width, canvas.height, btoa(text)];
+"""
+
+
+def probe_images() -> np.ndarray:
+    """Two 16x16 RGB probes with structure a conv layer responds to."""
+    yy, xx = np.mgrid[0:16, 0:16] / 15.0
+    stripes = np.stack([np.sin(xx * 9) * 0.5 + 0.5, yy, 1 - xx], axis=-1)
+    rings = np.stack([np.cos(((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 40) * 0.5 + 0.5, xx * yy, yy], -1)
+    return np.stack([stripes, rings]).astype("float32")
+
+
+def fit_log(log_dir: Path) -> None:
+    import keras
+
+    import actlog
+
+    keras.utils.set_random_seed(0)
+    probes = probe_images()
+    x = np.concatenate([probes, np.random.default_rng(0).random((2, 16, 16, 3))]).astype("float32")
+    y = np.array([0, 1, 0, 1])
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_0")(inputs)
+    h = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_1")(h)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    logger = actlog.ActivationLogger(
+        str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, cmap="viridis"
+    )
+    model.fit(x, y, epochs=EPOCHS, batch_size=2, verbose=0, callbacks=[logger])
+
+
+def logged_grid(log_dir: Path, layer: str, probe: int, step: int) -> np.ndarray:
+    """The grid as TensorBoard's EventAccumulator reads it, as RGBA uint8."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    (events,) = (log_dir / metadata.EPOCH_RUN).glob("events.out.tfevents.*")
+    acc = event_accumulator.EventAccumulator(str(events), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    tag = metadata.grid_tag(layer, probe, 2)
+    (event,) = [e for e in acc.Tensors(tag) if e.step == step]
+    png = event.tensor_proto.string_val[2]
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("browser_log")
+    fit_log(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tensorboard_url(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `tensorboard` process on 127.0.0.1, port chosen by itself."""
+    stderr_path = tmp_path_factory.mktemp("tensorboard") / "stderr.txt"
+    command = [
+        str(Path(sys.executable).with_name("tensorboard")),
+        "--logdir", str(log_dir),
+        "--host", "127.0.0.1",
+        "--port", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    try:
+        url = wait_until_serving(process, stderr_path, log_dir)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_serving(process: subprocess.Popen, stderr_path: Path, log_dir: Path) -> str:
+    """Wait for the URL line, then until the plugin serves every logged step."""
+    deadline = time.monotonic() + 180
+    url = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tensorboard exited:\n{stderr_path.read_text()[-3000:]}")
+        if url is None:
+            match = re.search(r"TensorBoard \S+ at (http://127\.0\.0\.1:\d+/)", stderr_path.read_text())
+            url = match.group(1) if match else None
+        if url is not None:
+            query = "run=activations&layer=conv_1&probe=0"
+            try:
+                with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
+                    if json.loads(response.read())["steps"] == STEPS:
+                        return url
+            except urllib.error.HTTPError:
+                pass  # 400 until the data server has read the manifest
+        time.sleep(0.5)
+    raise TimeoutError(f"tensorboard did not serve {log_dir} in time:\n{stderr_path.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(argument)
+    # An explicit driver path: Selenium Manager is never asked to download one.
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ALERT_TRAP})
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+@pytest.fixture
+def page(driver: Any, tensorboard_url: str) -> Any:
+    """TensorBoard opened on the Activations tab, switched into the plugin's iframe."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.switch_to.default_content()
+    driver.get("about:blank")  # same URL again would only move to the #fragment
+    driver.get(f"{tensorboard_url}#actlog")
+    frame = WebDriverWait(driver, 60).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "iframe[src*='name=actlog']")
+    )[0]
+    driver.switch_to.frame(frame)
+    shows = "document.getElementById(arguments[0])?.dataset.step === String(arguments[1])"
+    wait_for(driver, shows, "actlog-grid-b", STEPS[-1])
+    wait_for(driver, shows, "actlog-grid-a", STEPS[0])
+    return driver
+
+
+def wait_for(driver: Any, condition: str, *args: Any, timeout: float = 30) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(f"return {condition};", *args))
+
+
+def displayed_pixels(driver: Any, element: Any) -> np.ndarray:
+    width, height, data = driver.execute_script(READ_PIXELS, element)
+    return np.frombuffer(base64.b64decode(data), np.uint8).reshape(height, width, 4)
+
+
+def screenshot(driver: Any, name: str) -> None:
+    directory = Path(os.environ.get("ACTLOG_SCREENSHOT_DIR", ROOT / "docs" / "images"))
+    directory.mkdir(parents=True, exist_ok=True)
+    driver.switch_to.default_content()
+    driver.save_screenshot(str(directory / name))
+
+
+def no_script_ran(driver: Any) -> None:
+    """No alert in any frame, and no element was made out of the layer's name."""
+    for frame_check in ("frame", "top"):
+        if frame_check == "top":
+            driver.switch_to.default_content()
+        assert driver.execute_script("return window.__actlogAlerts") == []
+        assert driver.execute_script("return document.querySelectorAll('img[src=\"x\"]').length") == 0
+
+
+def tile_center_offset(driver: Any, image: Any, layer: dict, tile: int) -> tuple[int, int]:
+    """Offset from the element's centre (Selenium's origin) to a tile's centre."""
+    grid = layer["grid"]
+    row, col = divmod(tile, grid["cols"])
+    x = grid["pad"] + col * (grid["tile_width"] + grid["pad"]) + grid["tile_width"] / 2
+    y = grid["pad"] + row * (grid["tile_height"] + grid["pad"]) + grid["tile_height"] / 2
+    rect = driver.execute_script(
+        "const r = arguments[0].getBoundingClientRect();"
+        "return [r.width, r.height, arguments[0].naturalWidth, arguments[0].naturalHeight];",
+        image,
+    )
+    scale_x, scale_y = rect[0] / rect[2], rect[1] / rect[3]
+    return round(x * scale_x - rect[0] / 2), round(y * scale_y - rect[1] / 2)
+
+
+def test_tab_loads_and_layer_names_are_text(page: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    layers = [o.text for o in page.find_elements(By.CSS_SELECTOR, "#actlog-layer option")]
+    assert layers == [XSS, "conv_1"]
+    assert page.find_element(By.ID, "actlog-layer").get_attribute("value") == "0"
+    assert page.execute_script("return document.getElementById('actlog-probe-image').naturalWidth") > 0
+    assert page.find_element(By.ID, "actlog-error").is_displayed() is False
+    no_script_ran(page)
+    tabs = page.execute_script("return document.body.textContent")
+    assert "Activations" in tabs  # the tab's name in TensorBoard's header
+    screenshot(page, "dashboard.png")
+
+
+def test_slider_moves_the_step_and_pixels_match_the_log(page: Any, log_dir: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    slider = page.find_element(By.ID, "actlog-step-slider")
+    assert slider.get_attribute("max") == str(len(STEPS) - 1)
+    grid_a = page.find_element(By.ID, "actlog-grid-a")
+    grid_b = page.find_element(By.ID, "actlog-grid-b")
+    for step in (STEPS[-1], STEPS[0]):
+        # The layer on screen is the first one: the one named like an <img> tag.
+        expected = logged_grid(log_dir, XSS, 0, step)
+        image = grid_b if step == STEPS[-1] else grid_a
+        np.testing.assert_array_equal(displayed_pixels(page, image), expected)
+
+    slider.send_keys(Keys.HOME)
+    wait_for(page, "document.getElementById('actlog-grid-b').dataset.step === '0'")
+    assert page.find_element(By.ID, "actlog-step-label").text.startswith("epoch 0 ")
+    slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    wait_for(page, "document.getElementById('actlog-grid-b').dataset.step === '2'")
+    np.testing.assert_array_equal(displayed_pixels(page, grid_b), logged_grid(log_dir, XSS, 0, 2))
+
+    # Left/right keys on the page step through time too.
+    page.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
+    wait_for(page, "document.getElementById('actlog-grid-b').dataset.step === '1'")
+    assert slider.get_attribute("value") == "1"
+
+    # Another probe and layer keep the steps in view; then another step on the left.
+    page.find_element(By.CSS_SELECTOR, "#actlog-probe option[value='1']").click()
+    page.find_element(By.CSS_SELECTOR, "#actlog-layer option[value='1']").click()
+    shows = (
+        "(id, step) => {const i = document.getElementById(id);"
+        "return i.dataset.layer === 'conv_1' && i.dataset.probe === '1' && i.dataset.step === step;}"
+    )
+    wait_for(page, f"({shows})('actlog-grid-b', '1') && ({shows})('actlog-grid-a', '0')")
+    np.testing.assert_array_equal(displayed_pixels(page, grid_b), logged_grid(log_dir, "conv_1", 1, 1))
+    page.find_element(By.CSS_SELECTOR, "#actlog-compare-step option[value='3']").click()
+    wait_for(page, f"({shows})('actlog-grid-a', '3')")
+    np.testing.assert_array_equal(displayed_pixels(page, grid_a), logged_grid(log_dir, "conv_1", 1, 3))
+
+
+def test_tile_click_follows_one_channel_through_every_step(page: Any, log_dir: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    run = json.loads(page.execute_script("return JSON.stringify(window.actlogDashboard.state.run)"))
+    layer = run["layers"][0]
+    tile = 1
+    channel = layer["channels"][tile]
+    grid_b = page.find_element(By.ID, "actlog-grid-b")
+    dx, dy = tile_center_offset(page, grid_b, layer, tile)
+    ActionChains(page).move_to_element_with_offset(grid_b, dx, dy).perform()
+    hover = page.find_element(By.ID, "actlog-hover")
+    assert hover.is_displayed()
+    assert hover.text == f"{XSS} \u00b7 channel {channel} \u00b7 epoch {STEPS[-1]}"
+
+    ActionChains(page).move_to_element_with_offset(grid_b, dx, dy).click().perform()
+    view = page.find_element(By.ID, "actlog-channel-view")
+    assert view.is_displayed()
+    assert view.get_attribute("data-channel") == str(channel)
+    assert page.find_element(By.ID, "actlog-channel-title").text == f"{XSS} \u00b7 channel {channel}"
+
+    frames = page.find_elements(By.CSS_SELECTOR, "#actlog-filmstrip figure.frame")
+    assert [f.get_attribute("data-step") for f in frames] == [str(s) for s in STEPS]
+    wait_for(page, "[...document.querySelectorAll('#actlog-filmstrip figure')].every(f => f.dataset.drawn)")
+    grid = layer["grid"]
+    y0 = grid["pad"] + (tile // grid["cols"]) * (grid["tile_height"] + grid["pad"])
+    x0 = grid["pad"] + (tile % grid["cols"]) * (grid["tile_width"] + grid["pad"])
+    for frame, step in zip(frames, STEPS, strict=True):
+        canvas = frame.find_element(By.TAG_NAME, "canvas")
+        crop = logged_grid(log_dir, XSS, 0, step)[y0 : y0 + grid["tile_height"], x0 : x0 + grid["tile_width"]]
+        np.testing.assert_array_equal(displayed_pixels(page, canvas), crop)
+
+    wait_for(page, "document.querySelectorAll('#actlog-stats-plot svg').length === 3")
+    charts = page.find_elements(By.CSS_SELECTOR, "#actlog-stats-plot svg")
+    assert [c.get_attribute("data-stat") for c in charts] == list(metadata.CHANNEL_STATS)
+    points = page.execute_script(
+        "return [...document.querySelectorAll('#actlog-stats-plot polyline')]"
+        ".map(p => p.getAttribute('points').split(' ').length)"
+    )
+    assert points == [len(STEPS), len(STEPS), len(STEPS) - 1]  # no drift at the first step
+
+    # A filmstrip frame is a way to move in time.
+    frames[2].click()
+    wait_for(page, "document.getElementById('actlog-grid-b').dataset.step === '2'")
+    no_script_ran(page)
+    screenshot(page, "dashboard_channel.png")
