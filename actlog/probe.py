@@ -7,12 +7,14 @@ Two ways to reach a layer's output, chosen once per training run:
   the model's inputs to those outputs shares the training weights and stops
   at the deepest watched layer.
 - **capture**: anything else: a layer inside a nested backbone (at any
-  depth), a subclassed model with no symbolic graph, a ``Sequential`` not yet
-  given its input shape, a layer inside a user-written composite layer, a
-  layer called twice (its first call is captured). The whole model runs, and
-  the watched layers' ``call`` is wrapped while the function is traced, so
-  the traced graph returns their outputs. The wrapper is removed before
-  training starts; the traced graph keeps the taps.
+  depth), a subclassed model with no symbolic graph, a layer inside a
+  user-written composite layer, a ``Sequential`` never given an input shape.
+  The whole model runs, and the watched layers' ``call`` is wrapped while the
+  function is traced, so the traced graph returns their outputs. The wrapper
+  is removed before training starts; the traced graph keeps the taps.
+
+A layer the model calls more than once (a shared layer) is seen at its first
+call on both paths (Keras' ``layer.output`` is its first call's output too).
 
 Either way the result is one ``tf.function`` with a fixed input signature,
 traced once here, run in inference mode (``training=False``); its outputs are
