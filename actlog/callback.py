@@ -89,7 +89,9 @@ class ActivationLogger(keras.callbacks.Callback):
         stats: also log activation statistics (mean, std, sparsity, dead
             channels, drift). Default True.
         log_probes: log the probe images themselves at the first event.
-        strict: raise on a logging failure instead of warning and training on.
+        strict: raise :class:`LoggingError` on a logging fault instead of
+            warning once and training on (for pipelines where a log with
+            gaps is worse than no run). Default False.
     """
 
     def __init__(
@@ -138,7 +140,12 @@ class ActivationLogger(keras.callbacks.Callback):
         self.strict = bool(strict)
 
         self.misses: dict[str, int] = {}
-        """Events or parts of events that could not be logged, by kind of fault."""
+        """Logging faults met so far, by kind: ``"write"`` (the filesystem failed),
+        ``"removed"`` (the event file or log directory disappeared; logging goes
+        on in a new file), ``"nonfinite"`` (a layer's NaN or Inf activations,
+        per layer and event), ``"budget"`` (a grid drawn subsampled to fit
+        ``max_pixels``, per layer and event), ``"internal"`` (anything else).
+        Each kind warns once; training is never stopped unless ``strict``."""
         self._warned: set[str] = set()
         self._last_epoch_step: int | None = None
         self._epochs_done: int | None = None  # epochs completed under this logger, across fits
@@ -439,6 +446,12 @@ def _check_int(name: str, value: Any, *, minimum: int) -> int:
     return int(value)
 
 
+_LOG_DIR_ACCEPTED = (
+    "a directory that exists or can be created, local or on any filesystem TensorFlow "
+    "knows (gs://, s3://, hdfs://, ram://)"
+)
+
+
 def _check_log_dir(log_dir: Any) -> str:
     if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
         raise TypeError(
@@ -449,9 +462,13 @@ def _check_log_dir(log_dir: Any) -> str:
         tf.io.gfile.makedirs(path)
     except (OSError, tf.errors.OpError) as err:
         message = getattr(err, "message", None) or str(err)
-        raise ValueError(f"log_dir {path!r} cannot be created: {message}") from None
+        raise ValueError(
+            f"log_dir {path!r} cannot be created: {message}. Accepted: {_LOG_DIR_ACCEPTED}."
+        ) from None
     if not tf.io.gfile.isdir(path):
-        raise ValueError(f"log_dir {path!r} exists but is not a directory.")
+        raise ValueError(
+            f"log_dir {path!r} exists but is not a directory. Accepted: {_LOG_DIR_ACCEPTED}."
+        )
     return path
 
 
@@ -489,7 +506,8 @@ def _copy_array(name: str, value: Any) -> np.ndarray:
         raise ValueError(f"{name} must be a numeric array (k, ...); could not convert: {err}") from None
     if array.dtype.kind not in "biuf":
         raise TypeError(
-            f"{name} must be numeric (bool, int or float); received dtype {array.dtype}."
+            f"{name} must be numeric (bool, int or float); received dtype {array.dtype} "
+            f"({type(value).__name__ if value is not None else 'None'})."
         )
     if array.ndim < 1 or array.shape[0] == 0 or array.size == 0:
         raise ValueError(

@@ -1,0 +1,211 @@
+"""actlog under ``tf.distribute``, and a log directory on TensorFlow's filesystem layer.
+
+TensorFlow fixes its devices when it first initialises them, and a process
+can be one worker of one cluster only, so every run here is a child process,
+started once for the module and in parallel:
+
+- ``local``: splits the CPU into two logical devices, then trains the tiny
+  model three times with the same seed, data and batches: on one device
+  (``single``), under ``MirroredStrategy`` over both devices (``mirrored``)
+  and on one device with ``log_dir="ram://..."`` (copied out afterwards).
+- ``worker 0`` and ``worker 1``: ``MultiWorkerMirroredStrategy`` over two
+  processes on 127.0.0.1 (``TF_CONFIG``, free ports), each with its own
+  ``log_dir``, as on two machines.
+
+The tests compare what each run wrote, read back with ``actlog.read``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import actlog  # noqa: E402
+from actlog import metadata  # noqa: E402
+
+EPOCHS = 2
+LAYERS = ["conv_0", "conv_1"]
+
+_COMMON = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.path.insert(0, {tests!r})
+    import tensorflow as tf
+    import keras
+    from conftest import make_tiny_data, make_tiny_model
+    import actlog
+
+    x, y = make_tiny_data()
+    probes = x[:2]
+
+    def train(log_dir, strategy=None):
+        if strategy is None:
+            model = make_tiny_model(0)
+        else:
+            with strategy.scope():
+                model = make_tiny_model(0)
+        logger = actlog.ActivationLogger(log_dir, probes, layers={layers!r})
+        # no shuffling: every run sees the same global batches in the same order
+        model.fit(x, y, batch_size=8, epochs={epochs}, shuffle=False, verbose=0, callbacks=[logger])
+        return logger
+    """
+)
+
+_LOCAL = _COMMON + textwrap.dedent(
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    out = sys.argv[1]
+    train(os.path.join(out, "single"))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    mirrored = train(os.path.join(out, "mirrored"), strategy)
+
+    ram = "ram://actlog-test/logs"
+    train(ram)
+    # ram:// lives in this process only: copy what was written out for the test to read
+    copied = []
+    for directory, _, files in tf.io.gfile.walk(ram):
+        target = os.path.join(out, "ram", directory[len(ram):].lstrip("/"))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            tf.io.gfile.copy(directory.rstrip("/") + "/" + name, os.path.join(target, name))
+            copied.append(name)
+    print(json.dumps({{"mirrored_misses": mirrored.misses, "ram_files": copied}}))
+    """
+)
+
+_WORKER = _COMMON + textwrap.dedent(
+    """
+    # Keras 3 (3.15 at least) cannot fit() under MultiWorkerMirroredStrategy as it is
+    # (keras-team/keras#20585): before the first step it averages a distributed batch
+    # with strategy.reduce(), which the collective ops reject, and each step then
+    # averages the scalar logs over an axis 0 they do not have. Building the model's
+    # state from a local batch, and averaging the logs over this worker's replicas
+    # (the gradients are still all-reduced), trains exactly the same weights.
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=(x[:8], y[:8]))
+
+    TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    logger = train(sys.argv[1], strategy)
+    print(json.dumps({{"task": strategy.cluster_resolver.task_id, "misses": logger.misses,
+                       "replicas": strategy.num_replicas_in_sync}}))
+    """
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Any]:
+    """Start the three child processes at once; their outputs and log directories."""
+    root = tmp_path_factory.mktemp("distributed")
+    tests = str(Path(__file__).parent)
+    local_py, worker_py = root / "local.py", root / "worker.py"
+    local_py.write_text(_LOCAL.format(tests=tests, layers=LAYERS, epochs=EPOCHS))
+    worker_py.write_text(_WORKER.format(tests=tests, layers=LAYERS, epochs=EPOCHS))
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    children = {"local": subprocess.Popen(
+        [sys.executable, str(local_py), str(root / "local")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )}
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        children[f"worker{index}"] = subprocess.Popen(
+            [sys.executable, str(worker_py), str(root / f"worker{index}")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**env, "TF_CONFIG": json.dumps(tf_config)},
+        )
+    results: dict[str, Any] = {"root": root}
+    try:
+        for name, child in children.items():
+            out, err = child.communicate(timeout=240)
+            assert child.returncode == 0, f"{name} failed:\n{err[-4000:]}"
+            results[name] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    return results
+
+
+def _grids(log_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
+    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+    found = {}
+    for layer in run.layers:
+        for probe in range(run.probes):
+            steps, grids = run.grids(layer, probe)
+            for step, image in zip(steps, grids, strict=True):
+                found[(layer, probe, int(step))] = image
+    return found
+
+
+def _assert_same_grids(got: dict, expected: dict) -> None:
+    assert sorted(got) == sorted(expected)
+    assert sorted({step for _, _, step in got}) == list(range(EPOCHS + 1))
+    for key, image in expected.items():
+        # Same seed, same global batches, gradients all-reduced: the same uint8 pixels.
+        np.testing.assert_array_equal(got[key], image, err_msg=str(key))
+
+
+def test_mirrored_strategy_gives_the_grids_of_one_device(runs):
+    root = runs["root"] / "local"
+    single, mirrored = _grids(root / "single"), _grids(root / "mirrored")
+    assert runs["local"]["mirrored_misses"] == {}
+    _assert_same_grids(mirrored, single)
+
+
+def test_multi_worker_only_the_chief_writes_and_matches_one_process(runs):
+    assert {runs[f"worker{i}"]["task"] for i in range(2)} == {0, 1}
+    assert all(runs[f"worker{i}"]["replicas"] == 2 for i in range(2))
+    assert runs["worker0"]["misses"] == {} and runs["worker1"]["misses"] == {}
+    chief, other = runs["root"] / "worker0", runs["root"] / "worker1"
+    # the other worker trained to the end but wrote nothing of actlog's
+    assert not [p for p in other.rglob("*") if p.is_file()]
+    _assert_same_grids(_grids(chief), _grids(runs["root"] / "local" / "single"))
+
+
+def test_ram_filesystem_log_dir(runs, read_run):
+    copied = runs["root"] / "local" / "ram"
+    assert len(runs["local"]["ram_files"]) == 1
+    tags = read_run(copied / metadata.EPOCH_RUN)
+    assert metadata.MANIFEST_TAG in tags and [s for s, _ in tags["conv_1/probe_1"]] == [0, 1, 2]
+    single = _grids(runs["root"] / "local" / "single")
+    ram = _grids(copied)
+    assert sorted(ram) == sorted(single)
+    for key, image in single.items():
+        np.testing.assert_array_equal(ram[key], image, err_msg=str(key))

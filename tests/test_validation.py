@@ -1,0 +1,144 @@
+"""Bad configuration fails fast: one clear error, before the first training step.
+
+Every row of the table is one wrong configuration of ``ActivationLogger``
+with the exception it must raise and a pattern its message must match: what
+was received and what is accepted. Each is tried the way a user meets it:
+build the logger, then ``fit`` with a callback placed *before* actlog that
+counts training batches; the count must still be 0 when the error arrives
+(errors about the model can only come at ``on_train_begin``, which Keras calls
+before the first batch).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+
+import actlog  # noqa: E402
+
+# The tiny model's per-sample output shapes: conv_0 (10, 10, 4), pool_0 (5, 5, 4), conv_1 (3, 3, 6).
+
+
+def _probes(shape: tuple = (2, 12, 12, 1), dtype: Any = np.float32) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=shape).astype(dtype)
+
+
+def _nan_probes() -> np.ndarray:
+    probes = _probes()
+    probes[1, 3, 3, 0] = np.nan
+    return probes
+
+
+def _under_a_file(tmp_path: Any) -> str:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    return str(blocker / "logs")
+
+
+# (id, keyword arguments given a tmp_path, exception, message pattern)
+CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
+    ("freq_negative", lambda t: {"freq": -1}, ValueError, r"freq must be an int >= 0; received -1"),
+    ("freq_str", lambda t: {"freq": "1"}, TypeError, r"freq must be an int >= 0; received '1' \(str\)"),
+    ("freq_bool", lambda t: {"freq": True}, TypeError, r"freq must be an int >= 0; received True \(bool\)"),
+    ("freq_float", lambda t: {"freq": 1.5}, TypeError, r"freq must be an int >= 0; received 1.5 \(float\)"),
+    ("batch_freq_negative", lambda t: {"batch_freq": -3}, ValueError,
+     r"batch_freq must be an int >= 0; received -3"),
+    ("batch_epochs_zero", lambda t: {"batch_epochs": 0}, ValueError,
+     r"batch_epochs must be an int >= 1; received 0"),
+    ("max_channels_zero", lambda t: {"max_channels": 0}, ValueError,
+     r"max_channels must be an int >= 1; received 0"),
+    ("max_pixels_zero", lambda t: {"max_pixels": 0}, ValueError,
+     r"max_pixels must be an int >= 1; received 0"),
+    ("pad_negative", lambda t: {"pad": -1}, ValueError, r"pad must be an int >= 0; received -1"),
+    ("min_tile_str", lambda t: {"min_tile": "48"}, TypeError, r"min_tile must be an int >= 1; received '48'"),
+    ("cmap_jet", lambda t: {"cmap": "jet"}, ValueError,
+     r"Unknown cmap 'jet'\. Accepted: \['gray', 'viridis', 'diverging'\]"),
+    ("norm_global", lambda t: {"norm": "global"}, ValueError,
+     r"Unknown norm 'global'\. Accepted: .*'channel'"),
+    ("norm_reversed", lambda t: {"norm": (1, 0)}, ValueError, r"norm \(1, 0\).*Accepted: .*low < high"),
+    ("channels_random", lambda t: {"channels": "random"}, ValueError,
+     r"Unknown channel selection 'random'\. Accepted: \['first', 'most_active'\]"),
+    ("probes_empty_list", lambda t: {"probes": []}, ValueError,
+     r"probes must be a non-empty batch \(k, \.\.\.\) with k >= 1; received shape \(0,\)"),
+    ("probes_none", lambda t: {"probes": None}, TypeError,
+     r"probes must be numeric .*; received dtype object \(None\)"),
+    ("probes_strings", lambda t: {"probes": ["cat", "dog"]}, TypeError,
+     r"probes must be numeric \(bool, int or float\); received dtype <U3 \(list\)"),
+    ("probes_complex", lambda t: {"probes": _probes().astype(np.complex64)}, TypeError,
+     r"probes must be numeric .*received dtype complex64 \(ndarray\)"),
+    ("probes_nan", lambda t: {"probes": _nan_probes()}, ValueError, r"probes contains NaN or Inf"),
+    ("probes_wrong_rank", lambda t: {"probes": _probes((2, 12, 12))}, ValueError,
+     r"received probes of shape \(2, 12, 12\), the input accepts \(k, 12, 12, 1\)"),
+    ("probes_wrong_size", lambda t: {"probes": _probes((2, 10, 10, 1))}, ValueError,
+     r"received probes of shape \(2, 10, 10, 1\), the input accepts \(k, 12, 12, 1\)"),
+    ("layers_int", lambda t: {"layers": 42}, TypeError,
+     r"Cannot choose layers with 42 \(int\)\. Accepted: None, a layer name"),
+    ("layers_unknown_name", lambda t: {"layers": ["nope"]}, ValueError,
+     r"No such layer: 'nope'\. Existing layers are: \['conv_0', 'pool_0', 'conv_1', 'flatten', 'logits'\]"),
+    ("layers_regex_no_match", lambda t: {"layers": re.compile("zzz")}, ValueError,
+     r"No spatial layer path matches 'zzz'\. Existing layers are: \['conv_0'"),
+    ("layers_reserved_name", lambda t: {"layers": {"actlog": "conv_0"}}, ValueError,
+     r"Display name 'actlog' is reserved"),
+    ("layers_outside_model", lambda t: {"layers": [keras.layers.Conv2D(2, 3, name="stranger")]}, ValueError,
+     r"Layer object 'stranger' \(Conv2D\) is not part of this model\. Existing layers are: \['conv_0'"),
+    ("layers_blank_display_name", lambda t: {"layers": {"": "conv_0"}}, ValueError,
+     r"layers mapping keys are display names \(non-empty str\); received ''"),
+    ("log_dir_under_a_file", lambda t: {"log_dir": _under_a_file(t)}, ValueError,
+     r"log_dir '.*a_file/logs' cannot be created: .*Accepted: a directory"),
+    ("log_dir_int", lambda t: {"log_dir": 42}, TypeError,
+     r"log_dir must be a non-empty path \(str or os\.PathLike\); received 42"),
+    ("log_dir_empty", lambda t: {"log_dir": ""}, TypeError,
+     r"log_dir must be a non-empty path .*received ''"),
+    ("rows_cols_too_small", lambda t: {"layers": ["conv_1"], "rows": 1, "cols": 2}, ValueError,
+     r"layer 'conv_1' .*6 channels shown.*rows=1 x cols=2 holds 2 tiles but 6 channels are shown"),
+    ("max_pixels_tiny", lambda t: {"layers": ["conv_0"], "max_pixels": 4}, ValueError,
+     r"layer 'conv_0' .* need 25 pixels even at one pixel per tile, over max_pixels=4"),
+]
+assert len(CASES) >= 15
+
+
+class CountBatches(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.batches += 1
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_bad_configuration_fails_before_the_first_step(
+    tmp_path, tiny_model, tiny_data, make, error, match
+):
+    options = {"log_dir": tmp_path / "logs", "probes": _probes(), "layers": ["conv_0"], **make(tmp_path)}
+    counter = CountBatches()
+    x, y = tiny_data
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(Exception) as info:
+        warnings.simplefilter("always")
+        logger = actlog.ActivationLogger(**options)
+        tiny_model.fit(x[:4], y[:4], batch_size=4, epochs=1, verbose=0, callbacks=[counter, logger])
+    # exactly this error, not one wrapped in another or raised after training began
+    assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
+    assert re.search(match, str(info.value)), str(info.value)
+    assert counter.batches == 0
+    assert not [w for w in caught if "actlog" in str(w.message)]
+
+
+def test_probes_are_not_modified_and_later_edits_do_not_leak(tmp_path, tiny_model, tiny_data):
+    probes = _probes()
+    before = probes.copy()
+    logger = actlog.ActivationLogger(tmp_path, probes, layers=["conv_0"])
+    probes[:] = 0  # the caller reuses the array
+    assert not np.shares_memory(logger.probes, probes)
+    np.testing.assert_array_equal(logger.probes, before)
