@@ -24,15 +24,17 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
 
 from actlog import metadata
+from actlog.png import encode_png
 
-PNG_COMPRESSION = 1
-IMAGE_METADATA = image_metadata.create_summary_metadata(
-    display_name="", description=""
-).SerializeToString()
+IMAGE_METADATA = image_metadata.create_summary_metadata("", "").SerializeToString()
+SCALAR_METADATA = scalar_metadata.create_summary_metadata("", "").SerializeToString()
+TEXT_METADATA = text_metadata.create_summary_metadata("", "").SerializeToString()
 
 
 def actlog_metadata(kind: str, **fields: Any) -> bytes:
@@ -73,7 +75,8 @@ class RunWriter:
         # The manifest, texts and reserved (probe) images last written with a
         # manifest: repeated at the top of any later file of this run.
         self._header: tuple[str, list, list] | None = None
-        self._compiled: dict[tuple, Any] = {}
+        self._described: set[str] = set()  # tags whose metadata the current file holds
+        self._tag_meta: dict[str, bytes] = {}
         self._manifest_meta = actlog_metadata(metadata.KIND_MANIFEST)
 
     def _get(self) -> Any:
@@ -101,12 +104,6 @@ class RunWriter:
         """The event file being appended to, if one is open."""
         return self._file
 
-    @property
-    def tracing_count(self) -> int:
-        """Traces of the compiled write functions of the current file: one per
-        structure of event (the first event, with probe images, and the rest)."""
-        return sum(f.experimental_get_tracing_count() for f in self._compiled.values())
-
     def _file_exists(self) -> bool:
         if self._file is None:
             return True  # a filesystem that lists no file: nothing to check against
@@ -118,7 +115,7 @@ class RunWriter:
     def _discard(self) -> None:
         """Forget the current file; the next write opens a new one. Never raises."""
         writer, self._writer = self._writer, None
-        self._compiled.clear()
+        self._described.clear()
         self._file = None
         if writer is not None:
             try:
@@ -195,78 +192,77 @@ class RunWriter:
         texts: Iterable[tuple[str, str]] = (),
         manifest: str | None = None,
     ) -> None:
-        """Write one event's summaries at ``step`` and flush them to disk.
+        """Write one event's summaries at ``step`` as ONE record and flush it.
 
-        ``images`` are uint8 ``(h, w, c)`` arrays; ``channel_stats`` are
-        ``(tag, layer, stat, values)``. The images, scalars and channel
-        statistics go through one compiled function per structure of event
-        (tags and shapes), built at the first event of that structure: the
-        per-event cost is one graph call, not a few thousand eager ops.
-        ``texts`` and ``manifest`` (first event of a fit only) are written
-        eagerly.
+        The ``Summary`` proto is built in Python (PNGs by :mod:`actlog.png`)
+        and handed to ``write_raw_pb``: one op per event, nothing traced, so
+        neither the first event of a large model nor a second logger pays for
+        compiling a graph of hundreds of summary ops. Records are in the
+        formats TensorBoard's own summary ops write (image: ``[width,
+        height, png]`` strings; scalar: float32 scalar; text: string), with
+        each tag's metadata in its first record of the file.
         """
-        images, scalars, channel_stats = list(images), list(scalars), list(channel_stats)
+        summary = summary_pb2.Summary()
+        if manifest is not None:
+            self._add(summary, metadata.MANIFEST_TAG, _string_tensor([manifest], ()), self._manifest_meta)
+        for tag, text in texts:
+            self._add(summary, tag, _string_tensor([text], ()), TEXT_METADATA)
+        for tag, image in images:
+            height, width = image.shape[:2]
+            encoded = encode_png(image)
+            self._add(
+                summary, tag, _string_tensor([str(width), str(height), encoded], (3,)), IMAGE_METADATA
+            )
+        for tag, value in scalars:
+            self._add(summary, tag, _float_tensor(np.float32(value)), SCALAR_METADATA)
+        for tag, layer, stat, values in channel_stats:
+            meta = self._tag_meta.get(tag)
+            if meta is None:
+                meta = actlog_metadata(metadata.KIND_CHANNEL_STATS, layer=layer, stat=stat)
+            self._add(summary, tag, _float_tensor(np.asarray(values, np.float32)), meta)
         writer = self._get()
         with writer.as_default(step=step), tf.summary.record_if(True):
-            if manifest is not None:
-                tf.summary.write(
-                    metadata.MANIFEST_TAG, tf.constant(manifest), metadata=self._manifest_meta
-                )
-            for tag, text in texts:
-                tf.summary.text(tag, text)
-            key = (
-                tuple((tag, image.shape) for tag, image in images),
-                tuple(tag for tag, _ in scalars),
-                tuple((tag, layer, stat, values.shape) for tag, layer, stat, values in channel_stats),
-            )
-            compiled = self._compiled.get(key)
-            if compiled is None:
-                compiled = self._compiled[key] = self._compile(key)
-            compiled(
-                tf.constant(step, tf.int64),
-                [image for _, image in images],
-                np.asarray([value for _, value in scalars], dtype=np.float32),
-                [values for *_, values in channel_stats],
-            )
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
         writer.flush()
+        self._described.update(value.tag for value in summary.value)
 
-    def _compile(self, key: tuple) -> Any:
-        image_keys, scalar_tags, channel_keys = key
-        channel_meta = [
-            actlog_metadata(metadata.KIND_CHANNEL_STATS, layer=layer, stat=stat)
-            for _, layer, stat, _ in channel_keys
-        ]
-        signature = [
-            tf.TensorSpec((), tf.int64),
-            [tf.TensorSpec(shape, tf.uint8) for _, shape in image_keys],
-            tf.TensorSpec((len(scalar_tags),), tf.float32),
-            [tf.TensorSpec(shape, tf.float32) for *_, shape in channel_keys],
-        ]
-
-        def write_event(step: Any, images: list, scalars: Any, channels: list) -> None:
-            for (tag, shape), image in zip(image_keys, images, strict=True):
-                # The Images plugin's own format: a string tensor [width, height, png].
-                # Fast zlib (level 1) halves the encoding time for ~10% more bytes.
-                png = tf.image.encode_png(image, compression=PNG_COMPRESSION)
-                size = tf.constant([str(shape[1]), str(shape[0])])
-                tf.summary.write(tag, tf.concat([size, [png]], 0), step=step, metadata=IMAGE_METADATA)
-            for index, tag in enumerate(scalar_tags):
-                tf.summary.scalar(tag, scalars[index], step=step)
-            for (tag, *_), meta, values in zip(channel_keys, channel_meta, channels, strict=True):
-                tf.summary.write(tag, values, step=step, metadata=meta)
-
-        return tf.function(write_event, input_signature=signature, reduce_retracing=False)
+    def _add(self, summary: Any, tag: str, tensor: Any, meta: bytes) -> None:
+        value = summary.value.add(tag=tag, tensor=tensor)
+        if tag not in self._described:
+            value.metadata.ParseFromString(meta)
+            self._tag_meta.setdefault(tag, meta)
 
     def close(self) -> None:
         if self._writer is not None:
             try:
                 self._writer.close()
             finally:
-                # compiled writes captured this writer: the next one needs new ones
                 self._writer = None
                 self._file = None
-                self._compiled.clear()
+                self._described.clear()
 
 
 def _join(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name if "://" in directory else os.path.join(directory, name)
+
+
+def _shape(dims: tuple[int, ...]) -> Any:
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
+    )
+
+
+def _string_tensor(values: list[str | bytes], dims: tuple[int, ...]) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=_shape(dims),
+        string_val=[v.encode("utf-8") if isinstance(v, str) else v for v in values],
+    )
+
+
+def _float_tensor(values: np.ndarray) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape=_shape(values.shape),
+        tensor_content=np.ascontiguousarray(values, dtype="<f4").tobytes(),
+    )

@@ -285,7 +285,7 @@ def test_missing_and_foreign_log_dirs(trained, tmp_path):
 
 
 def damaged_copy(trained, tmp_path, cut):
-    """Copy the epoch run; damage the second file inside the record of conv_0/probe_1 at step 3.
+    """Copy the epoch run; damage the second file inside the record holding conv_0/probe_1 at step 3.
 
     Returns the copy, the damaged file and the number of records left intact in it.
     """
@@ -340,21 +340,22 @@ def test_damaged_last_record_keeps_everything_before_it(trained, tmp_path, cut):
             np.testing.assert_array_equal(grids, full_grids[: len(steps)])
         for stat, (steps, _) in run.scalars(layer).items():
             assert steps.tolist() == sorted(expected[metadata.stat_tag(layer, stat)])
-    # The damaged record was conv_0/probe_1 at step 3: it and what follows are gone.
+    # The damaged record held step 3 (an event is one record): step 3 is gone for
+    # every tag, and nothing before it.
     assert run.grid_steps("conv_0", 1) == [0, 1, 2]
-    assert run.grid_steps("conv_0", 0) == [0, 1, 2, 3]
+    assert run.grid_steps("conv_0", 0) == [0, 1, 2]
 
 
 def test_record_cut_at_a_boundary_reads_without_warning(trained, tmp_path):
     copy = tmp_path / "log" / metadata.EPOCH_RUN
     shutil.copytree(run_dir(trained), copy)
     last = event_files(copy)[-1]
-    start, _ = records(last)[-3]
+    start, _ = records(last)[-1]  # the last event (step 3) is one record
     last.write_bytes(last.read_bytes()[:start])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run = actlog.read(copy.parent).run()
-    assert run.steps == [0, 1, 2, 3]
+    assert run.steps == [0, 1, 2]
 
 
 def test_verify_checks_data_crc(trained, tmp_path):

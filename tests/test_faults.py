@@ -1,0 +1,442 @@
+"""Logging never breaks training: faults during training, interrupts, long runs.
+
+Each fault test trains the tiny model of ``conftest.py`` for a few epochs with
+a fault injected between or during events, then checks that ``fit`` finished,
+that actlog warned exactly once per kind of fault and counted every miss, that
+what was logged before the fault (and after it, where possible) reads back
+through TensorBoard's ``EventAccumulator`` and ``actlog.read``, and that
+``strict=True`` raises instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import actlog  # noqa: E402
+from actlog import metadata  # noqa: E402
+from actlog.callback import LoggingError  # noqa: E402
+from actlog.summary import RunWriter  # noqa: E402
+
+GRID_TAG = "conv_0/probe_0"
+EPOCHS = 4
+
+
+class AtEpochEnd(keras.callbacks.Callback):
+    """Runs ``action(epoch)`` at the end of every epoch (placed before or after actlog)."""
+
+    def __init__(self, action: Any) -> None:
+        super().__init__()
+        self.action = action
+        self.epochs_done = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs_done += 1
+        self.action(epoch)
+
+
+def _fit(model: Any, data: Any, callbacks: list, epochs: int = EPOCHS) -> list[warnings.WarningMessage]:
+    x, y = data
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks)
+    return [w for w in caught if str(w.message).startswith("actlog (")]
+
+
+def _steps(run: dict, tag: str = GRID_TAG) -> list[int]:
+    return [step for step, _ in run[tag]]
+
+
+def _read_steps(log_dir: Path) -> list[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reader's notes on cut-short files
+        return actlog.read(log_dir).run(metadata.EPOCH_RUN).grid_steps("conv_0", 0)
+
+
+# -- the log directory removed mid-run --------------------------------------------
+
+
+@pytest.mark.parametrize("what", ["run", "log_dir"])
+def test_removed_log_directory_is_recreated(tmp_path, tiny_model, tiny_data, tiny_probes, read_run, what):
+    log_dir = tmp_path / "logs"
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"])
+    victim = log_dir / metadata.EPOCH_RUN if what == "run" else log_dir
+
+    def remove(epoch: int) -> None:
+        if epoch == 1:  # after actlog wrote step 2
+            shutil.rmtree(victim)
+
+    after = AtEpochEnd(remove)
+    caught = _fit(tiny_model, tiny_data, [logger, after])
+
+    assert after.epochs_done == EPOCHS
+    assert logger.misses == {"removed": 1}
+    assert len(caught) == 1
+    assert "disappeared" in str(caught[0].message) and "Step 3" in str(caught[0].message)
+    # Steps 0-2 went with the directory; 3 and 4 are in a new file that stands on its own.
+    run = read_run(log_dir / metadata.EPOCH_RUN)
+    assert _steps(run) == [3, 4]
+    assert _steps(run, metadata.MANIFEST_TAG) == [3]
+    assert _steps(run, "actlog/probe_0") == [3]
+    assert _read_steps(log_dir) == [3, 4]
+
+
+def test_run_directory_replaced_by_a_file_counts_every_lost_event(
+    tmp_path, tiny_model, tiny_data, tiny_probes, read_run
+):
+    log_dir = tmp_path / "logs"
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"])
+    run_dir = log_dir / metadata.EPOCH_RUN
+    kept = tmp_path / "kept"
+
+    def break_run(epoch: int) -> None:
+        if epoch == 1:
+            shutil.copytree(run_dir, kept)  # what was there, to check it was complete
+            shutil.rmtree(run_dir)
+            run_dir.write_text("not a directory")
+
+    caught = _fit(tiny_model, tiny_data, [logger, AtEpochEnd(break_run)])
+
+    assert logger.misses == {"write": 2}  # steps 3 and 4
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "could not write step 3" in message and str(log_dir) in message
+    assert _steps(read_run(kept)) == [0, 1, 2]
+
+
+# -- the writer failing --------------------------------------------------------------
+
+
+class _FlakyWriter:
+    """A tf.summary writer whose flush fails at chosen calls; everything else passes through."""
+
+    def __init__(self, writer: Any, error: Exception, fail_at: set[int], calls: list[int]) -> None:
+        self._writer, self._error, self._fail_at, self._calls = writer, error, fail_at, calls
+
+    def flush(self) -> None:
+        self._calls.append(1)
+        if len(self._calls) in self._fail_at:
+            raise self._error
+        self._writer.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        tf.errors.ResourceExhaustedError(None, None, "disk quota exceeded"),
+    ],
+    ids=["ENOSPC", "ResourceExhausted"],
+)
+def test_failing_writer_keeps_training_and_earlier_events(
+    tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, read_run, error
+):
+    calls: list[int] = []
+    real = tf.summary.create_file_writer
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        return _FlakyWriter(real(*args, **kwargs), error, {3}, calls)  # the flush of step 2
+
+    monkeypatch.setattr(tf.summary, "create_file_writer", flaky)
+    log_dir = tmp_path / "logs"
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"])
+    caught = _fit(tiny_model, tiny_data, [logger])
+
+    assert logger.misses == {"write": 1}
+    assert len(caught) == 1
+    assert "could not write step 2" in str(caught[0].message)
+    assert ("No space left" if isinstance(error, OSError) else "disk quota") in str(caught[0].message)
+    run = read_run(log_dir / metadata.EPOCH_RUN)
+    # The failed file is closed as it was and later events go to a new one with its
+    # own manifest: nothing before the fault is lost, training and logging go on.
+    files = sorted(os.listdir(log_dir / metadata.EPOCH_RUN))
+    assert len(files) == 2
+    assert {0, 1, 3, 4} <= set(_steps(run))
+    assert _steps(run, metadata.MANIFEST_TAG) == [0, 3]
+    assert {0, 1, 3, 4} <= set(_read_steps(log_dir))
+
+
+# -- NaN and Inf activations -----------------------------------------------------------
+
+
+def _poison(model: Any, value: float) -> Any:
+    def action(epoch: int) -> None:
+        if epoch == 1:
+            layer = model.get_layer("conv_0")
+            kernel, bias = layer.get_weights()
+            layer.set_weights([np.full_like(kernel, value), bias])
+
+    return action
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_nonfinite_activations_are_logged_and_counted(
+    tmp_path, tiny_model, tiny_data, tiny_probes, read_run, value
+):
+    log_dir = tmp_path / "logs"
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"])
+    before = AtEpochEnd(_poison(tiny_model, value))  # before actlog: step 2 sees the poison
+    caught = _fit(tiny_model, tiny_data, [before, logger])
+
+    assert before.epochs_done == EPOCHS
+    # two layers x steps 2, 3, 4
+    assert logger.misses == {"nonfinite": 6}
+    assert len(caught) == 1
+    assert "NaN or Inf activations at step 2" in str(caught[0].message)
+    run = read_run(log_dir / metadata.EPOCH_RUN)
+    assert _steps(run) == [0, 1, 2, 3, 4]
+    means = dict(run["conv_0/mean"])
+    assert np.isfinite(means[1]) and not np.isfinite(means[2])
+    assert _read_steps(log_dir) == [0, 1, 2, 3, 4]
+
+
+# -- a layer far larger than the pixel budget ---------------------------------------------
+
+
+def test_grid_over_the_pixel_budget_is_subsampled_and_counted(
+    tmp_path, tiny_model, tiny_data, tiny_probes, read_run
+):
+    log_dir = tmp_path / "logs"
+    # conv_0: 4 tiles of 10 x 10 in 2 x 2 with pad 1 need 23 x 23 = 529 pixels at least;
+    # conv_1: 6 tiles of 3 x 3 fit in 200 pixels.
+    logger = actlog.ActivationLogger(
+        log_dir, tiny_probes, layers=["conv_0", "conv_1"], max_pixels=200
+    )
+    caught = _fit(tiny_model, tiny_data, [logger], epochs=2)
+
+    assert logger.misses == {"budget": 3}  # conv_0 at steps 0, 1, 2
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "'conv_0'" in message and "1/2 of its resolution" in message and "max_pixels=200" in message
+    run = read_run(log_dir / metadata.EPOCH_RUN)
+    assert [image.shape for _, image in run[GRID_TAG]] == [(13, 13, 1)] * 3
+    assert _read_steps(log_dir) == [0, 1, 2]
+
+
+# -- strict=True raises instead --------------------------------------------------------------
+
+
+def _strict_case(name: str, log_dir: Path, model: Any) -> tuple[dict, list, str]:
+    if name == "removed":
+        return {}, [AtEpochEnd(lambda e: e == 0 and shutil.rmtree(log_dir))], "disappeared"
+    if name == "nonfinite":
+        return {}, [], "NaN or Inf"
+    if name == "budget":
+        return {"max_pixels": 200}, [], "resolution"
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("kind", ["removed", "nonfinite", "budget"])
+def test_strict_raises_instead_of_warning(tmp_path, tiny_model, tiny_data, tiny_probes, kind):
+    log_dir = tmp_path / "logs"
+    options, after, match = _strict_case(kind, log_dir, tiny_model)
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], strict=True, **options)
+    before = [AtEpochEnd(_poison(tiny_model, np.nan))] if kind == "nonfinite" else []
+    counter = AtEpochEnd(lambda epoch: None)
+    with pytest.raises(LoggingError, match=match) as info:
+        tiny_model.fit(
+            *tiny_data, batch_size=8, epochs=EPOCHS, verbose=0,
+            callbacks=[*before, counter, logger, *after],
+        )
+    assert info.value.kind == kind
+    assert logger.misses == {kind: 1}
+    assert counter.epochs_done < EPOCHS
+
+
+def test_strict_write_failure_keeps_the_original_error(
+    tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes
+):
+    real = tf.summary.create_file_writer
+    error = OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(
+        tf.summary, "create_file_writer", lambda *a, **k: _FlakyWriter(real(*a, **k), error, {2}, [])
+    )
+    logger = actlog.ActivationLogger(tmp_path, tiny_probes, layers=["conv_0"], strict=True)
+    with pytest.raises(LoggingError, match="could not write step 1") as info:
+        tiny_model.fit(*tiny_data, batch_size=8, epochs=EPOCHS, verbose=0, callbacks=[logger])
+    assert info.value.kind == "write"
+    assert info.value.error is error
+
+
+# -- interrupts -----------------------------------------------------------------------------
+
+_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.path.insert(0, {tests!r})
+    from conftest import make_tiny_data, make_tiny_model
+    import actlog
+
+    x, y = make_tiny_data(64)
+    model = make_tiny_model(0)
+
+    def train(log_dir):
+        logger = actlog.ActivationLogger(log_dir, x[:2], layers=["conv_0", "conv_1"], batch_freq=1,
+                                         batch_epochs=10_000)
+        model.fit(x, y, batch_size=2, epochs=10_000, verbose=0, callbacks=[logger])
+
+    try:
+        train(sys.argv[1])  # Ctrl-C lands here, as in a notebook
+    except KeyboardInterrupt:
+        pass
+    train(sys.argv[2])  # and a kill here
+    """
+)
+
+
+def _event_bytes(run_dir: Path) -> int:
+    return sum(f.stat().st_size for f in run_dir.glob("events.out.tfevents.*")) if run_dir.is_dir() else 0
+
+
+def test_interrupted_runs_leave_readable_event_files(tmp_path, read_run):
+    """SIGINT (Ctrl-C), then SIGKILL, while a child process logs at every batch.
+
+    One process for both (TensorFlow starts once): Ctrl-C interrupts a first
+    ``fit`` and the script goes on to a second one, which is killed.
+    """
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(tests=str(Path(__file__).parent)))
+    log_dirs = {signal.SIGINT: tmp_path / "sigint", signal.SIGKILL: tmp_path / "sigkill"}
+    child = subprocess.Popen(
+        [sys.executable, str(script), *map(str, log_dirs.values())],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 150
+        for sig, log_dir in log_dirs.items():
+            # Logging at every batch: a signal lands during an event most of the time.
+            while _event_bytes(log_dir / metadata.BATCH_RUN) < 20_000:
+                assert child.poll() is None, child.stderr.read().decode()[-3000:]
+                assert time.monotonic() < deadline, "the child never logged enough"
+                time.sleep(0.05)
+            child.send_signal(sig)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+
+    for sig, log_dir in log_dirs.items():
+        run = read_run(log_dir / metadata.BATCH_RUN)
+        steps = sorted({s for tag, points in run.items() for s, _ in points if tag != metadata.MANIFEST_TAG})
+        assert len(steps) >= 3, (sig, steps)
+        assert steps == list(range(steps[0], steps[0] + len(steps))), sig  # every batch, none skipped
+        # Every step but possibly the last (cut by the signal) is complete in every tag.
+        for tag in ("conv_0/probe_0", "conv_1/probe_1", "conv_1/channel_max"):
+            assert _steps(run, tag)[: len(steps) - 1] == steps[:-1], (sig, tag)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read = actlog.read(log_dir).run(metadata.BATCH_RUN)
+        assert read.grid_steps("conv_1", 1)[: len(steps) - 1] == steps[:-1], sig
+
+
+def test_event_file_cut_mid_record_reads_up_to_the_last_complete_event(
+    tmp_path, tiny_model, tiny_data, tiny_probes, read_run
+):
+    """What a kill during a write leaves, made exact: the file cut inside its last record."""
+    log_dir = tmp_path / "logs"
+    sizes: list[int] = []
+    run_dir = log_dir / metadata.EPOCH_RUN
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"])
+    _fit(tiny_model, tiny_data, [logger, AtEpochEnd(lambda e: sizes.append(_event_bytes(run_dir)))], epochs=3)
+    (name,) = os.listdir(run_dir)
+    full = (run_dir / name).read_bytes()
+    assert sizes[-1] == len(full)
+    whole = read_run(run_dir)
+    points = {(tag, step) for tag, series in whole.items() for step, _ in series}
+    # sizes[1] is the file after step 2. An event is one record, so a cut anywhere
+    # in step 3 (its start, its middle, its very last byte) loses step 3 whole
+    # and nothing else: events are atomic.
+    assert {step for _, step in points} == {0, 1, 2, 3}
+    for cut in (sizes[1] + 1, sizes[1] + 20, len(full) - 1):
+        cut_dir = tmp_path / f"cut_{cut}" / metadata.EPOCH_RUN
+        cut_dir.mkdir(parents=True)
+        (cut_dir / name).write_bytes(full[:cut])
+        run = read_run(cut_dir)
+        left = {(tag, step) for tag, series in run.items() for step, _ in series}
+        assert left == {(tag, step) for tag, step in points if step <= 2}
+        assert all(_values_equal(run[tag], whole[tag][: len(run[tag])]) for tag in run)
+        with pytest.warns(RuntimeWarning, match="cut short|needs"):
+            read = actlog.read(cut_dir.parent).run(metadata.EPOCH_RUN)
+        assert read.grid_steps("conv_0", 0) == _steps(run)
+
+
+def _values_equal(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        sa == sb and np.array_equal(np.asarray(va), np.asarray(vb))
+        for (sa, va), (sb, vb) in zip(a, b, strict=True)
+    )
+
+
+# -- long runs ---------------------------------------------------------------------------------
+
+
+def test_bytes_per_event_are_constant_and_nothing_retraces(tmp_path, tiny_data, tiny_probes):
+    """30 events of a model whose weights do not move: every event after the second
+    (the first carries the manifest, the second starts ``drift``) adds the same bytes."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=model.loss)
+    log_dir = tmp_path / "logs"
+    run_dir = log_dir / metadata.EPOCH_RUN
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"])
+    sizes: list[int] = []
+
+    def measure(epoch: int) -> None:
+        sizes.append(_event_bytes(run_dir))
+
+    x, y = tiny_data
+    caught = _fit(model, (x[:8], y[:8]), [logger, AtEpochEnd(measure)], epochs=30)
+
+    assert caught == [] and logger.misses == {}
+    growth = np.diff(sizes)
+    assert len(growth) == 29
+    assert growth[0] > 0 and set(growth[1:].tolist()) == {int(growth[1])}, growth
+    assert logger.probe_function.tracing_count == 1
+
+
+def test_run_writer_reopens_a_vanished_file_with_its_header(tmp_path):
+    """The RunWriter alone: the file removed between events is replaced, header first."""
+    notes: list[str] = []
+    writer = RunWriter(str(tmp_path / "run"), on_reopen=notes.append)
+    image = np.zeros((4, 4, 1), np.uint8)
+    writer.write(0, images=[("actlog/probe_0", image), ("a/probe_0", image)], scalars=[("a/mean", 1.0)],
+                 texts=[("actlog/layers", "| a |")], manifest='{"version": 1}')
+    first = writer.file
+    writer.write(1, images=[("a/probe_0", image)], scalars=[("a/mean", 2.0)])
+    os.remove(first)
+    writer.write(2, images=[("a/probe_0", image)], scalars=[("a/mean", 3.0)])
+    writer.close()
+    assert len(notes) == 1 and first in notes[0]
+    assert writer.files[0] == first and len(writer.files) == 2 and os.path.exists(writer.files[1])
+    from conftest import read_run
+
+    run = read_run(tmp_path / "run")
+    assert run["a/mean"] == [(2, 3.0)]
+    assert [s for s, _ in run[metadata.MANIFEST_TAG]] == [2]
+    assert [s for s, _ in run["actlog/probe_0"]] == [2]
+    assert [s for s, _ in run["actlog/layers"]] == [2]
