@@ -28,7 +28,7 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 from actlog import metadata
-from actlog.plugin.plugin import ActivationsLoader, ActivationsPlugin
+from actlog.plugin.plugin import KEEP_IMAGES, ActivationsLoader, ActivationsPlugin
 
 XSS = "<img src=x onerror=alert(1)>"
 EPOCHS = 11  # 12 steps: more than the 10 images TensorBoard keeps by default
@@ -327,7 +327,7 @@ def test_data_routes_never_touch_the_filesystem(client: werkzeug_test.Client) ->
 def test_loader_keeps_every_actlog_sample_unless_told_otherwise() -> None:
     flags = argparse.Namespace(samples_per_plugin={})
     ActivationsLoader().fix_flags(flags)
-    assert flags.samples_per_plugin == {"images": 0, "actlog": 0}
+    assert flags.samples_per_plugin == {"images": KEEP_IMAGES, "actlog": 0}
     flags = argparse.Namespace(samples_per_plugin={"images": 5, "scalars": 100})
     ActivationsLoader().fix_flags(flags)
     assert flags.samples_per_plugin == {"images": 5, "scalars": 100, "actlog": 0}

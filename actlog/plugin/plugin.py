@@ -45,6 +45,10 @@ _IMAGES_PLUGIN = "images"
 
 _SCALARS_PLUGIN = "scalars"
 
+KEEP_IMAGES = 10_000
+"""Images kept per tag when the user did not say: every epoch of any run
+people train, and every batch step of a long early phase."""
+
 _EVERY_STEP = 1_000_000
 """``downsample`` large enough for every step a log can hold: the provider
 returns all points when asked for more than it has."""
@@ -392,20 +396,22 @@ class ActivationsLoader(base_plugin.TBLoader):
 
     TensorBoard samples what it loads: 10 images and 10 tensors per tag unless
     ``--samples_per_plugin`` says otherwise. The dashboard's promise is every
-    logged step, so unless the user chose a value for ``images`` or ``actlog``
-    themselves, this loader sets both to 0 ("keep all") before TensorBoard
-    starts reading. The cost is memory: every image of every tag in the logdir
-    stays loaded, as with ``--samples_per_plugin=images=0``.
+    logged step, so unless the user chose a value themselves, this loader sets
+    ``actlog=0`` ("keep all") and ``images=`` :data:`KEEP_IMAGES` before
+    TensorBoard starts reading. Images get a large number rather than 0: the
+    standard Images tab passes the same value on as the number of images to
+    show, and with 0 it shows none (TensorBoard 2.21). The cost is memory:
+    up to that many images per tag stay loaded.
     """
 
     def fix_flags(self, flags: Any) -> None:
         hints = getattr(flags, "samples_per_plugin", None)
         if not isinstance(hints, dict):
             return
-        for plugin in (_IMAGES_PLUGIN, metadata.PLUGIN_NAME):
+        for plugin, keep in ((_IMAGES_PLUGIN, KEEP_IMAGES), (metadata.PLUGIN_NAME, 0)):
             if plugin not in hints:
-                hints[plugin] = 0
-                logger.info("actlog: keeping every %s sample (--samples_per_plugin)", plugin)
+                hints[plugin] = keep
+                logger.info("actlog: --samples_per_plugin %s=%d", plugin, keep)
 
     def load(self, context: base_plugin.TBContext) -> ActivationsPlugin:
         return ActivationsPlugin(context)
