@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationLogger",
+    "LoggingError",
+    "LogError",
     "feature_maps",
     "plot_feature_maps",
     "read",
@@ -26,15 +28,17 @@ __all__ = [
 
 _LAZY = {
     "ActivationLogger": "actlog.callback",
+    "LoggingError": "actlog.callback",
+    "LogError": "actlog.reader",
     "feature_maps": "actlog.oneshot",
     "plot_feature_maps": "actlog.oneshot",
     "read": "actlog.reader",
 }
 
 if TYPE_CHECKING:
-    from actlog.callback import ActivationLogger
+    from actlog.callback import ActivationLogger, LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
-    from actlog.reader import read
+    from actlog.reader import LogError, read
 
 
 def __getattr__(name: str) -> Any:

@@ -543,7 +543,16 @@ def _channels_last(a: np.ndarray, data_format: str) -> np.ndarray:
 
 
 def _data_format(layer: Any) -> str:
-    return getattr(layer, "data_format", None) or "channels_last"
+    """Where the layer keeps its channels: ``data_format``, or for normalisation
+    layers (which have none) the axis they normalise: ``axis=1`` is channels first."""
+    fmt = getattr(layer, "data_format", None)
+    if fmt:
+        return fmt
+    if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.GroupNormalization)):
+        axis = layer.axis
+        if axis == 1 or (isinstance(axis, (list, tuple)) and list(axis) == [1]):
+            return "channels_first"
+    return "channels_last"
 
 
 class LoggingError(RuntimeError):

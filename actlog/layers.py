@@ -193,7 +193,7 @@ def _match(item: Any, everything: list[_Entry], by_path: dict, *, explicit: bool
         ]
         if not found:
             raise ValueError(
-                f"No spatial layer path matches {item.pattern!r}. Existing layers are: "
+                f"No spatial layer path matches '{item.pattern}'. Existing layers are: "
                 f"{paths}.{_hint(everything, probes)}"
             )
         return found

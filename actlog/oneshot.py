@@ -38,8 +38,9 @@ def feature_maps(model: Any, images: Any, layers: Any = None) -> dict[str, np.nd
     from actlog.layers import resolve
     from actlog.probe import ProbeFunction
 
-    watched = resolve(model, layers)
-    probe = ProbeFunction(model, watched, _copy_probes(images))
+    probes = _copy_probes(images)
+    watched = resolve(model, layers, probes=probes)
+    probe = ProbeFunction(model, watched, probes)
     return {w.name: out for w, out in zip(watched, probe(), strict=True)}
 
 

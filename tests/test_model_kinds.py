@@ -408,6 +408,22 @@ def test_channels_first_layer(tmp_path, read_run):
     assert_grids(run, "pool_cf", np.moveaxis(acts, 1, -1), step=1)
 
 
+def test_batch_normalization_over_axis_1_is_read_channels_first(tmp_path, read_run):
+    """BatchNormalization has no data_format: its axis says where the channels are."""
+    keras.utils.set_random_seed(12)
+    x = data((3, 8, 8))  # (C, H, W)
+    i = keras.Input((3, 8, 8))
+    pooled = L.MaxPooling2D(2, data_format="channels_first", name="pool_cf")(i)
+    normed = L.BatchNormalization(axis=1, name="bn_cf")(pooled)
+    model = keras.Model(i, head(normed))
+    train(model, x, Y, tmp_path, x[:2], layers=["bn_cf"])
+    run = read_run(tmp_path / metadata.EPOCH_RUN)
+    entry = manifest_entries(run)["bn_cf"]
+    assert entry["data_format"] == "channels_first" and entry["channels"] == [0, 1, 2]
+    acts = np_(keras.Model(model.inputs, model.get_layer("bn_cf").output)(x[:2], training=False))
+    assert_grids(run, "bn_cf", np.moveaxis(acts, 1, -1), step=1)
+
+
 def test_mixed_float16(tmp_path, read_run):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -100,6 +100,25 @@ def test_feature_maps_of_a_functional_model(tiny_model, tiny_probes):
         np.testing.assert_array_equal(values, np.asarray(sub(tiny_probes, training=False)))
 
 
+def test_feature_maps_of_a_subclassed_model_with_default_layers(tiny_probes):
+    """No symbolic graph: the spatial layers are found by running the model on the images."""
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(3, 3, name="conv")
+            self.head = keras.layers.Dense(2, name="head")
+
+        def call(self, x):
+            return self.head(keras.ops.mean(self.conv(x), axis=(1, 2)))
+
+    net = Net()
+    net(tiny_probes)
+    maps = actlog.feature_maps(net, tiny_probes)
+    assert list(maps) == ["conv"]
+    np.testing.assert_allclose(maps["conv"], np.asarray(net.conv(tiny_probes)), rtol=1e-5, atol=1e-6)
+
+
 def test_feature_maps_leave_the_images_alone(tiny_model, tiny_probes):
     before = tiny_probes.copy()
     maps = actlog.feature_maps(tiny_model, tiny_probes, layers=["conv_0"])
