@@ -11,6 +11,7 @@ is shown as that text with no script run. Screenshots land in ``docs/images/``
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import actlog
 from actlog import metadata
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -122,10 +124,10 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tensorboard_url(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `tensorboard` process on 127.0.0.1, port chosen by itself."""
-    stderr_path = tmp_path_factory.mktemp("tensorboard") / "stderr.txt"
+@contextlib.contextmanager
+def running_tensorboard(log_dir: Path, workdir: Path, ready: Callable[[str], bool]) -> Iterator[str]:
+    """A real `tensorboard` process on 127.0.0.1, port chosen by itself, until ``ready(url)``."""
+    stderr_path = workdir / "stderr.txt"
     command = [
         str(Path(sys.executable).with_name("tensorboard")),
         "--logdir", str(log_dir),
@@ -136,8 +138,7 @@ def tensorboard_url(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     try:
-        url = wait_until_serving(process, stderr_path, log_dir)
-        yield url
+        yield wait_until_serving(process, stderr_path, log_dir, ready)
     finally:
         process.terminate()
         try:
@@ -147,8 +148,26 @@ def tensorboard_url(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             process.wait()
 
 
-def wait_until_serving(process: subprocess.Popen, stderr_path: Path, log_dir: Path) -> str:
-    """Wait for the URL line, then until the plugin serves every logged step."""
+def serves_every_step(url: str) -> bool:
+    """The plugin has read the whole log of `fit_log`."""
+    query = "run=activations&layer=conv_1&probe=0"
+    try:
+        with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
+            return json.loads(response.read())["steps"] == STEPS
+    except urllib.error.HTTPError:
+        return False  # 400 until the data server has read the manifest
+
+
+@pytest.fixture(scope="module")
+def tensorboard_url(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_tensorboard(log_dir, tmp_path_factory.mktemp("tensorboard"), serves_every_step) as url:
+        yield url
+
+
+def wait_until_serving(
+    process: subprocess.Popen, stderr_path: Path, log_dir: Path, ready: Callable[[str], bool]
+) -> str:
+    """Wait for the URL line, then until ``ready(url)``."""
     deadline = time.monotonic() + 180
     url = None
     while time.monotonic() < deadline:
@@ -157,14 +176,8 @@ def wait_until_serving(process: subprocess.Popen, stderr_path: Path, log_dir: Pa
         if url is None:
             match = re.search(r"TensorBoard \S+ at (http://127\.0\.0\.1:\d+/)", stderr_path.read_text())
             url = match.group(1) if match else None
-        if url is not None:
-            query = "run=activations&layer=conv_1&probe=0"
-            try:
-                with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
-                    if json.loads(response.read())["steps"] == STEPS:
-                        return url
-            except urllib.error.HTTPError:
-                pass  # 400 until the data server has read the manifest
+        if url is not None and ready(url):
+            return url
         time.sleep(0.5)
     raise TimeoutError(f"tensorboard did not serve {log_dir} in time:\n{stderr_path.read_text()[-3000:]}")
 
@@ -360,3 +373,81 @@ def test_tile_click_follows_one_channel_through_every_step(page: Any, log_dir: P
     wait_for(page, "document.getElementById('actlog-grid-b').dataset.step === '2'")
     no_script_ran(page)
     screenshot(page, "dashboard_channel.png")
+
+
+# -- TensorBoard's own tabs, on the README's main example ------------------------------
+
+LOADED_IMAGES = """
+const found = [];
+const walk = (root) => root.querySelectorAll('*').forEach((element) => {
+  if (element.tagName === 'IMG' && element.complete && element.naturalWidth > 0) found.push(element);
+  if (element.shadowRoot) walk(element.shadowRoot);
+});
+walk(document);
+return found;
+"""
+
+
+@pytest.fixture(scope="module")
+def example_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/mnist_convnet.py run for real: offline digits, 3 epochs."""
+    path = tmp_path_factory.mktemp("mnist_example")
+    sys.path.insert(0, str(ROOT / "examples"))
+    saved = os.environ.get("ACTLOG_OFFLINE")
+    os.environ["ACTLOG_OFFLINE"] = "1"
+    try:
+        import mnist_convnet
+
+        assert mnist_convnet.main(["--logdir", str(path), "--epochs", "3", "--samples", "1000"]) == 0
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+        if saved is None:
+            os.environ.pop("ACTLOG_OFFLINE")
+        else:
+            os.environ["ACTLOG_OFFLINE"] = saved
+    return path
+
+
+def loaded_images(driver: Any, widths: set[int], count: int) -> list:
+    """Wait until ``count`` loaded <img> (shadow DOM included) have a width in ``widths``."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def matching(d: Any) -> list | bool:
+        found = [i for i in d.execute_script(LOADED_IMAGES) if i.get_property("naturalWidth") in widths]
+        return found if len(found) >= count else False
+
+    return WebDriverWait(driver, 90).until(matching)
+
+
+def test_tensorboard_tabs_show_the_grids_of_the_mnist_example(
+    driver: Any, example_log: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Time Series and Images tabs paint actlog's grids, pixel for pixel, at every step."""
+    run = actlog.read(example_log).run(metadata.EPOCH_RUN)
+    assert run.steps == [0, 1, 2, 3]
+    expected = {}
+    for layer in ("conv_0", "conv_1"):
+        gray = run.grid(layer, 0)[..., 0]
+        expected[gray.shape[1]] = np.asarray(Image.fromarray(gray).convert("RGBA"))
+    assert len(expected) == 2  # 4 x 8 and 8 x 8 grids of different widths
+
+    def every_image_step(url: str) -> bool:
+        query = "run=activations&tag=conv_0%2Fprobe_0"
+        with urllib.request.urlopen(f"{url}data/plugin/images/images?{query}") as response:
+            return [e["step"] for e in json.loads(response.read())] == run.steps
+
+    workdir = tmp_path_factory.mktemp("tensorboard_example")
+    with running_tensorboard(example_log, workdir, every_image_step) as url:
+        driver.switch_to.default_content()
+        driver.get("about:blank")
+        driver.get(f"{url}?tagFilter=conv_%5Cd%2Fprobe_0%24#timeseries")
+        shown = loaded_images(driver, set(expected), 2)
+        for image in shown:  # the cards open at the last step
+            pixels = displayed_pixels(driver, image)
+            np.testing.assert_array_equal(pixels, expected[pixels.shape[1]])
+        screenshot(driver, "tensorboard_time_series.png")
+
+        driver.get("about:blank")
+        driver.get(f"{url}#images")
+        loaded_images(driver, set(expected), 1)
+        screenshot(driver, "tensorboard_images.png")
