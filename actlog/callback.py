@@ -280,11 +280,11 @@ class ActivationLogger(keras.callbacks.Callback):
             for i in range(k):
                 image = grid.render(layer_maps[i], layout, norm=self.norm, cmap=self.cmap)
                 images.append((metadata.grid_tag(w.name, i, k), image))
+            if not np.isfinite(acts[index]).all():  # drawn in the marker colour, and said
+                self._miss("nonfinite", f"layer {w.name!r} has NaN or Inf activations at step {step}")
             if self.stats:
                 s = stats.layer_stats(acts[index], previous[index])
                 previous[index] = acts[index]
-                if not s.finite:
-                    self._miss("nonfinite", f"layer {w.name!r} has NaN or Inf activations at step {step}")
                 for name in metadata.SCALAR_STATS:
                     value = getattr(s, name)
                     if value is not None:

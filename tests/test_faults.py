@@ -189,12 +189,15 @@ def _poison(model: Any, value: float) -> Any:
     return action
 
 
+@pytest.mark.parametrize("with_stats", [True, False], ids=["stats", "no_stats"])
 @pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
 def test_nonfinite_activations_are_logged_and_counted(
-    tmp_path, tiny_model, tiny_data, tiny_probes, read_run, value
+    tmp_path, tiny_model, tiny_data, tiny_probes, read_run, value, with_stats
 ):
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"])
+    logger = actlog.ActivationLogger(
+        log_dir, tiny_probes, layers=["conv_0", "conv_1"], stats=with_stats
+    )
     before = AtEpochEnd(_poison(tiny_model, value))  # before actlog: step 2 sees the poison
     caught = _fit(tiny_model, tiny_data, [before, logger])
 
@@ -205,8 +208,11 @@ def test_nonfinite_activations_are_logged_and_counted(
     assert "NaN or Inf activations at step 2" in str(caught[0].message)
     run = read_run(log_dir / metadata.EPOCH_RUN)
     assert _steps(run) == [0, 1, 2, 3, 4]
-    means = dict(run["conv_0/mean"])
-    assert np.isfinite(means[1]) and not np.isfinite(means[2])
+    if with_stats:
+        means = dict(run["conv_0/mean"])
+        assert np.isfinite(means[1]) and not np.isfinite(means[2])
+    else:
+        assert "conv_0/mean" not in run
     assert _read_steps(log_dir) == [0, 1, 2, 3, 4]
 
 
