@@ -147,6 +147,11 @@ class ActivationLogger(keras.callbacks.Callback):
         ``max_pixels``, per layer and event), ``"internal"`` (anything else).
         Each kind warns once; training is never stopped unless ``strict``."""
         self._warned: set[str] = set()
+        self._fit_started = False  # on_train_begin seen, first on_epoch_begin not yet
+        self._epoch = 0  # epoch index Keras gave the current epoch
+        self._offset = 0  # added to Keras' epoch index so that steps never repeat
+        self._chief = True
+        self._formats: list[str] = []  # data format of each watched layer
         self._last_epoch_step: int | None = None
         self._epochs_done: int | None = None  # epochs completed under this logger, across fits
         self._watched: list[Watched] = []
@@ -154,7 +159,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._layouts: list[grid.GridLayout] | None = None
         self._writers: dict[str, RunWriter] = {}
         self._previous: dict[str, list[np.ndarray | None]] = {}
-        self._described: set[str] = set()
+        self._runs_with_manifest: set[str] = set()
 
     # -- Keras hooks -----------------------------------------------------------------
 
@@ -179,11 +184,11 @@ class ActivationLogger(keras.callbacks.Callback):
         self._probe_fn = ProbeFunction(model, self._watched, self.probes)
         self._formats = [_data_format(w.layer) for w in self._watched]
         self._check_layouts()
-        self._described.clear()
+        self._runs_with_manifest.clear()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
-        if not getattr(self, "_fit_started", False):
+        if not self._fit_started:
             return
         self._fit_started = False
         # Steps never repeat: a later fit() that restarts epochs at 0 continues
@@ -296,7 +301,7 @@ class ActivationLogger(keras.callbacks.Callback):
                             (metadata.stat_tag(w.name, name), w.name, name, values.astype(np.float32))
                         )
         texts, manifest = [], None
-        if run not in self._described:
+        if run not in self._runs_with_manifest:
             manifest = self._manifest(run, acts)
             texts.append((metadata.LAYERS_TEXT_TAG, self._layers_table(acts)))
             if self.log_probes:
@@ -305,7 +310,7 @@ class ActivationLogger(keras.callbacks.Callback):
             step, images=images, scalars=scalars, channel_stats=channel_stats,
             texts=texts, manifest=manifest,
         )
-        self._described.add(run)
+        self._runs_with_manifest.add(run)
 
     def _plan(self, maps: list[np.ndarray]) -> list[grid.GridLayout]:
         layouts = []
