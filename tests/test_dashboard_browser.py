@@ -4,7 +4,8 @@ process on 127.0.0.1 and Debian's Chromium, headless, driven by Selenium.
 What a person would check by eye is checked here by reading the page: the tab
 loads, the slider moves the step, a tile click opens the channel view, the
 pixels on screen are the pixels in the log, and a layer named like an HTML tag
-is shown as that text with no script run. Screenshots land in ``docs/images/``
+is shown as that text with no script run, and steps logged while the page is
+open appear on it without a reload. Screenshots land in ``docs/images/``
 (or ``$ACTLOG_SCREENSHOT_DIR``) for the README.
 """
 
@@ -21,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,9 @@ def logged_grid(log_dir: Path, layer: str, probe: int, step: int) -> np.ndarray:
     """The grid as TensorBoard's EventAccumulator reads it, as RGBA uint8."""
     from tensorboard.backend.event_processing import event_accumulator
 
-    (events,) = (log_dir / metadata.EPOCH_RUN).glob("events.out.tfevents.*")
-    acc = event_accumulator.EventAccumulator(str(events), size_guidance={event_accumulator.TENSORS: 0})
+    # The whole run directory: every `fit` writes an events file of its own.
+    run_dir = str(log_dir / metadata.EPOCH_RUN)
+    acc = event_accumulator.EventAccumulator(run_dir, size_guidance={event_accumulator.TENSORS: 0})
     acc.Reload()
     tag = metadata.grid_tag(layer, probe, 2)
     (event,) = [e for e in acc.Tensors(tag) if e.step == step]
@@ -125,7 +127,9 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextlib.contextmanager
-def running_tensorboard(log_dir: Path, workdir: Path, ready: Callable[[str], bool]) -> Iterator[str]:
+def running_tensorboard(
+    log_dir: Path, workdir: Path, ready: Callable[[str], bool], extra_args: Sequence[str] = ()
+) -> Iterator[str]:
     """A real `tensorboard` process on 127.0.0.1, port chosen by itself, until ``ready(url)``."""
     stderr_path = workdir / "stderr.txt"
     command = [
@@ -133,6 +137,7 @@ def running_tensorboard(log_dir: Path, workdir: Path, ready: Callable[[str], boo
         "--logdir", str(log_dir),
         "--host", "127.0.0.1",
         "--port", "0",
+        *extra_args,
     ]  # fmt: skip
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(stderr_path, "wb") as stderr:
@@ -212,23 +217,29 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         browser.quit()
 
 
-@pytest.fixture
-def page(driver: Any, tensorboard_url: str) -> Any:
-    """TensorBoard opened on the Activations tab, switched into the plugin's iframe."""
+def open_dashboard(driver: Any, url: str, first_step: int, last_step: int) -> Any:
+    """TensorBoard at ``url`` on the Activations tab, switched into the plugin's iframe,
+    once the grids of ``last_step`` (current) and ``first_step`` (compared) are shown."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.switch_to.default_content()
     driver.get("about:blank")  # same URL again would only move to the #fragment
-    driver.get(f"{tensorboard_url}#actlog")
+    driver.get(f"{url}#actlog")
     frame = WebDriverWait(driver, 60).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "iframe[src*='name=actlog']")
     )[0]
     driver.switch_to.frame(frame)
     shows = "document.getElementById(arguments[0])?.dataset.step === String(arguments[1])"
-    wait_for(driver, shows, "actlog-grid-b", STEPS[-1])
-    wait_for(driver, shows, "actlog-grid-a", STEPS[0])
+    wait_for(driver, shows, "actlog-grid-b", last_step)
+    wait_for(driver, shows, "actlog-grid-a", first_step)
     return driver
+
+
+@pytest.fixture
+def page(driver: Any, tensorboard_url: str) -> Any:
+    """TensorBoard opened on the Activations tab, switched into the plugin's iframe."""
+    return open_dashboard(driver, tensorboard_url, STEPS[0], STEPS[-1])
 
 
 def wait_for(driver: Any, condition: str, *args: Any, timeout: float = 30) -> Any:
@@ -373,6 +384,121 @@ def test_tile_click_follows_one_channel_through_every_step(page: Any, log_dir: P
     wait_for(page, "document.getElementById('actlog-grid-b').dataset.step === '2'")
     no_script_ran(page)
     screenshot(page, "dashboard_channel.png")
+
+
+# -- Training still running: new steps reach the open page ----------------------------
+
+GRID_FETCHES = """
+return performance.getEntriesByType('resource')
+    .filter((entry) => new URL(entry.name).pathname.endsWith('/grid'))
+    .map((entry) => Number(new URL(entry.name).searchParams.get('step')));
+"""
+
+
+STEPS_POLLS = (
+    "return performance.getEntriesByType('resource').filter((e) => e.name.includes('/steps?')).length"
+)
+
+# The headless page is always visible: pretend the person switched browser tabs and back.
+SET_HIDDEN = """
+Object.defineProperty(document, 'hidden', {value: arguments[0], configurable: true});
+document.dispatchEvent(new Event('visibilitychange'));
+"""
+
+
+def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any, tmp_path: Path) -> None:
+    """A second `fit` with the same logger: the open page follows to its last step."""
+    import keras
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    keras.utils.set_random_seed(0)
+    probes = probe_images()
+    inputs = keras.Input((16, 16, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_0")(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    logger = actlog.ActivationLogger(str(tmp_path / "log"), probes, layers=["conv_0"])
+    y = np.array([0, 1])
+    model.fit(probes, y, epochs=2, batch_size=2, verbose=0, callbacks=[logger])
+
+    def serves(steps: list[int]) -> Callable[[str], bool]:
+        def ready(url: str) -> bool:
+            query = "run=activations&layer=conv_0&probe=0"
+            try:
+                with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
+                    return json.loads(response.read())["steps"] == steps
+            except urllib.error.HTTPError:
+                return False
+
+        return ready
+
+    # --reload_interval 1: TensorBoard reads new events every second, so the
+    # page's own poll (every 5 s) is what the wait below measures.
+    extra = ["--reload_interval", "1"]
+    with running_tensorboard(tmp_path / "log", tmp_path, serves([0, 1, 2]), extra) as url:
+        page = open_dashboard(driver, url, 0, 2)
+        slider = page.find_element(By.ID, "actlog-step-slider")
+        assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "2")
+        assert slider.get_attribute("value") == "2"
+        # Follow one channel: its filmstrip and statistics must grow as well.
+        run = json.loads(page.execute_script("return JSON.stringify(window.actlogDashboard.state.run)"))
+        layer = run["layers"][0]
+        grid_b = page.find_element(By.ID, "actlog-grid-b")
+        ActionChains(page).move_to_element_with_offset(
+            grid_b, *tile_center_offset(page, grid_b, layer, 0)
+        ).click().perform()
+        wait_for(page, "document.querySelectorAll('#actlog-filmstrip figure[data-drawn]').length === 3")
+        # Gone if the frame is reloaded: the page must update in place.
+        page.execute_script("window.__actlogSamePage = true;")
+
+        # A hidden page does not poll (longer than one poll interval); shown again, it polls at once.
+        page.execute_script(SET_HIDDEN, True)
+        time.sleep(1)  # a poll already on its way may still land
+        polls = page.execute_script(STEPS_POLLS)
+        time.sleep(6)
+        assert page.execute_script(STEPS_POLLS) == polls
+        page.execute_script(SET_HIDDEN, False)
+        wait_for(page, f"({STEPS_POLLS.removeprefix('return ')}) > {polls}", timeout=3)
+
+        model.fit(probes, y, epochs=2, batch_size=2, verbose=0, callbacks=[logger])
+        # What the page has to find by itself: the same logger went on at step 3.
+        assert actlog.read(tmp_path / "log").run(metadata.EPOCH_RUN).steps == [0, 1, 2, 3, 4]
+
+        wait_for(
+            page,
+            "document.getElementById('actlog-step-slider').max === '4'"
+            " && document.getElementById('actlog-step-slider').value === '4'"
+            " && document.getElementById('actlog-grid-b').dataset.step === '4'",
+            timeout=60,
+        )
+        assert page.execute_script("return window.__actlogSamePage") is True
+        label = page.find_element(By.ID, "actlog-step-label").get_attribute("textContent")
+        assert label == "epoch 4  (5 of 5)"
+        grid_b = page.find_element(By.ID, "actlog-grid-b")
+        np.testing.assert_array_equal(
+            displayed_pixels(page, grid_b), logged_grid(tmp_path / "log", "conv_0", 0, 4)
+        )
+        # The compared step stays where it was; the new steps are offered there too.
+        assert page.find_element(By.ID, "actlog-grid-a").get_attribute("data-step") == "0"
+        options = [o.text for o in page.find_elements(By.CSS_SELECTOR, "#actlog-compare-step option")]
+        assert options == [f"epoch {s}" for s in range(5)]
+        wait_for(page, "document.querySelectorAll('#actlog-filmstrip figure[data-drawn]').length === 5")
+        frames = page.find_elements(By.CSS_SELECTOR, "#actlog-filmstrip figure.frame")
+        assert [f.get_attribute("data-step") for f in frames] == [str(s) for s in range(5)]
+        g = layer["grid"]
+        crop = logged_grid(tmp_path / "log", "conv_0", 0, 4)[
+            g["pad"] : g["pad"] + g["tile_height"], g["pad"] : g["pad"] + g["tile_width"]
+        ]
+        np.testing.assert_array_equal(
+            displayed_pixels(page, frames[4].find_element(By.TAG_NAME, "canvas")), crop
+        )
+        mean_points = "document.querySelector('#actlog-stats-plot svg[data-stat=channel_mean] polyline')"
+        wait_for(page, f"{mean_points}?.getAttribute('points').split(' ').length === 5")
+        # Only the new steps' grids were fetched; none already on the page twice.
+        wait_for(page, "window.actlogDashboard.state.loaded === 5")
+        assert sorted(page.execute_script(GRID_FETCHES)) == [0, 1, 2, 3, 4]
 
 
 # -- TensorBoard's own tabs, on the README's main example ------------------------------

@@ -126,8 +126,11 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     - ``/runs``: runs holding an actlog manifest, with their layers (tile
       layout, channels shown) and probe count.
-    - ``/steps?run&layer&probe``: every step of that grid kept by TensorBoard,
-      and how many logged steps (per the layer's scalar statistics) are missing.
+    - ``/steps?run&layer&probe``: every step of that grid kept by TensorBoard
+      with its wall time, and how many logged steps (per the layer's scalar
+      statistics) are missing. The page polls it every few seconds while it
+      is visible (and ``/runs`` less often) to show steps logged while the
+      model trains; a wall time that changed marks a step written again.
     - ``/grid?run&layer&probe&step``: the grid image at one step (PNG bytes).
     - ``/probe?run&probe``: the probe input image, when it was image-like.
     - ``/channel?run&layer&channel``: ``channel_mean``, ``channel_max`` and

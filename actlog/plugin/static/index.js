@@ -7,8 +7,14 @@
 //
 // Speed: the grids of the chosen layer and probe are fetched once, decoded and
 // kept as object URLs, so moving the slider only swaps an <img> source.
+//
+// Live: actlog logs while a model trains, and TensorBoard's reload button does
+// not reach this iframe, so the page polls `/steps` itself (and `/runs`, less
+// often) and fetches only the grids of steps it has not seen.
 
 const FETCH_CONCURRENCY = 4;
+const POLL_MS = 5000; // new steps of the grid on screen
+const RUNS_EVERY = 3; // polls between two looks at the run list (15 s)
 const GRID_DISPLAY_WIDTH = 380; // CSS pixels a grid aims for (integer upscaling)
 const FILM_TILE_HEIGHT = 56;
 const STAT_COLORS = {
@@ -23,6 +29,8 @@ const state = {
   layer: null, // entry of state.run.layers
   probe: 0,
   steps: [],
+  wallTimes: [], // per step: when it was written; a change means new pixels
+  series: 'none', // 'loading' | 'ready' | 'failed': state of loadSeries
   index: 0, // position of the current step in `steps`
   compareIndex: 0,
   channel: null, // channel index followed in the channel view
@@ -71,6 +79,7 @@ function showError(message) {
 export async function render() {
   document.head.appendChild(el('link', {rel: 'stylesheet', href: './style.css'}));
   build();
+  startPolling();
   try {
     const body = await getJson('runs', {});
     state.runs = body.runs;
@@ -84,6 +93,156 @@ export async function render() {
   }
   fillOptions($.run, state.runs.map((r) => r.run));
   await selectRun(0);
+}
+
+const poller = {timer: null, busy: false, ticks: 0};
+
+/** Poll every POLL_MS while the page is visible; resume at once when it shows again. */
+function startPolling() {
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && !poller.busy) {
+      clearTimeout(poller.timer);
+      poll();
+    }
+  });
+  poller.timer = setTimeout(poll, POLL_MS);
+}
+
+async function poll() {
+  // A hidden page schedules nothing; `visibilitychange` starts polling again.
+  if (document.hidden || poller.busy) return;
+  poller.busy = true;
+  try {
+    const runs = !state.run || poller.ticks % RUNS_EVERY === RUNS_EVERY - 1;
+    poller.ticks += 1;
+    // A series just loaded from scratch has nothing newer to add.
+    if (!(runs && await refreshRuns())) await refreshSteps();
+  } catch (err) {
+    // A missed poll (TensorBoard restarting, a run being rewritten) is retried
+    // at the next one; what is on screen stays valid meanwhile.
+  } finally {
+    poller.busy = false;
+    clearTimeout(poller.timer);
+    if (!document.hidden) poller.timer = setTimeout(poll, POLL_MS);
+  }
+}
+
+/**
+ * Pick up new runs, layers and probes; keep the run, layer and probe shown.
+ * Resolves to true when the grid series was loaded again from scratch.
+ */
+async function refreshRuns() {
+  const body = await getJson('runs', {});
+  if (!body.runs.length || JSON.stringify(body.runs) === JSON.stringify(state.runs)) return false;
+  const before = state.run;
+  const layerName = state.layer && state.layer.name;
+  state.runs = body.runs;
+  fillOptions($.run, state.runs.map((r) => r.run));
+  const i = before ? state.runs.findIndex((r) => r.run === before.run) : -1;
+  if (i < 0) {
+    // First data in an empty log directory, or the run shown was removed.
+    showError('');
+    await selectRun(0);
+    return true;
+  }
+  state.run = state.runs[i];
+  $.run.selectedIndex = i;
+  if (JSON.stringify(state.run) === JSON.stringify(before)) return false;
+  // The run's manifest changed (another `fit` logged more layers or probes).
+  fillOptions($.layer, state.run.layers.map((l) => l.name));
+  fillOptions($.probe, Array.from({length: state.run.probes}, (_, p) => `probe ${p}`));
+  const probe = state.probe < state.run.probes ? state.probe : 0;
+  $.probe.selectedIndex = probe;
+  const j = state.run.layers.findIndex((l) => l.name === layerName);
+  if (j < 0) {
+    state.probe = probe;
+    await selectLayer(0);
+    return true;
+  }
+  const layerBefore = state.layer;
+  state.layer = state.run.layers[j];
+  $.layer.selectedIndex = j;
+  if (probe !== state.probe || JSON.stringify(state.layer) !== JSON.stringify(layerBefore)) {
+    // Another probe, or another tile layout: the grids kept no longer apply.
+    state.probe = probe;
+    await loadSeries();
+    return true;
+  }
+  loadProbeImage();
+  return false;
+}
+
+/** Add the steps logged since the last look; fetch only their grids. */
+async function refreshSteps() {
+  if (!state.run || !state.layer || state.series === 'loading') return;
+  if (state.series === 'failed') {
+    await loadSeries();
+    return;
+  }
+  const generation = state.generation;
+  const body = await getJson('steps', {run: state.run.run, layer: state.layer.name, probe: state.probe});
+  if (generation !== state.generation || state.series !== 'ready') return;
+  showMissing(body);
+  if (!state.steps.length) {
+    if (body.steps.length) await loadSeries();
+    return;
+  }
+  // No steps at all is a log being removed or rewritten: keep what is on screen.
+  if (!body.steps.length) return;
+  const written = new Map(state.steps.map((s, i) => [s, state.wallTimes[i]]));
+  // A step written again (a run restarted in the same directory) has new pixels.
+  const stale = new Set(body.steps.filter((s, i) => written.has(s) && written.get(s) !== body.wall_times[i]));
+  const kept = new Set(body.steps);
+  const added = body.steps.filter((s) => !written.has(s));
+  if (!added.length && !stale.size && kept.size === state.steps.length) return;
+  for (const [step, entry] of state.cache) {
+    if (kept.has(step) && !stale.has(step)) continue;
+    state.cache.delete(step);
+    entry.then((e) => URL.revokeObjectURL(e.url), () => {});
+  }
+
+  const current = state.steps[state.index];
+  const compared = state.steps[state.compareIndex];
+  const following = state.index === state.steps.length - 1;
+  const appended = body.steps.length >= state.steps.length &&
+      state.steps.every((s, i) => s === body.steps[i]);
+  state.steps = body.steps;
+  state.wallTimes = body.wall_times;
+  if (appended) {
+    for (const step of added) {
+      $.compare.appendChild(el('option', {value: String($.compare.options.length), textContent: `${stepWord()} ${step}`}));
+    }
+  } else {
+    fillOptions($.compare, state.steps.map((s) => `${stepWord()} ${s}`));
+  }
+  const nearest = (step) => {
+    // The step itself, else the last one before it, else the first.
+    let i = state.steps.length - 1;
+    while (i > 0 && state.steps[i] > step) i -= 1;
+    return i;
+  };
+  state.compareIndex = nearest(compared);
+  $.compare.selectedIndex = state.compareIndex;
+  if (compared !== state.steps[state.compareIndex] || stale.has(compared)) {
+    showPanel($.gridA, state.compareIndex, null);
+  }
+  const index = following ? state.steps.length - 1 : nearest(current);
+  if (state.steps[index] !== current || stale.has(current)) {
+    setIndex(index, true, null);
+  } else {
+    state.index = index;
+    showTimeline();
+  }
+  if (!$.channelView.hidden && state.channel !== null) refreshChannel(generation, stale);
+  preloadAll(generation);
+}
+
+function showMissing(body) {
+  const keptOf = body.steps.length + body.missing_steps;
+  $.warning.textContent = body.missing_steps ?
+    `TensorBoard kept ${body.steps.length} of ${keptOf} logged steps of this grid. ` +
+    'Start it with --samples_per_plugin=images=10000,actlog=0 to see every step.' : '';
+  $.warning.hidden = !body.missing_steps;
 }
 
 function build() {
@@ -209,26 +368,28 @@ async function loadSeries() {
   for (const entry of state.cache.values()) entry.then((e) => URL.revokeObjectURL(e.url), () => {});
   state.cache = new Map();
   state.loaded = 0;
+  state.series = 'loading';
   showError('');
   loadProbeImage();
   let body;
   try {
     body = await getJson('steps', {run: state.run.run, layer: state.layer.name, probe: state.probe});
   } catch (err) {
-    if (generation === state.generation) showError(err.message);
+    if (generation === state.generation) {
+      showError(err.message);
+      state.series = 'failed'; // the next poll tries again
+    }
     return;
   }
   if (generation !== state.generation) return;
+  state.series = 'ready';
   // Keep the steps being looked at when only the layer or probe changed.
   const before = state.steps;
   const wasCurrent = before.length ? before[state.index] : undefined;
   const wasCompared = before.length ? before[state.compareIndex] : undefined;
   state.steps = body.steps;
-  const keptOf = body.steps.length + body.missing_steps;
-  $.warning.textContent = body.missing_steps ?
-    `TensorBoard kept ${body.steps.length} of ${keptOf} logged steps of this grid. ` +
-    'Start it with --samples_per_plugin=images=0,actlog=0 to see every step.' : '';
-  $.warning.hidden = !body.missing_steps;
+  state.wallTimes = body.wall_times;
+  showMissing(body);
   fillOptions($.compare, state.steps.map((s) => `${stepWord()} ${s}`));
   $.slider.max = Math.max(state.steps.length - 1, 0);
   if (!state.steps.length) {
@@ -273,10 +434,15 @@ function grid(step) {
       const image = new Image();
       image.src = url;
       await image.decode();
-      if (generation === state.generation) onGridLoaded(step, image);
+      // A step dropped or rewritten meanwhile (see refreshSteps) is not drawn.
+      if (generation === state.generation && state.cache.get(step) === entry) onGridLoaded(step, image);
       return {url, image};
     })();
     state.cache.set(step, entry);
+    // A failed fetch is forgotten, so the next look (a poll, the slider) tries again.
+    entry.catch(() => {
+      if (state.cache.get(step) === entry) state.cache.delete(step);
+    });
   }
   return entry;
 }
@@ -285,7 +451,7 @@ async function preloadAll(generation) {
   const order = [state.index, state.compareIndex]
       .concat(state.steps.map((_, i) => i).reverse())
       .map((i) => state.steps[i]);
-  const queue = [...new Set(order)];
+  const queue = [...new Set(order)].filter((step) => !state.cache.has(step));
   const worker = async () => {
     while (queue.length && generation === state.generation) {
       await grid(queue.shift()).catch(() => {});
@@ -294,17 +460,26 @@ async function preloadAll(generation) {
   await Promise.all(Array.from({length: FETCH_CONCURRENCY}, worker));
 }
 
-/** Make `steps[index]` current: slider, label, right panel, filmstrip, plot. */
-function setIndex(index, force = false) {
+/**
+ * Make `steps[index]` current: slider, label, right panel, filmstrip, plot.
+ * `started` is when the person asked for it (a timing is recorded), or null.
+ */
+function setIndex(index, force = false, started = performance.now()) {
   if (!state.steps.length) return;
   index = Math.max(0, Math.min(state.steps.length - 1, index));
   if (index === state.index && !force) return;
   state.index = index;
-  const step = state.steps[index];
-  $.slider.value = String(index);
-  $.stepLabel.textContent = `${stepWord()} ${step}  (${index + 1} of ${state.steps.length})`;
+  showTimeline();
+  showPanel($.gridB, index, started);
+}
+
+/** Slider, step label, filmstrip mark and plot cursor for `state.index`. */
+function showTimeline() {
+  const step = state.steps[state.index];
+  $.slider.max = Math.max(state.steps.length - 1, 0);
+  $.slider.value = String(state.index);
+  $.stepLabel.textContent = `${stepWord()} ${step}  (${state.index + 1} of ${state.steps.length})`;
   $.captionB.textContent = `${stepWord()} ${step} (current)`;
-  showPanel($.gridB, index, performance.now());
   markCurrentFrame();
   if (state.stats) drawPlot();
 }
@@ -421,6 +596,14 @@ function closeChannel() {
 
 function buildFilmstrip() {
   $.filmstrip.textContent = '';
+  syncFilmstrip(new Set());
+}
+
+/**
+ * One frame per step, in order: frames already drawn are kept, frames of new
+ * or `stale` (rewritten) steps are made, frames of dropped steps removed.
+ */
+function syncFilmstrip(stale) {
   const tile = state.layer.channels.indexOf(state.channel);
   if (tile < 0) {
     $.filmstrip.textContent = 'This channel is not among the tiles shown in the grid.';
@@ -428,28 +611,52 @@ function buildFilmstrip() {
   }
   const g = state.layer.grid;
   const scale = Math.max(1, Math.round(FILM_TILE_HEIGHT / g.tile_height));
+  const frames = new Map();
+  for (const frame of $.filmstrip.querySelectorAll('figure.frame')) frames.set(frame.dataset.step, frame);
   state.steps.forEach((step, index) => {
-    const canvas = el('canvas', {width: g.tile_width, height: g.tile_height});
-    canvas.style.width = `${g.tile_width * scale}px`;
-    canvas.style.height = `${g.tile_height * scale}px`;
-    const frame = el('figure', {className: 'frame'}, {'data-step': String(step)}, [
-      canvas, el('figcaption', {textContent: String(step)}),
-    ]);
-    frame.title = `${stepWord()} ${step}`;
-    frame.addEventListener('click', () => setIndex(index));
-    $.filmstrip.appendChild(frame);
-    const entry = state.cache.get(step);
-    if (entry) entry.then((e) => drawFrame(step, e.image), () => {});
+    let frame = frames.get(String(step));
+    if (frame && !stale.has(step)) {
+      frames.delete(String(step));
+    } else {
+      const canvas = el('canvas', {width: g.tile_width, height: g.tile_height});
+      canvas.style.width = `${g.tile_width * scale}px`;
+      canvas.style.height = `${g.tile_height * scale}px`;
+      frame = el('figure', {className: 'frame'}, {'data-step': String(step)}, [
+        canvas, el('figcaption', {textContent: String(step)}),
+      ]);
+      frame.title = `${stepWord()} ${step}`;
+      // Looked up on click: new steps can shift where this one is.
+      frame.addEventListener('click', () => setIndex(state.steps.indexOf(step)));
+      const entry = state.cache.get(step);
+      if (entry) entry.then((e) => drawFrame(frame, e.image), () => {});
+    }
+    // Frames before `index` are in place; what is left after them is removed below.
+    if ($.filmstrip.children[index] !== frame) $.filmstrip.insertBefore(frame, $.filmstrip.children[index] || null);
   });
+  for (const frame of frames.values()) frame.remove();
   markCurrentFrame();
 }
 
+/** New filmstrip frames and statistics for the channel followed, after new steps. */
+async function refreshChannel(generation, stale) {
+  const channel = state.channel;
+  syncFilmstrip(stale);
+  let body;
+  try {
+    body = await getJson('channel', {run: state.run.run, layer: state.layer.name, channel});
+  } catch (err) {
+    return; // the statistics shown stay; the next new step tries again
+  }
+  if (generation !== state.generation || state.channel !== channel) return;
+  state.stats = body.stats;
+  drawPlot();
+}
+
 /** Crop the followed channel's tile out of a decoded grid into its frame. */
-function drawFrame(step, image) {
+function drawFrame(frame, image) {
   if (state.channel === null) return;
   const tile = state.layer.channels.indexOf(state.channel);
-  const frame = $.filmstrip.querySelector(`figure[data-step="${CSS.escape(String(step))}"]`);
-  if (tile < 0 || !frame) return;
+  if (tile < 0 || !frame || !frame.isConnected) return;
   const g = state.layer.grid;
   const x = g.pad + (tile % g.cols) * (g.tile_width + g.pad);
   const y = g.pad + Math.floor(tile / g.cols) * (g.tile_height + g.pad);
@@ -462,7 +669,8 @@ function drawFrame(step, image) {
 
 function onGridLoaded(step, image) {
   state.loaded += 1;
-  if (!$.channelView.hidden) drawFrame(step, image);
+  if ($.channelView.hidden) return;
+  drawFrame($.filmstrip.querySelector(`figure[data-step="${CSS.escape(String(step))}"]`), image);
 }
 
 function markCurrentFrame() {
