@@ -15,7 +15,7 @@ manifest from :func:`actlog.metadata.manifest`, then:
 
 The grids are smooth 8 x 8 maps per channel upscaled to 32 px tiles, 32
 channels per layer (4 x 8 tiles): the shape and PNG size of real grids, not
-noise. TensorBoard is started with ``--samples_per_plugin=images=0,actlog=0``,
+noise. TensorBoard is started with ``--samples_per_plugin=images=10000,actlog=0``,
 what ``ActivationsLoader`` sets by itself.
 
 ```
@@ -107,7 +107,7 @@ def write_log(log_dir: Path, epochs: int, layers: int, probes: int) -> float:
 def start_tensorboard(log_dir: Path, stderr_path: Path) -> tuple[subprocess.Popen, str]:
     command = [
         str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(log_dir),
-        "--host", "127.0.0.1", "--port", "0", "--samples_per_plugin", "images=0,actlog=0",
+        "--host", "127.0.0.1", "--port", "0", "--samples_per_plugin", "images=10000,actlog=0",
     ]  # fmt: skip
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
