@@ -285,10 +285,11 @@ class ActivationLogger(keras.callbacks.Callback):
             for i in range(k):
                 image = grid.render(layer_maps[i], layout, norm=self.norm, cmap=self.cmap)
                 images.append((metadata.grid_tag(w.name, i, k), image))
-            if not np.isfinite(acts[index]).all():  # drawn in the marker colour, and said
+            s = stats.layer_stats(acts[index], previous[index]) if self.stats else None
+            finite = s.finite if s is not None else bool(np.isfinite(acts[index]).all())
+            if not finite:  # drawn in the marker colour, and said
                 self._miss("nonfinite", f"layer {w.name!r} has NaN or Inf activations at step {step}")
-            if self.stats:
-                s = stats.layer_stats(acts[index], previous[index])
+            if s is not None:
                 previous[index] = acts[index]
                 for name in metadata.SCALAR_STATS:
                     value = getattr(s, name)

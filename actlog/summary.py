@@ -158,10 +158,7 @@ class RunWriter:
                 manifest, head_texts, head_images = self._header
                 texts = head_texts + texts
                 images = head_images + images
-            self._emit(
-                step, images=images, scalars=scalars, channel_stats=channel_stats,
-                texts=texts, manifest=manifest,
-            )
+            self._emit(step, images, scalars, channel_stats, texts, manifest)
         except Exception:
             # A half-written record would end every reader's pass over this file:
             # later events go to a new one.
@@ -183,16 +180,10 @@ class RunWriter:
             )
 
     def _emit(
-        self,
-        step: int,
-        *,
-        images: Iterable[tuple[str, np.ndarray]] = (),
-        scalars: Iterable[tuple[str, float]] = (),
-        channel_stats: Iterable[tuple[str, str, str, np.ndarray]] = (),
-        texts: Iterable[tuple[str, str]] = (),
-        manifest: str | None = None,
+        self, step: int, images: list, scalars: Iterable, channel_stats: Iterable, texts: list,
+        manifest: str | None,
     ) -> None:
-        """Write one event's summaries at ``step`` as ONE record and flush it.
+        """Write one event (the arguments of :meth:`write`) as ONE record and flush it.
 
         The ``Summary`` proto is built in Python (PNGs by :mod:`actlog.png`)
         and handed to ``write_raw_pb``: one op per event, nothing traced, so

@@ -153,19 +153,24 @@ def running_tensorboard(
             process.wait()
 
 
-def serves_every_step(url: str) -> bool:
-    """The plugin has read the whole log of `fit_log`."""
-    query = "run=activations&layer=conv_1&probe=0"
-    try:
-        with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
-            return json.loads(response.read())["steps"] == STEPS
-    except urllib.error.HTTPError:
-        return False  # 400 until the data server has read the manifest
+def serves_steps(steps: list[int], layer: str) -> Callable[[str], bool]:
+    """``ready(url)``: the plugin lists exactly ``steps`` for ``layer``, probe 0."""
+
+    def ready(url: str) -> bool:
+        query = f"run=activations&layer={layer}&probe=0"
+        try:
+            with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
+                return json.loads(response.read())["steps"] == steps
+        except urllib.error.HTTPError:
+            return False  # 400 until the data server has read the manifest
+
+    return ready
 
 
 @pytest.fixture(scope="module")
 def tensorboard_url(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_tensorboard(log_dir, tmp_path_factory.mktemp("tensorboard"), serves_every_step) as url:
+    workdir = tmp_path_factory.mktemp("tensorboard")
+    with running_tensorboard(log_dir, workdir, serves_steps(STEPS, "conv_1")) as url:
         yield url
 
 
@@ -423,21 +428,11 @@ def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any
     y = np.array([0, 1])
     model.fit(probes, y, epochs=2, batch_size=2, verbose=0, callbacks=[logger])
 
-    def serves(steps: list[int]) -> Callable[[str], bool]:
-        def ready(url: str) -> bool:
-            query = "run=activations&layer=conv_0&probe=0"
-            try:
-                with urllib.request.urlopen(f"{url}data/plugin/actlog/steps?{query}") as response:
-                    return json.loads(response.read())["steps"] == steps
-            except urllib.error.HTTPError:
-                return False
-
-        return ready
 
     # --reload_interval 1: TensorBoard reads new events every second, so the
     # page's own poll (every 5 s) is what the wait below measures.
     extra = ["--reload_interval", "1"]
-    with running_tensorboard(tmp_path / "log", tmp_path, serves([0, 1, 2]), extra) as url:
+    with running_tensorboard(tmp_path / "log", tmp_path, serves_steps([0, 1, 2], "conv_0"), extra) as url:
         page = open_dashboard(driver, url, 0, 2)
         slider = page.find_element(By.ID, "actlog-step-slider")
         assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0", "2")
