@@ -1,12 +1,12 @@
 """actlog: watch what the layers of a convolutional network look for while it trains.
 
 ``ActivationLogger`` is a Keras callback that logs activation-map grids of a few
-fixed probe images to TensorBoard every N epochs. ``feature_maps`` and
-``plot_feature_maps`` give the same pictures once, in a notebook. ``read``
-loads a log back as numpy arrays without TensorFlow.
+fixed probe images to TensorBoard every N epochs, on every Keras 3 backend.
+``feature_maps`` and ``plot_feature_maps`` give the same pictures once, in a
+notebook. ``read`` loads a log back as numpy arrays without TensorFlow.
 
-Importing ``actlog`` is cheap: TensorFlow is loaded only when a name that needs
-it is first used.
+Importing ``actlog`` is cheap: Keras and a backend are loaded only when a name
+that needs them is first used.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from actlog.version import __version__
 
 __all__ = [
     "ActivationLogger",
@@ -28,7 +28,7 @@ __all__ = [
 
 _LAZY = {
     "ActivationLogger": "actlog.callback",
-    "LoggingError": "actlog.callback",
+    "LoggingError": "actlog.faults",
     "LogError": "actlog.reader",
     "feature_maps": "actlog.oneshot",
     "plot_feature_maps": "actlog.oneshot",
@@ -36,7 +36,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from actlog.callback import ActivationLogger, LoggingError
+    from actlog.callback import ActivationLogger
+    from actlog.faults import LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
     from actlog.reader import LogError, read
 

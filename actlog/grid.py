@@ -8,7 +8,12 @@ a readable size, inside a pixel budget. It imports numpy only, so it can be used
 
 The work is split so the choices that must stay stable between epochs are made
 once: :func:`select_channels` and :func:`plan_layout` at the first event, then
-:func:`render` at every event with the same :class:`GridLayout`.
+:func:`render` at every event with the same :class:`GridLayout`. :func:`render`
+is two steps: :func:`levels` (channel choice, subsampling, normalisation to
+0..255, written once for numpy and for ``keras.ops`` so the callback runs it on
+the accelerator) and :func:`render_levels` (colour map, tiling, upscaling).
+:class:`GridLayout` owns the geometry: every reader of a log asks it where a
+channel's tile is (:meth:`GridLayout.tile_box`).
 
 ```python
 maps = as_maps(activation)                                  # (H, W, C) float32
@@ -27,6 +32,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from actlog.arrays import NUMPY
+from actlog.checks import check_choice, check_int
 
 COLORMAPS: tuple[str, ...] = ("gray", "viridis", "diverging")
 """Accepted colour maps. ``diverging`` is blue (negative) - white (0) - red (positive)."""
@@ -112,9 +120,7 @@ for _lut in _LUTS.values():
 
 def check_cmap(cmap: str) -> str:
     """Return ``cmap`` if it is one of :data:`COLORMAPS`, else raise ``ValueError``."""
-    if not isinstance(cmap, str) or cmap not in COLORMAPS:
-        raise ValueError(f"Unknown cmap {cmap!r}. Accepted: {list(COLORMAPS)}.")
-    return cmap
+    return check_choice("cmap", cmap, COLORMAPS)
 
 
 def check_norm(norm: Any) -> str | tuple[float, float]:
@@ -145,15 +151,30 @@ def check_norm(norm: Any) -> str | tuple[float, float]:
 
 def check_selection(how: str) -> str:
     """Return ``how`` if it is one of :data:`SELECTIONS`, else raise ``ValueError``."""
-    if not isinstance(how, str) or how not in SELECTIONS:
-        raise ValueError(f"Unknown channel selection {how!r}. Accepted: {list(SELECTIONS)}.")
-    return how
+    return check_choice("channel selection", how, SELECTIONS)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}. Received: {value!r}.")
-    return int(value)
+    return check_int(name, value, minimum=minimum)
+
+
+def check_layer_rank(path: str, shape: Sequence[Any]) -> None:
+    """Refuse a per-sample output shape that :func:`as_maps` cannot draw, naming the layer."""
+    if not 1 <= len(shape) <= 4:
+        raise ValueError(
+            f"Layer {path!r} has output shape {tuple(shape)} per sample: rank {len(shape)} cannot be "
+            "drawn. Accepted: rank 1 (C,), 2 (T, C), 3 (H, W, C) or 4 (D, H, W, C) per sample."
+        )
+
+
+def maps_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(H, W, C)`` that :func:`as_maps` makes of a channels-last per-sample ``shape``."""
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    return shape[-3], shape[-2], shape[-1]
 
 
 # --------------------------------------------------------------------------- maps
@@ -195,13 +216,22 @@ def as_maps(x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
         )
     if data_format == "channels_first" and x.ndim > 1:
         x = np.moveaxis(x, 0, -1)
-    if x.ndim == 1:
-        x = x[None, None, :]
-    elif x.ndim == 2:
-        x = x[None, :, :]
-    elif x.ndim == 4:
-        x = x.max(axis=0)
-    return np.array(x, dtype=np.float32, copy=True)
+    return np.array(batch_maps(NUMPY, x[np.newaxis])[0], dtype=np.float32, copy=True)
+
+
+def batch_maps(xp: Any, acts: Any) -> Any:
+    """:func:`as_maps` for a batch: channels-last ``(k, ...)`` -> ``(k, H, W, C)``.
+
+    ``xp`` is :data:`actlog.arrays.NUMPY` or ``keras.ops`` (see :func:`levels`).
+    """
+    k, rank = acts.shape[0], len(acts.shape) - 1
+    if rank == 1:
+        return xp.reshape(acts, (k, 1, 1, acts.shape[1]))
+    if rank == 2:
+        return xp.reshape(acts, (k, 1, acts.shape[1], acts.shape[2]))
+    if rank == 4:
+        return xp.max(acts, axis=1)
+    return acts
 
 
 def select_channels(maps: np.ndarray, max_channels: int | None, how: str = "first") -> np.ndarray:
@@ -224,16 +254,29 @@ def select_channels(maps: np.ndarray, max_channels: int | None, how: str = "firs
     if maps.ndim == 0:
         raise ValueError(f"maps must have a channel axis (last). Received shape {maps.shape}.")
     total = maps.shape[-1]
+    if how == "first" or max_channels is None or max_channels >= total:
+        return choose_channels(np.zeros(total), max_channels, how)
+    flat = np.abs(maps.reshape(-1, total).astype(np.float64))
+    finite = np.isfinite(flat)
+    sums = np.where(finite, flat, 0.0).sum(axis=0)
+    counts = finite.sum(axis=0)
+    return choose_channels(np.divide(sums, counts, out=np.zeros(total), where=counts > 0),
+                           max_channels, how)
+
+
+def choose_channels(activity: np.ndarray, max_channels: int | None, how: str = "first") -> np.ndarray:
+    """The channels :func:`select_channels` keeps, from each channel's mean ``|activation|``.
+
+    ``activity`` is ``(C,)``; NaN counts as 0. Ties go to the lower index.
+    """
+    check_selection(how)
+    activity = np.nan_to_num(np.asarray(activity, dtype=np.float64).reshape(-1), nan=0.0)
+    total = activity.shape[0]
     if max_channels is not None:
         _check_int("max_channels", max_channels, 1)
     count = total if max_channels is None else min(total, int(max_channels))
     if how == "first" or count == total:
         return np.arange(count, dtype=np.int64)
-    flat = np.abs(maps.reshape(-1, total).astype(np.float64))
-    finite = np.isfinite(flat)
-    sums = np.where(finite, flat, 0.0).sum(axis=0)
-    counts = finite.sum(axis=0)
-    activity = np.divide(sums, counts, out=np.zeros(total), where=counts > 0)
     # A stable sort of the negated score keeps the lower index first among equals.
     order = np.argsort(-activity, kind="stable")[:count]
     return np.sort(order).astype(np.int64)
@@ -294,6 +337,33 @@ class GridLayout:
         return (
             self.pad + r * (self.tile_height + self.pad),
             self.pad + c * (self.tile_width + self.pad),
+        )
+
+    def tile_box(self, index: int) -> tuple[int, int, int, int]:
+        """``(y, x, height, width)`` of tile ``index`` in the grid image."""
+        y, x = self.tile_origin(index)
+        return y, x, self.tile_height, self.tile_width
+
+    def channel_box(self, channel: int) -> tuple[int, int, int, int]:
+        """:meth:`tile_box` of the tile showing ``channel``; ``KeyError`` if none does."""
+        try:
+            index = self.channels.index(int(channel))
+        except ValueError:
+            raise KeyError(channel) from None
+        return self.tile_box(index)
+
+    def boxes(self) -> list[list[int]]:
+        """``[y, x, height, width]`` of every tile, in tile order (what the dashboard is sent)."""
+        return [list(self.tile_box(i)) for i in range(len(self.channels))]
+
+    @classmethod
+    def from_dict(cls, grid: dict[str, Any], channels: Sequence[int]) -> GridLayout:
+        """Inverse of :meth:`to_dict` (a manifest's ``grid`` and ``channels``)."""
+        fields = ("rows", "cols", "tile_height", "tile_width", "pad", "scale", "stride")
+        defaults = {"pad": 0, "scale": 1, "stride": 1}
+        return cls(
+            channels=tuple(int(c) for c in channels),
+            **{f: int(grid.get(f, defaults.get(f, 0))) for f in fields},
         )
 
     def source_shape(self, map_hw: tuple[int, int]) -> tuple[int, int]:
@@ -451,43 +521,133 @@ def colorize(x01: np.ndarray, cmap: str) -> np.ndarray:
     return out
 
 
-def _scoped_range(
-    values: np.ndarray, finite: np.ndarray, axis: tuple[int, ...] | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _scoped_range(xp: Any, values: Any, finite: Any, axis: tuple[int, ...]) -> tuple[Any, Any]:
     """Min and max over the finite entries; a scope with none gets (0, 0)."""
-    low = np.where(finite, values, np.inf).min(axis=axis, keepdims=True)
-    high = np.where(finite, values, -np.inf).max(axis=axis, keepdims=True)
-    empty = ~np.isfinite(low)
-    return np.where(empty, 0.0, low), np.where(empty, 0.0, high)
+    low = xp.min(xp.where(finite, values, np.inf), axis=axis, keepdims=True)
+    high = xp.max(xp.where(finite, values, -np.inf), axis=axis, keepdims=True)
+    empty = xp.logical_not(xp.isfinite(low))
+    return xp.where(empty, 0.0, low), xp.where(empty, 0.0, high)
 
 
-def _normalise(tiles: np.ndarray, norm: str | tuple[float, float], cmap: str) -> np.ndarray:
-    """``(n, h, w)`` activations to ``[0, 1]`` floats, NaN where non-finite."""
-    finite = np.isfinite(tiles)
-    values = np.where(finite, tiles, 0.0)
-    axis = (1, 2) if norm == "channel" else None
+def levels(
+    xp: Any,
+    maps: Any,
+    channels: Any,
+    layout: GridLayout,
+    *,
+    norm: str | tuple[float, float] = "channel",
+    cmap: str = "gray",
+) -> tuple[Any, Any]:
+    """The shown tiles of ``k`` probes as colour-map indices: the arithmetic of a grid.
+
+    Written once for two array libraries: ``xp`` is numpy (what
+    :func:`render` uses) or ``keras.ops`` the probe function uses to
+    run this on the device, where the bytes to copy to the host shrink to one
+    per shown pixel. Every step is float32 and correctly rounded on every
+    backend, so both give the same bytes.
+
+    Args:
+        xp: ``numpy`` or an object with the same functions over backend tensors.
+        maps: float32 ``(k, H, W, C)`` (see :func:`as_maps`).
+        channels: int ``(n,)``: channel of each tile (``layout.channels``).
+        layout: the layer's :class:`GridLayout`.
+        norm, cmap: as in :func:`render`.
+
+    Returns:
+        ``(levels, nonfinite)``: uint8 ``(k, n, th, tw)`` indices into the colour
+        map (0 where the activation is NaN or infinite) and the bool mask of
+        those places.
+    """
+    stride = layout.stride
+    tiles = xp.take(maps, channels, axis=3)
+    if stride > 1:
+        tiles = tiles[:, ::stride, ::stride, :]
+    tiles = xp.moveaxis(tiles, 3, 1)  # (k, n, th, tw)
+    finite = xp.isfinite(tiles)
+    values = xp.where(finite, tiles, 0.0)
+    one_pixel = maps.shape[1] == 1 and maps.shape[2] == 1
+    # Grids of one-pixel maps (Dense): per channel, every tile would be black.
+    axis = (2, 3) if norm == "channel" and not one_pixel else (1, 2, 3)
     if cmap == "diverging":
-        if isinstance(norm, tuple):
-            magnitude = np.asarray(max(abs(norm[0]), abs(norm[1])))
-            values = np.clip(values, norm[0], norm[1])
-        else:
-            low, high = _scoped_range(values, finite, axis)
-            magnitude = np.maximum(np.abs(low), np.abs(high))
         # Symmetric around 0 so that 0 is the white centre; an all-zero scope
-        # stays at the centre instead of dividing by zero.
-        safe = np.where(magnitude < _EPS, 1.0, magnitude)
-        out = 0.5 + 0.5 * np.where(magnitude < _EPS, 0.0, values / safe)
-    else:
+        # stays at the centre. (v / m + 1) * 0.5 rather than 0.5 + 0.5 * v / m:
+        # no multiply-add a compiler could fuse into one differently rounded op.
         if isinstance(norm, tuple):
-            low, high = np.asarray(norm[0]), np.asarray(norm[1])
-            values = np.clip(values, low, high)
+            magnitude = max(abs(norm[0]), abs(norm[1]))
+            values = xp.clip(values, norm[0], norm[1])
+            x01 = (values / magnitude + 1.0) * 0.5 if magnitude >= _EPS else values * 0.0 + 0.5
         else:
-            low, high = _scoped_range(values, finite, axis)
+            low, high = _scoped_range(xp, values, finite, axis)
+            magnitude = xp.maximum(xp.abs(low), xp.abs(high))
+            small = magnitude < _EPS
+            x01 = xp.where(small, 0.5, (values / xp.where(small, 1.0, magnitude) + 1.0) * 0.5)
+    elif isinstance(norm, tuple):
+        low, high = norm
+        x01 = (xp.clip(values, low, high) - low) / (high - low)
+    else:
+        low, high = _scoped_range(xp, values, finite, axis)
         span = high - low
         # A constant (e.g. dead) tile maps to the low end: flat, never NaN.
-        safe = np.where(span < _EPS, 1.0, span)
-        out = np.where(span < _EPS, 0.0, (values - low) / safe)
-    return np.where(finite, np.clip(out, 0.0, 1.0), np.nan)
+        small = span < _EPS
+        x01 = xp.where(small, 0.0, (values - low) / xp.where(small, 1.0, span))
+    index = xp.round(xp.clip(x01, 0.0, 1.0) * 255.0)
+    return xp.cast(xp.where(finite, index, 0.0), "uint8"), xp.logical_not(finite)
+
+
+def render_levels(
+    levels: np.ndarray,
+    layout: GridLayout,
+    *,
+    cmap: str = "gray",
+    nonfinite: np.ndarray | None = None,
+    pad_value: int = 0,
+) -> np.ndarray:
+    """One probe's tile levels (from :func:`levels`) as the grid image.
+
+    Args:
+        levels: uint8 ``(n, th, tw)``: colour-map index of every pixel of every tile.
+        layout: the layer's :class:`GridLayout`.
+        cmap: one of :data:`COLORMAPS`.
+        nonfinite: bool ``(n, th, tw)``, where to paint the marker colour; or None.
+        pad_value: gray level (0-255) of the padding and of empty cells.
+
+    Returns:
+        uint8 ``(layout.height, layout.width, 1 or 3)``.
+    """
+    lut = _LUTS[check_cmap(cmap)]
+    colors = lut[np.asarray(levels, dtype=np.uint8)]  # (n, th, tw, depth)
+    if nonfinite is not None and nonfinite.any():
+        colors[nonfinite] = MARKER_GRAY if cmap == "gray" else MARKER_RGB
+    n, th, tw, depth = colors.shape
+    if (th * layout.scale, tw * layout.scale) != (layout.tile_height, layout.tile_width):
+        raise ValueError(
+            f"Tiles of {th} x {tw} pixels do not match the layout's tiles "
+            f"({layout.tile_height} x {layout.tile_width} at scale {layout.scale})."
+        )
+    rows, cols, pad, s = layout.rows, layout.cols, layout.pad, layout.scale
+    if n < rows * cols:  # empty cells at the end are drawn like padding
+        fill = np.full((rows * cols - n, th, tw, depth), pad_value, dtype=np.uint8)
+        colors = np.concatenate([colors, fill])
+    image = np.full((layout.height, layout.width, depth), pad_value, dtype=np.uint8)
+    # Treat each pixel's `depth` bytes as one opaque element (numpy void): numpy then
+    # copies whole pixels instead of looping over colour channels. A writeable view of
+    # the tiles split into (row, y, dy, col, x, dx) lets one broadcast assignment
+    # place every tile and upscale it (nearest neighbour) in a single pass.
+    pixels = image.view(f"V{depth}")[..., 0]
+    sources = np.ascontiguousarray(colors).view(f"V{depth}")[..., 0]
+    sy, sx = pixels.strides
+    tiles_view = np.lib.stride_tricks.as_strided(
+        pixels[pad:, pad:],
+        shape=(rows, th, s, cols, tw, s),
+        strides=(
+            (layout.tile_height + pad) * sy, s * sy, sy,
+            (layout.tile_width + pad) * sx, s * sx, sx,
+        ),
+    )
+    tiles_view[...] = sources.reshape(rows, cols, th, tw).transpose(0, 2, 1, 3)[
+        :, :, None, :, :, None
+    ]
+    return image
 
 
 def render(
@@ -547,39 +707,10 @@ def render(
             f"The layout shows channel {int(channels.max())} but maps have "
             f"{maps.shape[2]} channels."
         )
-    # Fancy indexing copies, so nothing below can write into the caller's array.
-    tiles = maps[:: layout.stride, :: layout.stride, channels].astype(np.float64)
-    tiles = np.moveaxis(tiles, -1, 0)  # (n, th, tw)
-    if norm == "channel" and maps.shape[0] == 1 and maps.shape[1] == 1:
-        norm = "layer"
-    colors = colorize(_normalise(tiles, norm, cmap), cmap)  # (n, th, tw, depth)
-    depth = colors.shape[-1]
-
-    rows, cols, pad, s = layout.rows, layout.cols, layout.pad, layout.scale
-    n = colors.shape[0]
-    if n < rows * cols:  # empty cells at the end are drawn like padding
-        fill = np.full((rows * cols - n, th, tw, depth), pad_value, dtype=np.uint8)
-        colors = np.concatenate([colors, fill])
-    image = np.full((layout.height, layout.width, depth), pad_value, dtype=np.uint8)
-    # Treat each pixel's `depth` bytes as one opaque element (numpy void): numpy then
-    # copies whole pixels instead of looping over colour channels. A writeable view of
-    # the tiles split into (row, y, dy, col, x, dx) lets one broadcast assignment
-    # place every tile and upscale it (nearest neighbour) in a single pass.
-    pixels = image.view(f"V{depth}")[..., 0]
-    sources = np.ascontiguousarray(colors).view(f"V{depth}")[..., 0]
-    sy, sx = pixels.strides
-    tiles_view = np.lib.stride_tricks.as_strided(
-        pixels[pad:, pad:],
-        shape=(rows, th, s, cols, tw, s),
-        strides=(
-            (layout.tile_height + pad) * sy, s * sy, sy,
-            (layout.tile_width + pad) * sx, s * sx, sx,
-        ),
-    )
-    tiles_view[...] = sources.reshape(rows, cols, th, tw).transpose(0, 2, 1, 3)[
-        :, :, None, :, :, None
-    ]
-    return image
+    # np.take copies, so nothing below can write into the caller's array.
+    index, bad = levels(NUMPY, maps[np.newaxis].astype(np.float32), channels, layout, norm=norm,
+                        cmap=cmap)
+    return render_levels(index[0], layout, cmap=cmap, nonfinite=bad[0], pad_value=pad_value)
 
 
 def render_probes(

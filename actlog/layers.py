@@ -1,12 +1,15 @@
-"""The user's choice of layers -> an ordered list of (display name, path, layer).
+"""The user's choice of layers -> an ordered list of :class:`Watched` layers.
 
 ``layers=`` accepts, in order of convenience:
 
-- ``None``: every layer of the model, nested models included, whose output per
-  sample has spatial extent (rank >= 2 without the batch axis: Conv1D/2D/3D,
-  pooling, ...). Nested models, and user-written layers that hold layers of
-  their own (a ``ResidualBlock(keras.layers.Layer)``), are walked into, not
-  watched.
+- ``None``: the last layer of each spatial stage, so that the hierarchy is seen
+  at every scale: layers with a spatial output (rank 2 to 4 per sample) in model
+  order, nested models included, grouped into runs of the same spatial size
+  (padding and cropping layers left out); the last layer of each run, at most
+  :data:`DEFAULT_BUDGET` of them (evenly spread over the depth when there are
+  more). The classic MNIST ConvNet gets ``conv_0``, ``pool_0``, ``conv_1``,
+  ``pool_1``; ResNet50 the output of its stem and of each of its 4 stages.
+- ``"*"``: every layer with a spatial output.
 - a name (``"conv_0"``), a path into nested models (``"backbone/block_1_conv"``),
   a ``keras.layers.Layer`` object, a layer class (``keras.layers.Conv2D``, matched
   with ``isinstance``), or a compiled regular expression (matched with
@@ -15,26 +18,41 @@
   naming exactly one layer: logs then carry the display names. (The classic
   recipe renamed layers through ``layer._name``, which Keras 3 ignores.)
 
-Layers chosen explicitly must have an output that can be drawn (rank >= 1 per
-sample: Dense outputs are drawn as a strip); ``None`` and class/regex choices
-keep only spatial layers.
+Layers chosen explicitly must have an output that can be drawn (rank 1 to 4
+per sample: Dense outputs are drawn as a strip); ``None``, ``"*"`` and
+class/regex choices keep only spatial layers. Nested models, and user-written
+layers that hold layers of their own (a ``ResidualBlock(keras.layers.Layer)``),
+are walked into, not watched.
 
 Output shapes come from the model's symbolic graph when it has one
 (Sequential and functional models, nested ones included). A subclassed model,
 or a ``Sequential`` that has not been given its input shape yet, has no
-graph: then, when ``probes`` are given, the model is run once on them with
-every layer tapped, and the shapes are read off what each layer returned. A
-layer the model never calls cannot be watched, and is named as such.
+graph: then ``trace`` (from :mod:`actlog.probe`) runs the model once on the
+probes with every such layer tapped. A layer the model never calls cannot be
+watched, and is named as such.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from actlog import metadata
+from actlog.checks import suggest
+
+DEFAULT_BUDGET = 12
+"""Most layers ``layers=None`` picks."""
+
+EVERY_SPATIAL = "*"
+"""``layers="*"``: every layer with a spatial output."""
+
+_GEOMETRY_ONLY = ("ZeroPadding", "Cropping")
+
+Trace = Callable[[Sequence[Any]], dict[int, Any]]
+"""``trace(layers) -> {id(layer): output shape (batch first) or None for several outputs}``;
+layers the model never called are absent."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ class Watched:
     # outermost down, the model itself excluded. Non-empty -> the layer's output
     # is not reachable from the model's own inputs, so it must be captured.
     chain: tuple[Any, ...]
+    shape: tuple[int | None, ...] | None = None  # output shape, batch axis first
 
 
 @dataclass
@@ -62,6 +81,9 @@ class _Entry:
     # "unused": traced, but the model never called the layer.
     kind: str
     shape: tuple | None
+
+    def watched(self, name: str | None = None) -> Watched:
+        return Watched(name or self.path, self.path, self.layer, self.chain, self.shape)
 
 
 def walk(model: Any) -> list[tuple[str, Any, tuple[Any, ...]]]:
@@ -78,44 +100,40 @@ def walk(model: Any) -> list[tuple[str, Any, tuple[Any, ...]]]:
                 continue
             path = f"{prefix}{layer.name}"
             found.append((path, layer, chain))
-            if _is_container(layer):
+            if is_container(layer):
                 visit(layer, path + "/", chain + (layer,))
 
     visit(model, "", ())
     return found
 
 
-def resolve(model: Any, spec: Any, probes: Any = None) -> list[Watched]:
+def resolve(model: Any, spec: Any, trace: Trace | None = None) -> list[Watched]:
     """Resolve ``spec`` (see module docstring) against ``model``; raises ``ValueError``.
 
     Args:
         model: a Keras model (Sequential, functional, nested or subclassed).
         spec: the ``layers=`` argument of :class:`actlog.ActivationLogger`.
-        probes: the probe batch (array, list or dict of arrays). Needed only
-            when the model has no symbolic graph (subclassed models): the model
-            is then run once on the probes to learn each layer's output shape.
+        trace: learns the output shapes the symbolic graph does not know by
+            running the model (see :data:`Trace`); ``None`` leaves them unknown.
 
     Returns:
         The watched layers, in the order of ``spec`` (model order for ``None``,
-        classes and patterns).
+        ``"*"``, classes and patterns).
     """
-    everything = _catalog(model, probes)
+    everything = _catalog(model, trace)
     by_path = {entry.path: entry for entry in everything}
+    spatial = [e for e in everything if not is_container(e.layer) and _spatial(e)]
 
-    if spec is None:
-        chosen = [
-            Watched(e.path, e.path, e.layer, e.chain)
-            for e in everything
-            if not _is_container(e.layer) and _spatial(e)
-        ]
-        if not chosen:
+    if spec is None or spec == EVERY_SPATIAL:
+        if not spatial:
             raise ValueError(
-                "layers=None watches every layer with a spatial output (rank >= 2 per sample, "
+                f"layers={spec!r} watches layers with a spatial output (rank 2 to 4 per sample, "
                 "e.g. Conv2D or pooling), but none was found. Layers and their outputs: "
-                f"{_describe(everything)}.{_hint(everything, probes)} Name the layers to watch "
+                f"{_describe(everything)}.{_hint(everything, trace)} Name the layers to watch "
                 "explicitly."
             )
-        return _check_names(chosen)
+        chosen = spatial if spec == EVERY_SPATIAL else stage_ends(spatial)
+        return _check_names([e.watched() for e in chosen])
 
     if isinstance(spec, Mapping):
         chosen = []
@@ -124,59 +142,72 @@ def resolve(model: Any, spec: Any, probes: Any = None) -> list[Watched]:
                 raise ValueError(
                     f"layers mapping keys are display names (non-empty str); received {display!r}."
                 )
-            matches = _match(item, everything, by_path, explicit=True, probes=probes)
+            matches = _match(item, everything, by_path, explicit=True, trace=trace)
             if len(matches) != 1:
                 raise ValueError(
                     f"layers[{display!r}] must name exactly one layer; {item!r} matches "
                     f"{[e.path for e in matches]}."
                 )
-            entry = matches[0]
-            chosen.append(Watched(display, entry.path, entry.layer, entry.chain))
+            chosen.append(matches[0].watched(display))
         return _check_names(chosen)
 
     items = list(spec) if _is_sequence(spec) else [spec]
     if not items:
-        raise ValueError("layers is an empty list; pass None to watch every spatial layer.")
+        raise ValueError("layers is an empty list; pass None to watch the last layer of each stage.")
     chosen, seen = [], set()
     for item in items:
-        for entry in _match(item, everything, by_path, explicit=False, probes=probes):
+        for entry in _match(item, everything, by_path, explicit=False, trace=trace):
             if entry.path not in seen:
                 seen.add(entry.path)
-                chosen.append(Watched(entry.path, entry.path, entry.layer, entry.chain))
+                chosen.append(entry.watched())
     return _check_names(chosen)
 
 
-def _catalog(model: Any, probes: Any) -> list[_Entry]:
+def stage_ends(spatial: Sequence[Any], budget: int = DEFAULT_BUDGET) -> list[Any]:
+    """The last layer of each run of equal spatial size (see module docstring)."""
+    kept = [e for e in spatial if not type(e.layer).__name__.startswith(_GEOMETRY_ONLY)]
+    ends = [
+        entry for i, entry in enumerate(kept)
+        if i + 1 == len(kept) or _resolution(kept[i + 1]) != _resolution(entry)
+    ]
+    if len(ends) <= budget:
+        return ends
+    picks = sorted({round(i * (len(ends) - 1) / (budget - 1)) for i in range(budget)})
+    return [ends[i] for i in picks]
+
+
+def _resolution(entry: Any) -> tuple:
+    shape = tuple(entry.shape[1:])
+    channels_first = getattr(entry.layer, "data_format", None) == "channels_first"
+    return shape[1:] if channels_first else shape[:-1]
+
+
+def _catalog(model: Any, trace: Trace | None) -> list[_Entry]:
     """Every layer with its output shape, tracing the model once when the graph lacks it."""
     entries = []
     for path, layer, chain in walk(model):
         kind, shape = _symbolic_output(layer)
         entries.append(_Entry(path, layer, chain, kind, shape))
     unknown = [e for e in entries if e.kind == "unknown"]
-    if unknown and probes is not None:
-        # Imported here: probe.py imports Watched from this module.
-        from actlog.probe import trace_outputs
-
-        traced = trace_outputs(model, [e.layer for e in unknown], probes)
+    if unknown and trace is not None:
+        traced = trace([e.layer for e in unknown])
         for entry in unknown:
             if id(entry.layer) not in traced:
                 entry.kind = "unused"
+            elif isinstance(traced[id(entry.layer)], tuple):
+                entry.kind, entry.shape = "tensor", traced[id(entry.layer)]
             else:
-                out = traced[id(entry.layer)]
-                if isinstance(out, tuple):
-                    entry.kind, entry.shape = "tensor", out
-                else:
-                    entry.kind = "multi"
+                entry.kind = "multi"
     return entries
 
 
 def _match(item: Any, everything: list[_Entry], by_path: dict, *, explicit: bool,
-           probes: Any) -> list[_Entry]:
+           trace: Trace | None) -> list[_Entry]:
     """Layers that one item of ``layers=`` names."""
     paths = [e.path for e in everything]
     if isinstance(item, str):
         if item in by_path:
-            return [_drawable(by_path[item], probes)]
+            return [_drawable(by_path[item])]
         by_name = [e for e in everything if e.layer.name == item]
         if len(by_name) > 1:
             raise ValueError(
@@ -184,17 +215,17 @@ def _match(item: Any, everything: list[_Entry], by_path: dict, *, explicit: bool
                 "Use the full path."
             )
         if not by_name:
-            raise ValueError(f"No such layer: {item!r}. Existing layers are: {paths}.")
-        return [_drawable(by_name[0], probes)]
+            raise ValueError(f"No such layer: {item!r}. Existing layers are: {paths}.{suggest(item, paths)}")
+        return [_drawable(by_name[0])]
     if isinstance(item, re.Pattern):
         found = [
             e for e in everything
-            if item.fullmatch(e.path) and not _is_container(e.layer) and _spatial(e)
+            if item.fullmatch(e.path) and not is_container(e.layer) and _spatial(e)
         ]
         if not found:
             raise ValueError(
                 f"No spatial layer path matches '{item.pattern}'. Existing layers are: "
-                f"{paths}.{_hint(everything, probes)}"
+                f"{paths}.{_hint(everything, trace)}"
             )
         return found
     if isinstance(item, type):
@@ -203,30 +234,46 @@ def _match(item: Any, everything: list[_Entry], by_path: dict, *, explicit: bool
             classes = sorted({type(e.layer).__name__ for e in everything})
             raise ValueError(
                 f"No spatial layer of class {item.__name__} in the model. "
-                f"Layer classes present: {classes}.{_hint(everything, probes)}"
+                f"Layer classes present: {classes}.{_hint(everything, trace)}"
             )
-        return found if not explicit else [_drawable(e, probes) for e in found]
+        return found if not explicit else [_drawable(e) for e in found]
     for entry in everything:
         if entry.layer is item:
-            return [_drawable(entry, probes)]
+            return [_drawable(entry)]
     if hasattr(item, "name") and hasattr(item, "call"):
         raise ValueError(
             f"Layer object {item.name!r} ({type(item).__name__}) is not part of this model. "
             f"Existing layers are: {paths}."
         )
     raise TypeError(
-        f"Cannot choose layers with {item!r} ({type(item).__name__}). Accepted: None, a layer name "
-        "or path (str), a keras Layer, a Layer class, a compiled re.Pattern, a list of these, "
-        "or a dict {display_name: one of these}."
+        f"Cannot choose layers with {item!r} ({type(item).__name__}). {ACCEPTED}"
     )
 
 
-def _drawable(entry: _Entry, probes: Any) -> _Entry:
+ACCEPTED = (
+    "Accepted: None, '*', a layer name or path (str), a keras Layer, a Layer class, a compiled "
+    "re.Pattern, a list of these, or a dict {display_name: one of these}."
+)
+
+
+def check_spec(spec: Any) -> None:
+    """Type checks of ``layers=`` that need no model; names are checked when training starts."""
+    if spec is None:
+        return
+    items = list(spec.values()) if isinstance(spec, Mapping) else (
+        list(spec) if _is_sequence(spec) and not hasattr(spec, "call") else [spec]
+    )
+    for item in items:
+        if not (isinstance(item, (str, type, re.Pattern)) or hasattr(item, "call")):
+            raise TypeError(f"Cannot choose layers with {item!r} ({type(item).__name__}). {ACCEPTED}")
+
+
+def _drawable(entry: _Entry) -> _Entry:
     if entry.kind == "unused":
         raise ValueError(
             f"Layer {entry.path!r} ({type(entry.layer).__name__}) was not called when the model "
-            f"ran on the probes (shape {_probe_shapes(probes)}), so it has no output to draw. "
-            "Watch a layer that the model's call() uses."
+            "ran on the probes, so it has no output to draw. Watch a layer that the model's "
+            "call() uses."
         )
     if entry.kind == "multi":
         what = "a model" if _is_model(entry.layer) else "a layer"
@@ -268,7 +315,7 @@ def _children(container: Any) -> list:
     return list(flatten(include_self=False, recursive=False))
 
 
-def _is_container(layer: Any) -> bool:
+def is_container(layer: Any) -> bool:
     """A sub-model, or a user-written layer holding layers of its own.
 
     Keras' own composite layers (Bidirectional, MultiHeadAttention, ...) stay
@@ -295,7 +342,11 @@ def _is_sequence(spec: Any) -> bool:
 
 
 def _symbolic_output(layer: Any) -> tuple[str, tuple | None]:
-    """What the layer's symbolic ``output`` says: ("tensor", shape), ("multi", None) or ("unknown", None)."""
+    """What the layer's symbolic ``output`` says: ("tensor", shape), ("multi", None) or ("unknown", None).
+
+    A shape with a free dimension other than the batch axis counts as unknown:
+    the probes fix it, and the trace finds it.
+    """
     try:
         output = layer.output
     except (AttributeError, ValueError, RuntimeError):
@@ -303,11 +354,14 @@ def _symbolic_output(layer: Any) -> tuple[str, tuple | None]:
         return "unknown", None
     if isinstance(output, (list, tuple, dict)):
         return "multi", None
-    return "tensor", tuple(output.shape)
+    shape = tuple(output.shape)
+    if any(d is None for d in shape[1:]):
+        return "unknown", None
+    return "tensor", shape
 
 
-def _spatial(entry: _Entry) -> bool:
-    return entry.kind == "tensor" and entry.shape is not None and len(entry.shape) >= 3
+def _spatial(entry: Any) -> bool:
+    return entry.kind == "tensor" and entry.shape is not None and 3 <= len(entry.shape) <= 5
 
 
 def _describe(everything: list[_Entry]) -> str:
@@ -316,18 +370,10 @@ def _describe(everything: list[_Entry]) -> str:
     ) or "(no layers)"
 
 
-def _hint(everything: list[_Entry], probes: Any) -> str:
-    if any(e.kind == "unknown" for e in everything) and probes is None:
+def _hint(everything: list[_Entry], trace: Trace | None) -> str:
+    if any(e.kind == "unknown" for e in everything) and trace is None:
         return (
             " This model has no symbolic graph (subclassed, or not built from an Input), so "
             "output shapes are unknown; pass probes to learn them by running the model once."
         )
     return ""
-
-
-def _probe_shapes(probes: Any) -> Any:
-    if isinstance(probes, Mapping):
-        return {k: tuple(getattr(v, "shape", ())) for k, v in probes.items()}
-    if isinstance(probes, (list, tuple)):
-        return [tuple(getattr(v, "shape", ())) for v in probes]
-    return tuple(getattr(probes, "shape", ()))

@@ -1,8 +1,8 @@
 """Feature maps once, for notebooks and scripts: the classic recipe, done right.
 
-Both functions reuse the callback's machinery (layer choice, the probe
-function, the grid toolkit), so what a notebook shows is what the callback
-logs.
+Both functions use the callback's pipeline pieces (probe handling, layer
+choice, the forward pass of :mod:`actlog.probe`, the grid toolkit) without
+the callback, so what a notebook shows is what the callback logs.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from actlog import grid
 def feature_maps(model: Any, images: Any, layers: Any = None) -> dict[str, np.ndarray]:
     """The outputs of ``layers`` of ``model`` for ``images``, as ``{name: array}``.
 
-    One probe function is built for the call (a multi-output model over the
-    model's graph, or output capture for nested and subclassed models) and run
-    in inference mode. Arrays are float32 with the batch axis first, in the
-    layer's own data format.
+    The watched outputs are reached the way the callback reaches them (a
+    multi-output model over the model's graph, or output capture for nested
+    and subclassed models), run once in inference mode. Arrays are float32
+    with the batch axis first, in the layer's own data format.
 
     ```python
     maps = actlog.feature_maps(model, x_test[:1], layers=["conv_0", "conv_1"])
@@ -29,24 +29,31 @@ def feature_maps(model: Any, images: Any, layers: Any = None) -> dict[str, np.nd
 
     Args:
         model: a built Keras model (Sequential, functional, nested or subclassed).
-        images: a batch ``(k, ...)`` shaped like the model's input (a list or
-            dict of batches for a multi-input model).
+        images: the inputs, in any form ``ActivationLogger(probes=...)`` accepts
+            (a batch, one sample, a list of samples, a list / dict of batches for
+            a multi-input model).
         layers: which layers; same forms as ``ActivationLogger(layers=...)``.
-            ``None`` = every layer with spatial output.
+            ``None`` = the last layer of each spatial stage, ``"*"`` = every
+            spatial layer.
     """
-    from actlog.callback import _copy_probes
+    from actlog import probe, probes
     from actlog.layers import resolve
-    from actlog.probe import ProbeFunction
 
-    probes = _copy_probes(images)
-    watched = resolve(model, layers, probes=probes)
-    probe = ProbeFunction(model, watched, probes)
-    return {w.name: out for w, out in zip(watched, probe(), strict=True)}
+    copied = probes.copy_probes(images)
+    trace = None
+    if probe.has_call(model):
+        inputs = probe.to_tensors(model, probes.fit_to_model(copied, probe.input_specs(model)))
+        trace = probe.tracer(model, inputs)
+    watched = resolve(model, layers, trace)
+    runner, _ = probe.runner_for(model, watched)
+    if trace is None:
+        inputs = probe.to_tensors(runner, probes.fit_to_model(copied, probe.input_specs(runner)))
+    return {w.name: out for w, out in zip(watched, probe.feature_maps(model, watched, inputs), strict=True)}
 
 
 def plot_feature_maps(
     model: Any,
-    image: Any,
+    images: Any,
     layers: Any = None,
     *,
     max_channels: int | None = 32,
@@ -54,26 +61,27 @@ def plot_feature_maps(
     cmap: str = "gray",
     tile_inches: float = 1.2,
 ) -> Any:
-    """The classic figure: for each layer, its channels as small images in a grid.
+    """The classic figure: for each image and layer, its channels as small images in a grid.
 
     Needs matplotlib (``pip install 'actlog[plot]'``). Returns a
-    ``matplotlib.figure.Figure`` with one panel per layer, each drawn from the
-    same grid the callback logs (per-channel normalisation).
+    ``matplotlib.figure.Figure`` with one row per image and one panel per
+    layer, each drawn from the same grid the callback logs (per-channel
+    normalisation). Each panel's title says how many of the layer's channels
+    it shows.
 
     ```python
-    fig = actlog.plot_feature_maps(model, x_test[:1], layers=["conv_0", "conv_1"])
+    fig = actlog.plot_feature_maps(model, x_test[:2], layers=["conv_0", "conv_1"])
     fig.savefig("maps.png")
     ```
 
     Args:
         model: a built Keras model.
-        image: ONE sample as a batch of one ``(1, ...)`` (or a bare sample, to
-            which a batch axis is added when its rank is one less than the
-            model's input).
+        images: one sample or a batch (any form ``feature_maps`` accepts);
+            every image gets its own row of panels.
         layers: which layers (see ``feature_maps``).
-        max_channels: channels drawn per layer (the first ones). Default 32,
-            the 4 x 8 grid of the classic recipe.
-        cols: tiles per row. Default 8.
+        max_channels: channels drawn per layer (the first ones); ``None`` for
+            all. Default 32, the 4 x 8 grid of the classic recipe.
+        cols: tiles per row of a panel. Default 8.
         cmap: ``"gray"``, ``"viridis"`` or ``"diverging"``.
         tile_inches: size of one tile in the figure.
     """
@@ -84,29 +92,32 @@ def plot_feature_maps(
             "plot_feature_maps needs matplotlib: pip install 'actlog[plot]'"
         ) from None
     grid.check_cmap(cmap)
-    inputs = getattr(model, "inputs", None)
-    array = np.asarray(image)
-    if inputs and len(inputs) == 1 and array.ndim == len(inputs[0].shape) - 1:
-        array = array[np.newaxis]
-    maps = feature_maps(model, array, layers)
-    panels = []
+    maps = feature_maps(model, images, layers)
+    count = len(next(iter(maps.values())))
+    panels = []  # (row, name, title, picture)
     for name, out in maps.items():
-        sample = grid.as_maps(out[0])
-        chosen = grid.select_channels(sample[np.newaxis], max_channels, "first")
-        rows = -(-len(chosen) // min(cols, len(chosen)))
+        sample_maps = [grid.as_maps(sample) for sample in out]
+        total = sample_maps[0].shape[-1]
+        chosen = grid.select_channels(sample_maps[0][np.newaxis], max_channels, "first")
+        width = min(cols, len(chosen))
         layout = grid.plan_layout(
-            sample.shape[:2], chosen, rows=rows, cols=min(cols, len(chosen)), pad=1
+            sample_maps[0].shape[:2], chosen, rows=-(-len(chosen) // width), cols=width, pad=1
         )
-        panels.append((name, out.shape, grid.render(sample, layout, cmap=cmap)))
+        shown = f"{len(chosen)} of {total} channels" if len(chosen) < total else f"{total} channels"
+        for row, sample in enumerate(sample_maps):
+            title = f"{name}  {tuple(out.shape[1:])}  ({shown})" + (f"  image {row}" if count > 1 else "")
+            panels.append((row, name, title, grid.render(sample, layout, cmap=cmap)))
+    names = list(maps)
+    heights = [max(p[3].shape[0] / p[3].shape[1] for p in panels if p[1] == n) for n in names]
     fig, axes = plt.subplots(
-        len(panels), 1, squeeze=False,
-        figsize=(cols * tile_inches, sum(p[2].shape[0] / p[2].shape[1] * cols * tile_inches
-                                         for p in panels) + 0.5 * len(panels)),
+        len(names), count, squeeze=False,
+        figsize=(cols * tile_inches * count, sum(h * cols * tile_inches for h in heights) + 0.5 * len(names)),
     )
-    for ax, (name, shape, picture) in zip(axes[:, 0], panels, strict=True):
+    for row, name, title, picture in panels:
+        ax = axes[names.index(name), row]
         ax.imshow(picture if picture.shape[-1] == 3 else picture[..., 0], cmap="gray",
                   vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(f"{name}  {tuple(shape[1:])}", fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
     return fig

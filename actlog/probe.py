@@ -1,223 +1,112 @@
-"""The probe function: the watched layers' outputs for the probes, built once.
+"""The probe function: the watched layers of a model, on the probes, built once.
 
 Two ways to reach a layer's output, chosen once per training run:
 
-- **symbolic**: every watched layer sits in the model's own functional graph
-  (Sequential and functional models). One multi-output ``keras.Model`` from
-  the model's inputs to those outputs shares the training weights and stops
-  at the deepest watched layer.
-- **capture**: anything else: a layer inside a nested backbone (at any
-  depth), a subclassed model with no symbolic graph, a layer inside a
-  user-written composite layer, a ``Sequential`` never given an input shape.
-  The whole model runs, and the watched layers' ``call`` is wrapped while the
-  function is traced, so the traced graph returns their outputs. The wrapper
-  is removed before training starts; the traced graph keeps the taps.
+- **symbolic**: every watched layer sits in the runner's own functional graph
+  (Sequential and functional models). One multi-output ``keras.Model`` from the
+  runner's inputs to those outputs shares the training weights and stops at
+  the deepest watched layer.
+- **capture**: anything else: a layer inside a nested backbone (at any depth),
+  a subclassed model with no symbolic graph, a layer inside a user-written
+  composite layer, a ``Sequential`` never given an input shape. The whole
+  runner runs, and the watched layers' ``call`` is wrapped while it runs, so
+  their outputs come back too. The wrappers exist only inside the function
+  (during its one trace when compiled, during each call when eager): training
+  never sees a wrapped layer.
+
+The *runner* is the model itself; a model with no ``call()`` of its own (the
+keras.io GAN and VAE pattern: a custom ``train_step`` over sub-models) is
+probed through the innermost sub-model that holds every watched layer, with
+probes shaped for that sub-model's input.
 
 A layer the model calls more than once (a shared layer) is seen at its first
 call on both paths (Keras' ``layer.output`` is its first call's output too).
 
-Either way the result is one ``tf.function`` with a fixed input signature,
-traced once here, run in inference mode (``training=False``); its outputs are
-cast to float32 (``mixed_float16`` layers compute in float16).
+:class:`ProbeFunction` adds the event's reductions after the forward pass,
+inside the same compiled function, so that only a few bytes per shown pixel
+leave the device: the shown channels as uint8 levels (:func:`actlog.grid.levels`),
+per-channel sums for the statistics and a small sketch for drift
+(:mod:`actlog.stats`). Compiling is the backend's business
+(:mod:`actlog.backends`): traced once, run in inference mode, never retraced.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
-from actlog.layers import Watched
-
-
-class ProbeFunction:
-    """``fn()`` -> one float32 numpy array ``(k, ...)`` per watched layer.
-
-    Args:
-        model: the model being trained (any kind; see the module docstring).
-        watched: the layers to return, from :func:`actlog.layers.resolve`.
-        probes: the probe batch: an array, or a list / dict of arrays for a
-            multi-input model (a dict is matched to inputs by name).
-
-    Attributes:
-        strategy: ``"symbolic"`` or ``"capture"``.
-        output_shapes: per-sample output shape of each watched layer.
-    """
-
-    def __init__(self, model: Any, watched: Sequence[Watched], probes: Any) -> None:
-        self.watched = list(watched)
-        self.probes = _as_tensors(model, probes)
-        signature = tf.nest.map_structure(
-            lambda t: tf.TensorSpec(t.shape, t.dtype), self.probes
-        )
-        self.strategy = "symbolic"
-        sub_model = _symbolic_model(model, self.watched)
-        taps: contextlib.AbstractContextManager = contextlib.nullcontext()
-        if sub_model is None:
-            self.strategy = "capture"
-            taps = _Taps([w.layer for w in self.watched])
-            run = _capture_runner(model, self.watched, taps)
-        else:
-
-            def run(x: Any) -> list:
-                outputs = sub_model(x, training=False)
-                return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-
-        def probe(x: Any) -> list:
-            return [tf.cast(y, tf.float32) for y in run(x)]
-
-        self._fn = tf.function(probe, input_signature=[signature], reduce_retracing=False)
-        # Capture: the taps exist only while this one trace runs; the traced
-        # graph keeps them, and training never sees a wrapped layer.
-        with taps:
-            try:
-                self._concrete = self._fn.get_concrete_function()
-            except _NotCalled:
-                raise
-            except Exception as err:  # the user's model rejected the probes
-                raise ValueError(
-                    f"Running the model on the probes failed: probes have shape "
-                    f"{_shapes(self.probes)}, the model expects {_expected(model)}. "
-                    f"Keras said: {err}"
-                ) from err
-        self.output_shapes = [tuple(o.shape[1:]) for o in self._concrete.outputs]
-
-    def __call__(self) -> list[np.ndarray]:
-        # The concrete function never retraces: in capture mode a retrace
-        # would run without the taps.
-        return [t.numpy() for t in self._concrete(self.probes)]
-
-    @property
-    def tracing_count(self) -> int:
-        """How many times the function has been traced (1 after construction)."""
-        return self._fn.experimental_get_tracing_count()
+from actlog import grid, stats
+from actlog.backends import Backend
+from actlog.event import LayerPlan
+from actlog.layers import Trace, Watched
+from actlog.probes import InputSpec
 
 
-def trace_outputs(model: Any, layers: Sequence[Any], probes: Any) -> dict[int, Any]:
-    """Run ``model`` once on ``probes`` with ``layers`` tapped; what each returned.
-
-    Used to learn output shapes when the model has no symbolic graph
-    (subclassed models). The run is eager and in inference mode; it also
-    builds a model that has not been built yet.
-
-    Returns:
-        ``{id(layer): shape}`` with the full output shape (batch axis first)
-        for a layer that returned one tensor, ``{id(layer): None}`` for one
-        that returned several; layers the model never called are absent.
-    """
-    tensors = _as_tensors(model, probes)
-    taps = _Taps(layers)
-    with taps:
-        try:
-            model(tensors, training=False)
-        except Exception as err:
-            raise ValueError(
-                f"Running the model on the probes failed: probes have shape {_shapes(tensors)}, "
-                f"the model expects {_expected(model)}. Keras said: {err}"
-            ) from err
-    return {
-        key: tuple(out.shape) if hasattr(out, "shape") else None
-        for key, out in taps.outputs.items()
-    }
-
-
-def _as_tensors(model: Any, probes: Any) -> Any:
-    """Probes as constant tensors in the dtype of the model's inputs, shape-checked."""
-    inputs = getattr(model, "inputs", None) or None
-    if inputs is not None and len(inputs) > 1:
-        names = [_input_name(t) for t in inputs]
-        if isinstance(probes, Mapping):
-            missing = [n for n in names if n not in probes]
-            if missing:
-                raise ValueError(
-                    f"probes is a dict with keys {sorted(probes)}, but the model's inputs are "
-                    f"named {names}; missing {missing}."
-                )
-            ordered = [probes[n] for n in names]
-        elif isinstance(probes, (list, tuple)):
-            if len(probes) != len(inputs):
-                raise ValueError(
-                    f"The model has {len(inputs)} inputs {names}, but probes is a "
-                    f"{type(probes).__name__} of {len(probes)} arrays."
-                )
-            ordered = list(probes)
-        else:
-            raise ValueError(
-                f"The model has {len(inputs)} inputs {names}; pass probes as a list of "
-                f"{len(inputs)} arrays or a dict keyed by input name, not a single array of "
-                f"shape {np.shape(probes)}."
-            )
-        for array, tensor in zip(ordered, inputs, strict=True):
-            _check_shape(array, tensor)
-        tensors = [tf.constant(a, dtype=_dtype(t, a)) for a, t in zip(ordered, inputs, strict=True)]
-        return dict(zip(names, tensors, strict=True)) if isinstance(probes, Mapping) else tensors
-    if inputs is not None:
-        if isinstance(probes, (list, tuple, Mapping)):
-            if len(probes) != 1:
-                raise ValueError(
-                    f"The model has one input of shape {tuple(inputs[0].shape)}, but probes is a "
-                    f"{type(probes).__name__} of {len(probes)} arrays."
-                )
-            probes = next(iter(probes.values())) if isinstance(probes, Mapping) else probes[0]
-        _check_shape(probes, inputs[0])
-        return tf.constant(probes, dtype=_dtype(inputs[0], probes))
-    return tf.nest.map_structure(
-        lambda a: tf.constant(a, dtype=tf.float32 if a.dtype.kind == "f" else a.dtype), probes
-    )
-
-
-def _check_shape(array: np.ndarray, tensor: Any) -> None:
-    expected = tuple(tensor.shape)[1:]
-    received = tuple(array.shape)[1:]
-    fits = len(expected) == len(received) and all(
-        e is None or e == r for e, r in zip(expected, received, strict=True)
-    )
-    if not fits:
-        shown = "(k, " + ", ".join("None" if e is None else str(e) for e in expected) + ")"
-        raise ValueError(
-            f"probes do not fit the model's input {_input_name(tensor)!r}: received probes of "
-            f"shape {tuple(array.shape)}, the input accepts {shown} (k probes)."
-        )
-
-
-def _dtype(tensor: Any, array: np.ndarray) -> tf.DType:
-    dtype = getattr(tensor, "dtype", None)
-    return tf.as_dtype(dtype) if dtype is not None else tf.as_dtype(array.dtype)
+def input_specs(model: Any) -> list[InputSpec] | None:
+    """The model's inputs (name, per-sample shape, dtype); None when it has no symbolic inputs."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    return [
+        InputSpec(_input_name(t), tuple(t.shape)[1:], str(getattr(t, "dtype", None) or "float32"))
+        for t in inputs
+    ]
 
 
 def _input_name(tensor: Any) -> str:
-    name = getattr(tensor, "name", "input")
-    return name.split(":")[0]
+    return str(getattr(tensor, "name", "input")).split(":")[0]
 
 
-def _shapes(probes: Any) -> Any:
-    return tf.nest.map_structure(lambda t: tuple(t.shape), probes)
+def to_tensors(model: Any, probes: Any) -> Any:
+    """Fitted probes as backend tensors in the dtype of the model's inputs: converted once."""
+    specs = input_specs(model)
+    if specs is None:
+        def convert(a: np.ndarray) -> Any:
+            return keras.ops.convert_to_tensor(a, dtype="float32" if a.dtype.kind == "f" else None)
+
+        return keras.tree.map_structure(convert, probes)
+    dtypes = {spec.name: spec.dtype for spec in specs}
+    if isinstance(probes, Mapping):
+        return {k: keras.ops.convert_to_tensor(v, dtype=dtypes[k]) for k, v in probes.items()}
+    if isinstance(probes, (list, tuple)):
+        return [keras.ops.convert_to_tensor(v, dtype=s.dtype) for v, s in zip(probes, specs, strict=True)]
+    return keras.ops.convert_to_tensor(probes, dtype=specs[0].dtype)
 
 
-def _expected(model: Any) -> Any:
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        return "an input the model's call() accepts"
-    return [tuple(t.shape) for t in inputs]
+def has_call(model: Any) -> bool:
+    """False for a model whose class defines no ``call()`` (a custom ``train_step`` over sub-models)."""
+    method = getattr(type(model), "call", None)
+    return method is not None and method not in (keras.Model.call, keras.layers.Layer.call)
 
 
-def _symbolic_model(model: Any, watched: Sequence[Watched]) -> Any:
-    """A multi-output keras.Model over the model's own graph, or None when impossible."""
-    import keras
-
-    if any(w.chain for w in watched) or not getattr(model, "inputs", None):
-        return None
-    try:
-        outputs = [w.layer.output for w in watched]
-        if any(isinstance(o, (list, tuple, dict)) for o in outputs):
-            return None
-        return keras.Model(model.inputs, outputs)
-    except (ValueError, AttributeError, RuntimeError):
-        # multiple inbound nodes, a subclassed model, or a graph Keras cannot cut
-        return None
+def runner_for(model: Any, watched: Sequence[Watched]) -> tuple[Any, list[Watched]]:
+    """The model to run for ``watched``, and the watched layers with chains relative to it."""
+    if has_call(model):
+        return model, list(watched)
+    common: list[Any] = []
+    for depth, container in enumerate(watched[0].chain if watched else ()):
+        if all(len(w.chain) > depth and w.chain[depth] is container for w in watched):
+            common.append(container)
+    runners = [c for c in common if has_call(c)]
+    if not runners:
+        subs = [layer.name for layer in getattr(model, "layers", []) if has_call(layer)]
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) has no call() of its own, so actlog "
+            f"runs one of its sub-models; the watched layers {[w.path for w in watched]} are not all "
+            f"inside one. Watch layers of one sub-model (e.g. layers=['{subs[0] if subs else 'sub'}"
+            f"/<layer>']), with probes shaped for its input. Sub-models: {subs}."
+        )
+    runner = runners[-1]
+    return runner, [
+        Watched(w.name, w.path, w.layer, w.chain[w.chain.index(runner) + 1 :], w.shape)
+        for w in watched
+    ]
 
 
 class _NotCalled(ValueError):
@@ -228,20 +117,16 @@ class _Taps:
     """While active, each layer's ``call`` also records its output (first call wins).
 
     The wrapper is set on the instance with ``object.__setattr__`` so Keras'
-    attribute tracking never sees it, and removed on exit. A layer the model
-    calls more than once (a shared layer) is recorded at its first call.
+    attribute tracking never sees it, and removed on exit.
     """
 
     def __init__(self, layers: Sequence[Any]) -> None:
-        self.layers = list(layers)
+        self.layers = list({id(layer): layer for layer in layers}.values())
         self.outputs: dict[int, Any] = {}
-        self._patched: list[Any] = []
 
     def __enter__(self) -> _Taps:
-        self.outputs.clear()
+        self.outputs = {}
         for layer in self.layers:
-            if id(layer) in {id(p) for p in self._patched}:
-                continue
             original = layer.call
 
             def call(*args: Any, _original: Any = original, _key: int = id(layer), **kwargs: Any):
@@ -250,33 +135,224 @@ class _Taps:
                 return out
 
             object.__setattr__(layer, "call", call)
-            self._patched.append(layer)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for layer in self._patched:
+        for layer in self.layers:
             object.__delattr__(layer, "call")
-        self._patched.clear()
 
 
-def _capture_runner(model: Any, watched: Sequence[Watched], taps: _Taps) -> Any:
-    def run(x: Any) -> list:
-        taps.outputs.clear()
-        model(x, training=False)
-        missing = [w.path for w in watched if id(w.layer) not in taps.outputs]
+def _first(output: Any) -> Any:
+    if isinstance(output, (list, tuple)):
+        return output[0]
+    if isinstance(output, Mapping):
+        return next(iter(output.values()))
+    return output
+
+
+def tracer(runner: Any, inputs: Any) -> Trace:
+    """A :data:`actlog.layers.Trace` that runs ``runner`` once, eagerly, in inference mode."""
+
+    def trace(layers: Sequence[Any]) -> dict[int, Any]:
+        try:
+            with _Taps(layers) as taps:
+                runner(inputs, training=False)
+        except Exception as err:
+            raise ValueError(
+                f"Running the model on the probes failed: probes have shape {_shapes(inputs)}, "
+                f"the model expects {_expected(runner)}. Keras said: {err}"
+            ) from err
+        return {
+            key: tuple(out.shape) if hasattr(out, "shape") else None
+            for key, out in taps.outputs.items()
+        }
+
+    return trace
+
+
+class Forward:
+    """``forward(inputs)`` -> the watched layers' raw outputs (a list), backend-neutral.
+
+    Attributes:
+        strategy: ``"symbolic"`` or ``"capture"``.
+    """
+
+    def __init__(self, runner: Any, watched: Sequence[Watched]) -> None:
+        self.watched = list(watched)
+        self._runner = runner
+        self._sub_model = _symbolic_model(runner, self.watched)
+        self.strategy = "capture" if self._sub_model is None else "symbolic"
+
+    def __call__(self, inputs: Any) -> list[Any]:
+        if self._sub_model is not None:
+            outputs = self._sub_model(inputs, training=False)
+            return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        with _Taps([w.layer for w in self.watched]) as taps:
+            self._runner(inputs, training=False)
+        missing = [w.path for w in self.watched if id(w.layer) not in taps.outputs]
         if missing:
             raise _NotCalled(
                 f"Layers {missing} were not called when the model ran on the probes, so their "
                 "outputs cannot be captured. Watch layers that the model's call() uses."
             )
-        outputs = []
-        for w in watched:
-            out = taps.outputs[id(w.layer)]
-            if isinstance(out, (list, tuple)):
-                out = out[0]
-            elif isinstance(out, Mapping):
-                out = next(iter(out.values()))
-            outputs.append(out)
-        return outputs
+        return [_first(taps.outputs[id(w.layer)]) for w in self.watched]
 
-    return run
+
+def _symbolic_model(runner: Any, watched: Sequence[Watched]) -> Any:
+    """A multi-output keras.Model over the runner's own graph, or None when impossible."""
+    if any(w.chain for w in watched) or input_specs(runner) is None:
+        return None
+    try:
+        outputs = [w.layer.output for w in watched]
+        if any(isinstance(o, (list, tuple, dict)) for o in outputs):
+            return None
+        return keras.Model(runner.input, outputs)
+    except (ValueError, AttributeError, RuntimeError):
+        # multiple inbound nodes, a subclassed model, or a graph Keras cannot cut
+        return None
+
+
+def _shapes(inputs: Any) -> Any:
+    return keras.tree.map_structure(lambda t: tuple(t.shape), inputs)
+
+
+def _expected(model: Any) -> Any:
+    specs = input_specs(model)
+    if not specs:
+        return "an input the model's call() accepts"
+    return [(None, *spec.shape) for spec in specs]
+
+
+def channels_last(acts: Any, data_format: str) -> Any:
+    """``(k, C, ...)`` activations of a channels-first layer moved to ``(k, ..., C)``."""
+    if data_format == "channels_first" and len(acts.shape) >= 3:
+        return keras.ops.moveaxis(acts, 1, -1)
+    return acts
+
+
+def _compile(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any) -> Any:
+    try:
+        return backend.compile(fn, model, args, eager=bool(getattr(model, "run_eagerly", False)))
+    except _NotCalled:
+        raise
+    except Exception as err:  # the user's model rejected the probes
+        raise ValueError(
+            f"Running the model on the probes failed: probes have shape {_shapes(args[0])}, "
+            f"the model expects {_expected(runner)}. Keras said: {err}"
+        ) from err
+
+
+class ProbeFunction:
+    """The event's device half, compiled once: probes -> per watched layer, reduced.
+
+    ``fn(channels, previous)`` returns, per layer, a dict of device arrays:
+    ``levels`` (uint8 ``(k, n, th, tw)``), ``nonfinite`` (its NaN/Inf mask),
+    ``sums`` (:func:`actlog.stats.reduce_layer` plus ``activity``), ``drift``
+    (:func:`actlog.stats.drift_sums` against ``previous``) and ``sketch``
+    (the next event's ``previous``).
+
+    Args:
+        model: the model being trained (its variables feed the function).
+        runner: the model to run (see :func:`runner_for`).
+        watched: the watched layers, chains relative to ``runner``.
+        inputs: the probes as backend tensors (:func:`to_tensors`).
+        plans: one :class:`actlog.event.LayerPlan` per watched layer.
+        backend: the current :class:`actlog.backends.Backend`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        runner: Any,
+        watched: Sequence[Watched],
+        inputs: Any,
+        plans: Sequence[LayerPlan],
+        backend: Backend,
+    ) -> None:
+        self.plans = list(plans)
+        self.inputs = inputs
+        self.backend = backend
+        self.forward = Forward(runner, watched)
+        k = _count(inputs)
+        self.sketch_shapes = []
+        for plan in self.plans:
+            height, width, channels = grid.maps_shape(_channels_last_shape(plan))
+            rows, cols, _, _ = stats.sketch_shape(height, width)
+            self.sketch_shapes.append((k, rows, cols, channels))
+        args = (inputs, self.first_channels(), self.zero_sketches())
+        self._fn = _compile(backend, self._event, model, args, runner)
+
+    def first_channels(self) -> list[Any]:
+        """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
+        return [
+            keras.ops.convert_to_tensor(np.arange(len(p.layout.channels), dtype=np.int32))
+            for p in self.plans
+        ]
+
+    def channels(self, chosen: Sequence[Sequence[int]]) -> list[Any]:
+        return [keras.ops.convert_to_tensor(np.asarray(c, dtype=np.int32)) for c in chosen]
+
+    def zero_sketches(self) -> list[Any]:
+        return [keras.ops.zeros(shape, dtype="float32") for shape in self.sketch_shapes]
+
+    @property
+    def strategy(self) -> str:
+        """``"symbolic"`` or ``"capture"`` (see the module docstring)."""
+        return self.forward.strategy
+
+    @property
+    def watched(self) -> list[Watched]:
+        return self.forward.watched
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        """Per-sample output shape of each watched layer."""
+        return [tuple(p.output_shape) for p in self.plans]
+
+    @property
+    def traces(self) -> int:
+        """How many times the function was traced (1 once compiled; 0 when it runs eagerly)."""
+        return self._fn.traces
+
+    def __call__(self, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
+        return self._fn(self.inputs, channels, previous)
+
+    def _event(self, inputs: Any, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
+        ops = keras.ops
+        results = []
+        for output, index, before, plan in zip(
+            self.forward(inputs), channels, previous, self.plans, strict=True
+        ):
+            acts = channels_last(ops.cast(output, "float32"), plan.data_format)
+            maps = grid.batch_maps(ops, acts)
+            sums = stats.reduce_layer(ops, acts)
+            sums["activity"] = stats.activity(ops, maps)
+            sketch = stats.sketch(ops, maps)
+            levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap)
+            results.append({
+                "levels": levels,
+                "nonfinite": nonfinite,
+                "sums": sums,
+                "drift": stats.drift_sums(ops, sketch, before),
+                "sketch": sketch,
+            })
+        return results
+
+
+def _channels_last_shape(plan: LayerPlan) -> tuple[int, ...]:
+    shape = tuple(plan.output_shape)
+    if plan.data_format == "channels_first" and len(shape) >= 2:
+        return (*shape[1:], shape[0])
+    return shape
+
+
+def _count(inputs: Any) -> int:
+    return int(keras.tree.flatten(inputs)[0].shape[0])
+
+
+def feature_maps(model: Any, watched: Sequence[Watched], inputs: Any) -> list[np.ndarray]:
+    """The watched layers' outputs as float32 numpy arrays, run once (no compilation)."""
+    runner, watched = runner_for(model, watched)
+    forward = Forward(runner, watched)
+    outputs = forward(inputs)
+    return [keras.ops.convert_to_numpy(keras.ops.cast(o, "float32")) for o in outputs]

@@ -1,11 +1,13 @@
 """Read an actlog log back as numpy arrays, without TensorFlow.
 
-:func:`read` walks a log directory, finds every run that holds actlog data
-(event files with an ``actlog/manifest`` record, see :mod:`actlog.metadata`)
-and parses its event files itself: the TFRecord framing, then the ``Event`` and
+:func:`read` walks a log directory (local, or any URL :mod:`actlog.storage`
+serves), finds every run that holds actlog data (event files with an
+``actlog/manifest`` record, see :mod:`actlog.metadata`) and parses its event
+files itself: the record framing (:mod:`actlog.records`), then the ``Event`` and
 ``Summary`` protocol buffers that ship with TensorBoard. Every step is kept
 (TensorBoard's own loader keeps a sample of 10 images per tag unless told
-otherwise), grids come back as uint8 arrays and statistics as numpy arrays.
+otherwise); grids come back as uint8 arrays and statistics as numpy arrays.
+Images are decoded only when asked for: an index remembers where each one is.
 
 ```python
 log = actlog.read("runs/exp1")
@@ -18,21 +20,25 @@ steps, means = run.channel_stats("conv_0", "channel_mean")  # float32 (S, channe
 tile = run.tile("conv_0", probe=0, channel=3, step=2)      # that channel's tile
 ```
 
+Manifests: every ``fit`` writes one at its first event. A run's layers are
+those of all its manifests (two loggers writing one run keep both sets), and a
+grid at step ``s`` is cut into tiles with the layout of the last manifest
+written at or before ``s`` that names its layer, so a logger reused on a
+differently shaped model is read with the right geometry at every step.
+
 Logs still being written and logs cut short by a crash are fine: a record that
 is not complete yet (or was never finished) ends the reading of its file, and
 everything before it is returned, with one warning naming the file.
-
-TensorFlow is never imported: the protocol buffers come from
-``tensorboard.compat.proto``, which does not load TensorFlow, and PNGs are
-decoded with Pillow.
+:meth:`Log.refresh` reads only what was appended since (the dashboard's live view).
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import re
-import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from actlog import metadata
+from actlog import metadata, records, storage
+from actlog.grid import GridLayout
 
 __all__ = ["LogError", "Log", "Run", "read"]
 
@@ -55,120 +62,17 @@ class LogError(ValueError):
 
 
 # --------------------------------------------------------------------------
-# TFRecord framing.
-#
-# A record is: uint64 length, uint32 masked crc32c(length), data, uint32 masked
-# crc32c(data), all little-endian. The length CRC is always checked: a wrong
-# length would make every later record garbage. The data CRC is checked only
-# with ``verify=True``: a pure-python CRC costs about as much as decoding every
-# PNG twice, and a damaged payload shows up anyway when its proto is parsed.
-
-_CRC32C_POLY = 0x82F63B78  # Castagnoli, reflected
-
-
-def _make_crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ _CRC32C_POLY if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _make_crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``, as TFRecord files use it."""
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 and add a constant."""
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _iter_records(path: str, *, verify: bool) -> Iterator[bytes]:
-    """Yield the payload of every complete record of a TFRecord file.
-
-    Stops at the first incomplete or damaged record and warns once, naming the
-    file: that is what a crash mid-write, or a writer that has not flushed the
-    rest yet, leaves behind.
-    """
-    with open(path, "rb") as handle:
-        buffer = handle.read()
-    view = memoryview(buffer)
-    offset, size = 0, len(buffer)
-    while offset < size:
-        problem = None
-        if size - offset < 12:
-            problem = f"a record header is cut short at byte {offset}"
-        else:
-            header = view[offset : offset + 8]
-            (length,) = struct.unpack("<Q", header)
-            (length_crc,) = struct.unpack("<I", view[offset + 8 : offset + 12])
-            if masked_crc32c(header) != length_crc:
-                problem = f"the record length at byte {offset} fails its CRC check"
-            elif size - offset < 12 + length + 4:
-                problem = (
-                    f"the record at byte {offset} needs {length + 16} bytes, "
-                    f"only {size - offset} are there"
-                )
-        if problem is None:
-            data = view[offset + 12 : offset + 12 + length]
-            if verify:
-                (data_crc,) = struct.unpack(
-                    "<I", view[offset + 12 + length : offset + 16 + length]
-                )
-                if masked_crc32c(data) != data_crc:
-                    problem = f"the record data at byte {offset} fails its CRC check"
-        if problem is not None:
-            warnings.warn(
-                f"actlog: {path}: {problem} (a run still being written, or a crash "
-                f"mid-write); returning the {offset} bytes of complete records before it.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            return
-        yield bytes(data)
-        offset += 16 + length
-
-
-# --------------------------------------------------------------------------
 # Tensor protos -> numpy, for the few dtypes summaries use.
 
-_NUMPY_DTYPES = {
-    1: np.float32,  # DT_FLOAT
-    2: np.float64,  # DT_DOUBLE
-    3: np.int32,  # DT_INT32
-    4: np.uint8,  # DT_UINT8
-    5: np.int16,  # DT_INT16
-    6: np.int8,  # DT_INT8
-    9: np.int64,  # DT_INT64
-    10: np.bool_,  # DT_BOOL
-    19: np.float16,  # DT_HALF
-}
-_VAL_FIELDS = {
-    1: "float_val",
-    2: "double_val",
-    3: "int_val",
-    4: "int_val",
-    5: "int_val",
-    6: "int_val",
-    9: "int64_val",
-    10: "bool_val",
-    19: "half_val",
-}
+_NUMPY_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16,
+                 6: np.int8, 9: np.int64, 10: np.bool_, 19: np.float16}
+_VAL_FIELDS = {1: "float_val", 2: "double_val", 3: "int_val", 4: "int_val", 5: "int_val",
+               6: "int_val", 9: "int64_val", 10: "bool_val", 19: "half_val"}
 _DT_STRING = 7
 
 
-def _tensor_to_numpy(tensor: Any) -> np.ndarray:
+def tensor_to_numpy(tensor: Any) -> np.ndarray:
+    """A ``TensorProto`` of a dtype summaries use as a numpy array (strings as objects)."""
     shape = tuple(dim.size for dim in tensor.tensor_shape.dim)
     count = int(np.prod(shape)) if shape else 1
     if tensor.dtype == _DT_STRING:
@@ -193,7 +97,8 @@ def _tensor_to_numpy(tensor: Any) -> np.ndarray:
     raise ValueError(f"tensor of shape {shape} holds {values.size} values")
 
 
-def _decode_png(data: bytes) -> np.ndarray:
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes as uint8 ``(H, W, C)``."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
@@ -209,97 +114,167 @@ def _decode_png(data: bytes) -> np.ndarray:
 # Event files -> per-tag series.
 
 
+@dataclass(frozen=True)
+class ImageRef:
+    """Where one logged image is: the record holding it and the value's place in it."""
+
+    path: str
+    offset: int
+    length: int
+    index: int
+    wall_time: float
+
+
 @dataclass
 class _Series:
-    """Every value of one tag in one run, in the order written."""
+    """Every value of one tag in one run, in the order written (a later write of a step wins)."""
 
     kind: str  # "image", "scalar", "tensor" or "text"
     plugin: str = ""
     content: bytes = b""
-    points: dict[int, Any] = field(default_factory=dict)  # step -> payload; later wins
+    points: dict[int, Any] = field(default_factory=dict)
 
     def steps(self) -> list[int]:
         return sorted(self.points)
 
 
-def _event_files(directory: str) -> list[str]:
-    names = [n for n in os.listdir(directory) if _EVENT_FILE_RE.match(n)]
+@dataclass
+class _File:
+    path: str
+    end: int = 0  # bytes read so far: every complete record before it
+    warned: bool = False
+    torn: str | None = None  # why the last record is not complete (yet)
+    plugins: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # tag -> first metadata
 
-    def order(name: str) -> tuple[int, str]:
-        return int(_EVENT_FILE_RE.match(name).group("stamp")), name
 
-    return [os.path.join(directory, n) for n in sorted(names, key=order)]
+class _Records:
+    """Reads records back on demand, keeping the last few parsed events."""
+
+    def __init__(self, store: storage.Storage) -> None:
+        self.store = store
+        self._cache: collections.OrderedDict[tuple[str, int], Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def image(self, ref: ImageRef) -> bytes:
+        """The PNG bytes ``ref`` points at."""
+        from tensorboard.compat.proto import event_pb2
+
+        key = (ref.path, ref.offset)
+        with self._lock:
+            event = self._cache.get(key)
+            if event is not None:
+                self._cache.move_to_end(key)
+        if event is None:
+            data = self.store.read(ref.path, ref.offset)[: ref.length]
+            if len(data) < ref.length:
+                raise LogError(f"{ref.path} is shorter than when it was indexed (rewritten?).")
+            event = event_pb2.Event()
+            event.ParseFromString(data)
+            with self._lock:
+                self._cache[key] = event
+                while len(self._cache) > 32:
+                    self._cache.popitem(last=False)
+        return bytes(event.summary.value[ref.index].tensor.string_val[2])
 
 
-def _load_series(files: list[str], *, verify: bool) -> dict[str, _Series]:
-    from tensorboard.compat.proto import event_pb2
+class _RunData:
+    """Everything indexed from one run directory's event files, grown by :meth:`refresh`."""
 
-    series: dict[str, _Series] = {}
-    for path in files:
-        # A TF2 writer puts a tag's SummaryMetadata on its first value in each
-        # file only, so it is remembered per tag while the file is read.
-        plugins: dict[str, tuple[str, bytes]] = {}
-        for record in _iter_records(path, verify=verify):
+    def __init__(self, store: storage.Storage, directory: str, verify: bool) -> None:
+        self.store = store
+        self.directory = directory
+        self.verify = verify
+        self.files: dict[str, _File] = {}
+        self.series: dict[str, _Series] = {}
+        self.manifests: list[tuple[int, int, dict[str, Any]]] = []  # (step, order, manifest)
+        self.version = 0  # bumped whenever something new was read
+
+    def refresh(self) -> bool:
+        """Read what was appended since the last call; True when anything new came."""
+        try:
+            names = [n for n in self.store.listdir(self.directory) if _EVENT_FILE_RE.match(n)]
+        except (OSError, FileNotFoundError):
+            names = []
+        changed = False
+        for name in sorted(names, key=_file_order):
+            path = self.store.join(self.directory, name)
+            entry = self.files.setdefault(path, _File(path))
+            changed |= self._read_new(entry)
+        if changed:
+            self.version += 1
+        return changed
+
+    def _read_new(self, entry: _File) -> bool:
+        from tensorboard.compat.proto import event_pb2
+
+        try:
+            if self.store.size(entry.path) <= entry.end:
+                return False
+            data = self.store.read(entry.path, entry.end)
+        except (OSError, FileNotFoundError):
+            return False
+        found = records.scan(data, verify=self.verify)
+        for offset, length in found.records:
             event = event_pb2.Event()
             try:
-                event.ParseFromString(record)
+                event.ParseFromString(data[offset : offset + length])
             except Exception as err:  # noqa: BLE001 - protobuf raises its own DecodeError
-                warnings.warn(
-                    f"actlog: {path}: a record could not be parsed ({err}); "
-                    "skipping the rest of this file.",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                found = records.Scan([], offset, f"a record could not be parsed ({err})", False)
                 break
-            if not event.HasField("summary"):
-                continue
-            step = int(event.step)
-            for value in event.summary.value:
-                _add_value(series, plugins, value, step)
-    return series
+            if event.HasField("summary"):
+                where = (entry.path, entry.end + offset, length)
+                for index, value in enumerate(event.summary.value):
+                    self._add(entry, value, int(event.step), event.wall_time, where, index)
+        if found.problem is not None and not found.incomplete and not entry.warned:
+            entry.warned = True
+            _warn(f"{entry.path}: {found.problem}; returning the complete records before it.")
+        entry.torn = found.problem if found.incomplete else None
+        entry.end += found.end
+        return bool(found.records)
 
-
-def _add_value(
-    series: dict[str, _Series],
-    plugins: dict[str, tuple[str, bytes]],
-    value: Any,
-    step: int,
-) -> None:
-    tag = value.tag
-    if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-        plugins[tag] = (
-            value.metadata.plugin_data.plugin_name,
-            bytes(value.metadata.plugin_data.content),
-        )
-    plugin, content = plugins.get(tag, ("", b""))
-    which = value.WhichOneof("value")
-    if which == "simple_value":  # TF1-style scalar
-        kind, payload = "scalar", float(value.simple_value)
-    elif which == "image":  # TF1-style image
-        kind, payload = "image", bytes(value.image.encoded_image_string)
-    elif which == "tensor":
-        if not plugin and tag in series:
-            plugin, content = series[tag].plugin, series[tag].content
-        if plugin == "images":
-            # [width, height, png, png, ...]; actlog writes one image per step.
-            strings = value.tensor.string_val
-            if len(strings) < 3:
+    def _add(self, entry: _File, value: Any, step: int, wall_time: float,
+             where: tuple[str, int, int], index: int) -> None:
+        tag = value.tag
+        if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+            entry.plugins.setdefault(
+                tag, (value.metadata.plugin_data.plugin_name, bytes(value.metadata.plugin_data.content))
+            )
+        plugin, content = entry.plugins.get(tag, ("", b""))
+        if not plugin and tag in self.series:
+            plugin, content = self.series[tag].plugin, self.series[tag].content
+        which = value.WhichOneof("value")
+        if which == "simple_value":  # TF1-style scalar
+            kind, payload = "scalar", float(value.simple_value)
+        elif which == "image":  # TF1-style image
+            kind, payload = "image", bytes(value.image.encoded_image_string)
+        elif which != "tensor":
+            return
+        elif plugin == "images":
+            if len(value.tensor.string_val) < 3:
                 return
-            kind, payload = "image", bytes(strings[2])
+            kind, payload = "image", ImageRef(*where, index, wall_time)
         elif plugin == "scalars":
-            kind, payload = "scalar", float(_tensor_to_numpy(value.tensor).reshape(-1)[0])
+            kind, payload = "scalar", float(tensor_to_numpy(value.tensor).reshape(-1)[0])
         elif plugin == "text":
             kind, payload = "text", value.tensor
         else:
             kind, payload = "tensor", value.tensor
-    else:
-        return
-    entry = series.get(tag)
-    if entry is None:
-        entry = series[tag] = _Series(kind=kind, plugin=plugin, content=content)
-    elif plugin and not entry.plugin:
-        entry.plugin, entry.content = plugin, content
-    entry.points[step] = payload
+        series = self.series.get(tag)
+        if series is None:
+            series = self.series[tag] = _Series(kind=kind, plugin=plugin, content=content)
+        series.points[step] = payload
+        if tag == metadata.MANIFEST_TAG:
+            text = tensor_to_numpy(value.tensor).reshape(-1)[0]
+            self.manifests.append((step, len(self.manifests), metadata.parse_manifest(text)))
+
+
+def _file_order(name: str) -> tuple[int, str]:
+    match = _EVENT_FILE_RE.match(name)
+    return (int(match.group("stamp")) if match else 0), name
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"actlog: {message}", RuntimeWarning, stacklevel=4)
 
 
 # --------------------------------------------------------------------------
@@ -317,28 +292,41 @@ def _describe_steps(steps: list[int]) -> str:
 class Run:
     """One run of an actlog log: the grids and statistics of its layers, by step.
 
-    Obtained from :meth:`Log.run`. The run's last manifest (rewritten at the
-    start of every ``fit``) says which layers, probes and channels exist and
-    how each grid is laid out.
+    Obtained from :meth:`Log.run`.
 
     Attributes:
         name: the run's path relative to the log directory, e.g. ``"activations"``.
-        path: the run's directory on disk.
-        manifest: the manifest as a dict (see :func:`actlog.metadata.manifest`).
+        path: the run's directory.
+        manifest: the last manifest written, as a dict (see :func:`actlog.metadata.manifest`).
     """
 
-    def __init__(self, name: str, path: str, files: list[str], series: dict[str, _Series]):
+    def __init__(self, name: str, data: _RunData, images: _Records) -> None:
         self.name = name
-        self.path = path
-        self._files = files
-        self._series = series
-        manifest_series = series[metadata.MANIFEST_TAG]
-        # The last manifest written wins; within a step, the last file wins.
-        last_step = manifest_series.steps()[-1]
-        tensor = manifest_series.points[last_step]
-        text = _tensor_to_numpy(tensor).reshape(-1)[0]
-        self.manifest: dict[str, Any] = metadata.parse_manifest(text)
-        self._layers = {layer["name"]: layer for layer in self.manifest.get("layers", [])}
+        self.path = data.directory
+        self._data = data
+        self._images = images
+        self._version = -1
+        self._sync()
+
+    def _sync(self) -> None:
+        """Rebuild what is derived from the manifests, when new ones were read."""
+        if self._version == self._data.version:
+            return
+        self._version = self._data.version
+        ordered = sorted(self._data.manifests, key=lambda m: (m[0], m[1]))
+        self.manifest: dict[str, Any] = ordered[-1][2]
+        self._layers: dict[str, dict[str, Any]] = {}
+        self._history: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for step, _, manifest in ordered:
+            for layer in manifest.get("layers", []):
+                self._layers.pop(layer["name"], None)
+                self._layers[layer["name"]] = layer  # latest entry, in the latest order
+                self._history.setdefault(layer["name"], []).append((step, layer))
+        self._probes = max(int(m.get("probes", 0)) for _, _, m in ordered)
+
+    @property
+    def _series(self) -> dict[str, _Series]:
+        return self._data.series
 
     def __repr__(self) -> str:
         return (
@@ -350,24 +338,27 @@ class Run:
 
     @property
     def layers(self) -> list[str]:
-        """Display names of the watched layers, in the order they were logged."""
+        """Display names of the watched layers (every manifest's), in the order last logged."""
+        self._sync()
         return list(self._layers)
 
     @property
     def probes(self) -> int:
         """Number of probe images."""
-        return int(self.manifest.get("probes", 0))
+        self._sync()
+        return self._probes
 
     @property
     def step_axis(self) -> str:
         """``"epoch"`` (epoch run) or ``"global_step"`` (batch run)."""
+        self._sync()
         return str(self.manifest.get("step_axis", metadata.STEP_AXIS_EPOCH))
 
     @property
     def steps(self) -> list[int]:
         """Every step at which any layer of the run has a grid or a statistic."""
         found: set[int] = set()
-        for layer in self._layers:
+        for layer in self.layers:
             for tag in self._layer_tags(layer):
                 if tag in self._series:
                     found.update(self._series[tag].points)
@@ -380,22 +371,54 @@ class Run:
 
     @property
     def bytes(self) -> int:
-        """Size of the run's event files on disk."""
-        return sum(os.path.getsize(f) for f in self._files if os.path.exists(f))
+        """Size of the run's event files."""
+        total = 0
+        for path in self._data.files:
+            try:
+                total += self._data.store.size(path)
+            except (OSError, FileNotFoundError):
+                pass
+        return total
 
-    def layer_info(self, layer: str) -> dict[str, Any]:
-        """The manifest entry of ``layer``: path, class, output shape, channels, grid."""
-        return self._layer(layer)
+    @property
+    def version(self) -> int:
+        """Grows whenever :meth:`Log.refresh` read something new for this run."""
+        return self._data.version
 
-    def channels(self, layer: str) -> list[int]:
+    def layer_info(self, layer: str, step: int | None = None) -> dict[str, Any]:
+        """The manifest entry of ``layer`` that describes ``step`` (default: the latest)."""
+        self._sync()
+        entry = self._layer(layer)
+        if step is None:
+            return entry
+        history = self._history[layer]
+        before = [e for s, e in history if s <= step]
+        return before[-1] if before else history[0][1]
+
+    def layout(self, layer: str, step: int | None = None) -> GridLayout:
+        """The :class:`~actlog.grid.GridLayout` of ``layer``'s grid at ``step``."""
+        info = self.layer_info(layer, step)
+        return GridLayout.from_dict(info["grid"], info.get("channels", []))
+
+    def channels(self, layer: str, step: int | None = None) -> list[int]:
         """Channel index of each tile of ``layer``'s grid, in row-major tile order."""
-        return [int(c) for c in self._layer(layer).get("channels", [])]
+        return [int(c) for c in self.layer_info(layer, step).get("channels", [])]
 
     # -- grids ---------------------------------------------------------------
 
     def grid_steps(self, layer: str, probe: int) -> list[int]:
         """Steps at which the grid of ``layer`` for ``probe`` was logged."""
         return self._image_series(layer, probe).steps()
+
+    def grid_ref(self, layer: str, probe: int, step: int | None = None) -> ImageRef:
+        """Where the grid of ``layer`` for ``probe`` at ``step`` (default: last) is stored."""
+        series = self._image_series(layer, probe)
+        step = self._check_step(series, step, f"the grid of {layer!r} for probe {probe}")
+        return series.points[step]
+
+    def png(self, ref: Any) -> bytes:
+        """The PNG bytes of an image from :meth:`grid_ref` (or of a probe image)."""
+        return ref if isinstance(ref, bytes) else self._images.image(ref)
 
     def grid(self, layer: str, probe: int, step: int | None = None) -> np.ndarray:
         """The activation grid of ``layer`` for ``probe`` at ``step``.
@@ -408,9 +431,7 @@ class Run:
         Returns:
             uint8 array ``(H, W, C)``, exactly the pixels that were logged.
         """
-        series = self._image_series(layer, probe)
-        step = self._check_step(series, step, f"the grid of {layer!r} for probe {probe}")
-        return _decode_png(series.points[step])
+        return decode_png(self.png(self.grid_ref(layer, probe, step)))
 
     def grids(self, layer: str, probe: int) -> tuple[np.ndarray, np.ndarray]:
         """Every logged grid of ``layer`` for ``probe``, stacked over steps.
@@ -424,7 +445,7 @@ class Run:
         """
         series = self._image_series(layer, probe)
         steps = series.steps()
-        images = [_decode_png(series.points[s]) for s in steps]
+        images = [decode_png(self.png(series.points[s])) for s in steps]
         shapes = {image.shape for image in images}
         if len(shapes) > 1:
             changes = [
@@ -447,37 +468,49 @@ class Run:
             layer: a layer display name.
             probe: probe index.
             channel: the channel index in the layer's output (not the tile
-                position); must be one of :meth:`channels` ``(layer)``.
+                position); must be one of :meth:`channels` ``(layer, step)``.
             step: a logged step; ``None`` means the last one.
 
         Returns:
-            uint8 ``(tile_height, tile_width, C)``.
+            uint8 ``(tile_height, tile_width, C)``, cut with the layout that
+            was in force at ``step``.
         """
-        box = self._tile_box(layer, channel)
-        grid = self.grid(layer, probe, step)
-        return _crop(grid, box, layer)
+        series = self._image_series(layer, probe)
+        step = self._check_step(series, step, f"the grid of {layer!r} for probe {probe}")
+        box = self._tile_box(layer, channel, step)
+        return _crop(self.grid(layer, probe, step), box, layer)
 
     def tiles(self, layer: str, probe: int, channel: int) -> tuple[np.ndarray, np.ndarray]:
         """One channel's tile at every logged step: ``(steps, uint8 (S, th, tw, C))``."""
-        box = self._tile_box(layer, channel)
-        steps, grids = self.grids(layer, probe)
-        if len(steps) == 0:
-            return steps, np.zeros((0, box[2], box[3], 0), np.uint8)
-        return steps, np.stack([_crop(g, box, layer) for g in grids])
+        steps = self.grid_steps(layer, probe)
+        crops = [self.tile(layer, probe, channel, s) for s in steps]
+        if not crops:
+            return np.zeros((0,), np.int64), np.zeros((0, 0, 0, 0), np.uint8)
+        if len({c.shape for c in crops}) > 1:
+            raise LogError(
+                f"Channel {channel} of {layer!r} changes tile size between steps; read single "
+                "steps with Run.tile()."
+            )
+        return np.asarray(steps, dtype=np.int64), np.stack(crops)
 
     def probe_image(self, probe: int) -> np.ndarray | None:
         """The probe input itself as logged (uint8 ``(H, W, C)``), or ``None``.
 
         Only image-like probes are logged as images.
         """
+        ref = self.probe_image_ref(probe)
+        return None if ref is None else decode_png(self.png(ref))
+
+    def probe_image_ref(self, probe: int) -> Any:
+        """Where the probe image is stored (for :meth:`png`), or ``None``."""
         self._check_probe(probe)
         tags = self.manifest.get("probe_tags") or [
             metadata.probe_image_tag(i, self.probes) for i in range(self.probes)
         ]
-        series = self._series.get(tags[probe])
+        series = self._series.get(tags[probe]) if probe < len(tags) else None
         if series is None or series.kind != "image" or not series.points:
             return None
-        return _decode_png(series.points[series.steps()[-1]])
+        return series.points[series.steps()[-1]]
 
     # -- statistics --------------------------------------------------------
 
@@ -550,7 +583,7 @@ class Run:
                 f"logged: {logged or 'none (statistics were off)'}."
             )
         steps = series.steps()
-        rows = [_tensor_to_numpy(series.points[s]).astype(np.float32).reshape(-1) for s in steps]
+        rows = [tensor_to_numpy(series.points[s]).astype(np.float32).reshape(-1) for s in steps]
         if len({row.shape for row in rows}) > 1:
             raise LogError(
                 f"{full!r} of layer {layer!r} changes length between steps "
@@ -561,16 +594,21 @@ class Run:
     # -- helpers -------------------------------------------------------------
 
     def _layer(self, layer: str) -> dict[str, Any]:
+        self._sync()
         try:
             return self._layers[layer]
         except KeyError:
+            from actlog.checks import suggest
+
             raise LogError(
                 f"No layer {layer!r} in run {self.name!r}. Layers: {self.layers}."
+                f"{suggest(layer, self.layers)}"
             ) from None
 
     def _layer_tags(self, layer: str) -> list[str]:
-        info = self._layers[layer]
-        tags = list(info.get("tags") or [])
+        tags = [metadata.grid_tag(layer, i, self.probes) for i in range(self.probes)]
+        for _, info in self._history.get(layer, []):
+            tags += list(info.get("tags") or [])
         tags += [metadata.stat_tag(layer, s) for s in metadata.SCALAR_STATS]
         tags += [metadata.stat_tag(layer, s) for s in metadata.CHANNEL_STATS]
         return tags
@@ -587,14 +625,13 @@ class Run:
     def _image_series(self, layer: str, probe: int) -> _Series:
         info = self._layer(layer)
         self._check_probe(probe)
-        tags = info.get("tags") or [
-            metadata.grid_tag(layer, i, self.probes) for i in range(self.probes)
-        ]
-        series = self._series.get(tags[probe])
+        tags = info.get("tags") or []
+        tag = tags[probe] if probe < len(tags) else metadata.grid_tag(layer, probe, self.probes)
+        series = self._series.get(tag)
         if series is None or series.kind != "image":
             raise LogError(
                 f"Run {self.name!r} has no grid of layer {layer!r} for probe {probe} "
-                f"(tag {tags[probe]!r} is missing)."
+                f"(tag {tag!r} is missing)."
             )
         return series
 
@@ -611,26 +648,17 @@ class Run:
             raise LogError(f"No step {step} for {what}; logged: {_describe_steps(steps)}.")
         return int(step)
 
-    def _tile_box(self, layer: str, channel: int) -> tuple[int, int, int, int]:
-        info = self._layer(layer)
-        channels = self.channels(layer)
+    def _tile_box(self, layer: str, channel: int, step: int | None = None) -> tuple[int, int, int, int]:
         if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
             raise LogError(f"channel must be an integer; received {channel!r}.")
-        if int(channel) not in channels:
-            shown = _describe_ints(channels)
+        layout = self.layout(layer, step)
+        try:
+            return layout.channel_box(int(channel))
+        except KeyError:
             raise LogError(
                 f"Channel {channel} of layer {layer!r} is not in its grid; "
-                f"channels shown: {shown}."
-            )
-        grid = info["grid"]
-        rows, cols = int(grid["rows"]), int(grid["cols"])
-        height, width = int(grid["tile_height"]), int(grid["tile_width"])
-        pad = int(grid.get("pad", 0))
-        index = channels.index(int(channel))
-        row, col = divmod(index, cols)
-        if row >= rows:
-            raise LogError(f"Manifest of layer {layer!r} places channel {channel} off its grid.")
-        return pad + row * (height + pad), pad + col * (width + pad), height, width
+                f"channels shown: {_describe_ints(list(layout.channels))}."
+            ) from None
 
 
 def _crop(grid: np.ndarray, box: tuple[int, int, int, int], layer: str) -> np.ndarray:
@@ -659,12 +687,49 @@ class Log:
         runs: run names (paths relative to ``path``, ``"."`` for ``path`` itself), sorted.
     """
 
-    def __init__(self, path: str, runs: dict[str, Run]):
+    def __init__(self, path: str, *, verify: bool = True) -> None:
         self.path = path
-        self._runs = runs
+        self.verify = verify
+        self._store = storage.for_path(path)
+        self._images = _Records(self._store)
+        self._data: dict[str, _RunData] = {}
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<actlog.reader.Log {self.path!r}: runs {self.runs}>"
+
+    def refresh(self) -> bool:
+        """Read what was written since the last look (new runs, files and records).
+
+        Returns True when anything new was read. Thread-safe.
+        """
+        with self._lock:
+            changed = False
+            for directory, files in self._store.walk(self.path):
+                if not any(_EVENT_FILE_RE.match(n) for n in files):
+                    continue
+                relative = _relative(self.path, directory)
+                data = self._data.get(relative)
+                if data is None:
+                    data = self._data[relative] = _RunData(self._store, directory, self.verify)
+                changed |= data.refresh()
+                if relative not in self._runs and data.manifests:
+                    self._runs[relative] = Run(relative, data, self._images)
+            return changed
+
+    def others(self) -> list[str]:
+        """Runs under :attr:`path` with event files but no actlog data (Keras' ``train``, ...)."""
+        return sorted(name for name, data in self._data.items() if not data.manifests)
+
+    def torn(self) -> list[tuple[str, str]]:
+        """``(file, what)`` for every event file whose last record is not complete (yet)."""
+        return [
+            (file.path, file.torn)
+            for data in self._data.values()
+            for file in data.files.values()
+            if file.torn is not None
+        ]
 
     @property
     def runs(self) -> list[str]:
@@ -672,7 +737,7 @@ class Log:
 
     @property
     def bytes(self) -> int:
-        """Size on disk of the event files of every actlog run."""
+        """Size of the event files of every actlog run."""
         return sum(run.bytes for run in self._runs.values())
 
     def run(self, name: str | None = None) -> Run:
@@ -687,11 +752,17 @@ class Log:
                 return self._runs[metadata.EPOCH_RUN]
             if len(self._runs) == 1:
                 return next(iter(self._runs.values()))
-            raise LogError(f"Several runs under {self.path!r}; choose one of {self.runs}.")
+            raise LogError(
+                f"Several runs under {self.path!r}; choose one of {self.runs} (the CLI's --run)."
+            )
         try:
             return self._runs[name]
         except KeyError:
-            raise LogError(f"No run {name!r} under {self.path!r}. Runs: {self.runs}.") from None
+            from actlog.checks import suggest
+
+            raise LogError(
+                f"No run {name!r} under {self.path!r}. Runs: {self.runs}.{suggest(name, self.runs)}"
+            ) from None
 
     def __getitem__(self, name: str) -> Run:
         return self.run(name)
@@ -706,12 +777,19 @@ class Log:
         return len(self._runs)
 
 
-def read(log_dir: str | os.PathLike[str], *, verify: bool = False) -> Log:
+def _relative(top: str, directory: str) -> str:
+    if storage.is_url(top):
+        rest = directory[len(top.rstrip("/")):].strip("/")
+        return rest or "."
+    return os.path.relpath(directory, top).replace(os.sep, "/")
+
+
+def read(log_dir: str | os.PathLike[str], *, verify: bool = True) -> Log:
     """Read every actlog run under ``log_dir``.
 
     A run is any directory at or below ``log_dir`` whose event files hold an
     actlog manifest; Keras' ``train``/``validation`` runs and other
-    directories are skipped. Every step of every tag is read (no sampling).
+    directories are skipped. Every step of every tag is indexed (no sampling).
 
     ```python
     log = actlog.read("runs/exp1")
@@ -720,9 +798,10 @@ def read(log_dir: str | os.PathLike[str], *, verify: bool = False) -> Log:
     ```
 
     Args:
-        log_dir: the directory given to ``ActivationLogger`` (or any parent of it).
-        verify: also check the CRC of every record's data (slower: pure python).
-            The length CRC of every record is always checked.
+        log_dir: the directory given to ``ActivationLogger`` (or any parent of
+            it): a local path or a URL (``memory://``, ``gs://``, ...).
+        verify: check the CRC of every record's data (about 1 ms per MB). The
+            length CRC of every record is always checked.
 
     Returns:
         A :class:`Log`.
@@ -731,29 +810,23 @@ def read(log_dir: str | os.PathLike[str], *, verify: bool = False) -> Log:
         LogError: ``log_dir`` is missing, not a directory, or holds no actlog run.
     """
     path = os.fspath(log_dir)
-    if not os.path.exists(path):
+    try:
+        store = storage.for_path(path)
+    except ValueError as err:
+        raise LogError(str(err)) from None
+    if not store.exists(path):
         raise LogError(f"Log directory {path!r} does not exist.")
-    if not os.path.isdir(path):
+    if not store.isdir(path):
         raise LogError(f"{path!r} is not a directory; expected a log directory.")
-    runs: dict[str, Run] = {}
-    others: list[str] = []
-    for directory, dirnames, _ in os.walk(path):
-        dirnames.sort()
-        files = _event_files(directory)
-        if not files:
-            continue
-        name = os.path.relpath(directory, path).replace(os.sep, "/")
-        series = _load_series(files, verify=verify)
-        manifest = series.get(metadata.MANIFEST_TAG)
-        if manifest is None or not manifest.points:
-            others.append(name)
-            continue
-        runs[name] = Run(name, directory, files, series)
-    if not runs:
-        detail = (
-            f"event files without actlog data in: {sorted(others)}"
-            if others
-            else "no event files at all"
+    log = Log(path, verify=verify)
+    log.refresh()
+    for file, problem in log.torn():
+        _warn(
+            f"{file}: {problem} (a run still being written, or a crash mid-write); returning "
+            "the complete records before it."
         )
+    if not log.runs:
+        others = log.others()
+        detail = f"event files without actlog data in: {others}" if others else "no event files at all"
         raise LogError(f"No actlog runs under {path!r} ({detail}).")
-    return Log(path, runs)
+    return log

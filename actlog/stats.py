@@ -1,4 +1,4 @@
-"""Summary statistics of one layer's activations on the probes, in plain numpy.
+"""Summary statistics of one layer's activations on the probes.
 
 A grid shows what a layer responds to; these numbers say how it is doing and
 how fast it is changing: mean and spread, how much of it is exactly zero
@@ -6,21 +6,44 @@ how fast it is changing: mean and spread, how much of it is exactly zero
 activations moved since the previous logged event (drift). Per-channel values
 cover every channel of the layer, not only the ones shown in the grid.
 
+The work is split in two so that the big arrays never leave the device:
+
+- :func:`reduce_layer`, :func:`sketch` and :func:`drift_sums` reduce the
+  activations to a few numbers per channel. They are written once against an
+  ``xp`` namespace (:data:`actlog.arrays.NUMPY` or ``keras.ops``), so the probe
+  function runs them inside the compiled function, in float32.
+- :func:`summarize` turns those numbers into a :class:`LayerStats` on the host.
+
+Drift is ``1 - cosine similarity`` between two events' activations, each
+channel's map first summed over blocks so that it has at most
+:data:`SKETCH_SIZE` x :data:`SKETCH_SIZE` positions (exact for smaller maps):
+only that sketch is kept between events. NaN and Inf never raise: they are left
+out of every statistic (counted as 0 in the drift sketch) and reported through
+:attr:`LayerStats.finite`.
+
 ```python
 first = layer_stats(acts_epoch_0)                     # drift is None
 later = layer_stats(acts_epoch_1, previous=acts_epoch_0)
 later.drift, later.dead_fraction
 ```
-
-NaN and Inf never raise: they are left out of every statistic and reported
-through :attr:`LayerStats.finite`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from actlog.arrays import NUMPY
+
+SKETCH_SIZE = 16
+"""Drift compares each channel's map summed over blocks to at most this many
+positions per side: what is kept between events is that small."""
+
+DEAD_ATOL = 1e-6
+"""A channel whose finite values span at most this much is dead."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +56,8 @@ class LayerStats:
         dead_fraction: fraction of channels that are constant over every probe and
             position (``max - min <= dead_atol``); a channel with no finite value
             counts as dead.
-        drift: ``1 - cosine similarity`` between the whole layer's activations and
-            those of the previous event, in ``[0, 2]``; ``None`` at the first event.
+        drift: ``1 - cosine similarity`` between the layer's activation sketch and
+            the previous event's, in ``[0, 2]``; ``None`` at the first event.
         channel_mean, channel_max: float32 ``(C,)``; NaN for a channel with no
             finite value.
         channel_drift: float32 ``(C,)`` per-channel drift, ``None`` at the first event.
@@ -71,6 +94,79 @@ class LayerStats:
         return out
 
 
+# --------------------------------------------------------------------------- on the device
+
+
+def reduce_layer(xp: Any, acts: Any) -> dict[str, Any]:
+    """Per-channel sums of ``(k, ..., C)`` float32 activations: everything :func:`summarize` needs.
+
+    Returns ``count`` (finite values), ``total`` (their sum), ``m2`` (squared
+    deviations from the channel's own mean), ``zeros``, ``high`` and ``low``
+    (extremes of the finite values; -inf and inf when there are none), each
+    float32 ``(C,)``.
+    """
+    channels = acts.shape[-1]
+    values = xp.reshape(acts, (-1, channels))
+    finite = xp.isfinite(values)
+    clean = xp.where(finite, values, 0.0)
+    count = xp.sum(xp.cast(finite, "float32"), axis=0)
+    total = xp.sum(clean, axis=0)
+    centre = total / xp.maximum(count, 1.0)
+    deviation = xp.where(finite, values - centre, 0.0)
+    return {
+        "count": count,
+        "total": total,
+        "m2": xp.sum(deviation * deviation, axis=0),
+        "zeros": xp.sum(xp.cast(xp.logical_and(finite, xp.equal(values, 0.0)), "float32"), axis=0),
+        "high": xp.max(xp.where(finite, values, -np.inf), axis=0),
+        "low": xp.min(xp.where(finite, values, np.inf), axis=0),
+    }
+
+
+def activity(xp: Any, maps: Any) -> Any:
+    """Mean ``|activation|`` of each channel of ``(k, H, W, C)`` maps over its finite values:
+    the score of ``channels="most_active"``."""
+    channels = maps.shape[-1]
+    values = xp.reshape(maps, (-1, channels))
+    finite = xp.isfinite(values)
+    count = xp.sum(xp.cast(finite, "float32"), axis=0)
+    return xp.sum(xp.abs(xp.where(finite, values, 0.0)), axis=0) / xp.maximum(count, 1.0)
+
+
+def sketch_shape(height: int, width: int, size: int = SKETCH_SIZE) -> tuple[int, int, int, int]:
+    """``(sketch height, sketch width, block height, block width)`` of an ``height x width`` map."""
+    block_h, block_w = -(-height // size), -(-width // size)
+    return -(-height // block_h), -(-width // block_w), block_h, block_w
+
+
+def sketch(xp: Any, maps: Any, size: int = SKETCH_SIZE) -> Any:
+    """``(k, H, W, C)`` maps summed over blocks to at most ``size x size`` positions
+    (non-finite values count as 0); the maps themselves when they are that small."""
+    k, height, width, channels = maps.shape
+    clean = xp.where(xp.isfinite(maps), maps, 0.0)
+    rows, cols, block_h, block_w = sketch_shape(height, width, size)
+    if block_h == block_w == 1:
+        return clean
+    padded = xp.pad(clean, [[0, 0], [0, rows * block_h - height], [0, cols * block_w - width], [0, 0]])
+    blocks = xp.reshape(padded, (k, rows, block_h, cols, block_w, channels))
+    return xp.sum(blocks, axis=(2, 4))
+
+
+def drift_sums(xp: Any, now: Any, before: Any) -> dict[str, Any]:
+    """Per-channel ``dot``, ``now`` and ``before`` squared norms of two sketches: float32 ``(C,)``."""
+    channels = now.shape[-1]
+    a = xp.reshape(now, (-1, channels))
+    b = xp.reshape(before, (-1, channels))
+    return {
+        "dot": xp.sum(a * b, axis=0),
+        "now": xp.sum(a * a, axis=0),
+        "before": xp.sum(b * b, axis=0),
+    }
+
+
+# --------------------------------------------------------------------------- on the host
+
+
 def _drift_from_sums(dot: np.ndarray, norm_a: np.ndarray, norm_b: np.ndarray) -> np.ndarray:
     """``1 - cos`` from dot products and norms, with the zero-vector cases defined.
 
@@ -80,50 +176,62 @@ def _drift_from_sums(dot: np.ndarray, norm_a: np.ndarray, norm_b: np.ndarray) ->
     zero_a, zero_b = norm_a == 0, norm_b == 0
     # Dividing by one norm at a time keeps a product of two tiny norms from
     # underflowing to 0.
-    cosine = np.clip(
-        dot / np.where(zero_a, 1.0, norm_a) / np.where(zero_b, 1.0, norm_b), -1.0, 1.0
-    )
+    with np.errstate(invalid="ignore", over="ignore"):
+        cosine = np.clip(
+            dot / np.where(zero_a, 1.0, norm_a) / np.where(zero_b, 1.0, norm_b), -1.0, 1.0
+        )
     return np.where(zero_a & zero_b, 0.0, np.where(zero_a | zero_b, 1.0, 1.0 - cosine))
 
-def _paired_columns(a: np.ndarray, b: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both arrays as float64 ``(-1, columns)`` with entries non-finite in either zeroed."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, columns)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, columns)
-    both = np.isfinite(a) & np.isfinite(b)
-    a, b = np.where(both, a, 0.0), np.where(both, b, 0.0)
-    # Cosine similarity ignores positive scaling of either vector, so scale each
-    # column of each array by its own largest magnitude: squares then neither
-    # overflow nor underflow, and an all-zero column stays exactly zero.
-    peak_a = np.abs(a).max(axis=0, initial=0.0)
-    peak_b = np.abs(b).max(axis=0, initial=0.0)
-    return a / np.where(peak_a > 0, peak_a, 1.0), b / np.where(peak_b > 0, peak_b, 1.0)
 
-def cosine_drift(a: np.ndarray, b: np.ndarray) -> float:
-    """``1 - cosine similarity`` of two arrays taken as flat vectors.
-
-    Positions where either value is NaN/Inf are left out. Both vectors zero gives
-    0 (no change); exactly one zero gives 1.
-
-    Args:
-        a, b: arrays of the same shape.
-
-    Returns:
-        A float in ``[0, 2]``.
-    """
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"cosine_drift needs equal shapes. Received {a.shape} and {b.shape}.")
-    x, y = _paired_columns(a, b, 1)
-    drift = _drift_from_sums(
-        (x * y).sum(axis=0), np.sqrt((x * x).sum(axis=0)), np.sqrt((y * y).sum(axis=0))
+def summarize(
+    sums: dict[str, np.ndarray],
+    drift: dict[str, np.ndarray] | None = None,
+    *,
+    size: int,
+    dead_atol: float = DEAD_ATOL,
+) -> LayerStats:
+    """A :class:`LayerStats` from :func:`reduce_layer` (and :func:`drift_sums`, or None at a
+    first event). ``size`` is the number of values reduced (probes x positions x channels)."""
+    count, total = (np.asarray(sums[key], np.float64) for key in ("count", "total"))
+    m2, zeros = (np.asarray(sums[key], np.float64) for key in ("m2", "zeros"))
+    high, low = (np.asarray(sums[key], np.float64) for key in ("high", "low"))
+    n = count.sum()
+    has_any = count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        channel_mean = np.where(has_any, total / np.where(has_any, count, 1.0), np.nan)
+    if n:
+        mean = float(total.sum() / n)
+        spread = m2.sum() + (count * np.where(has_any, channel_mean - mean, 0.0) ** 2).sum()
+        std = math.sqrt(max(float(spread / n), 0.0))
+        sparsity = float(zeros.sum() / n)
+    else:
+        mean = std = sparsity = float("nan")
+    dead = ~has_any | (np.where(has_any, high - low, 0.0) <= dead_atol)
+    layer_drift = channel_drift = None
+    if drift is not None:
+        dot, now, before = (np.asarray(drift[key], np.float64) for key in ("dot", "now", "before"))
+        channel_drift = _drift_from_sums(dot, np.sqrt(now), np.sqrt(before)).astype(np.float32)
+        layer_drift = float(_drift_from_sums(dot.sum(), np.sqrt(now.sum()), np.sqrt(before.sum())))
+    return LayerStats(
+        mean=mean,
+        std=std,
+        sparsity=sparsity,
+        dead_fraction=float(dead.mean()),
+        drift=layer_drift,
+        channel_mean=channel_mean.astype(np.float32),
+        channel_max=np.where(has_any, high, np.nan).astype(np.float32),
+        channel_drift=channel_drift,
+        finite=bool(n == size),
     )
-    return float(drift[0])
 
 
 def layer_stats(
-    acts: np.ndarray, previous: np.ndarray | None = None, *, dead_atol: float = 1e-6
+    acts: np.ndarray, previous: np.ndarray | None = None, *, dead_atol: float = DEAD_ATOL
 ) -> LayerStats:
-    """Statistics of one layer's activations on all probes.
+    """Statistics of one layer's activations on all probes, in numpy.
+
+    The same reductions as the callback runs on the device, for activations
+    already on the host.
 
     Args:
         acts: ``(k, ..., C)`` activations of the ``k`` probes, channels last
@@ -139,7 +247,9 @@ def layer_stats(
         ValueError: when ``acts`` has fewer than 2 axes, is empty, or
             ``previous`` has another shape.
     """
-    acts = np.asarray(acts)
+    from actlog.grid import batch_maps
+
+    acts = np.asarray(acts, dtype=np.float32)
     if acts.ndim < 2 or acts.size == 0:
         raise ValueError(
             f"acts must be (k, ..., C) with at least one value: probes first, channels "
@@ -147,83 +257,36 @@ def layer_stats(
         )
     if not dead_atol >= 0:
         raise ValueError(f"dead_atol must be a number >= 0. Received: {dead_atol!r}.")
+    drift = None
     if previous is not None:
-        previous = np.asarray(previous)
+        previous = np.asarray(previous, dtype=np.float32)
         if previous.shape != acts.shape:
             raise ValueError(
                 f"previous activations have shape {previous.shape} but the current ones "
                 f"have {acts.shape}; drift needs the same layer and probes at both events."
             )
-    channels = acts.shape[-1]
-    values = np.asarray(acts, dtype=np.float64).reshape(-1, channels)
-    finite = np.isfinite(values)
-    all_finite = bool(finite.all())
-    if all_finite and (previous is None or np.isfinite(previous).all()):
-        return _finite_stats(values, previous, dead_atol)
-    count = int(finite.sum())
-    clean = np.where(finite, values, 0.0)
-
-    if count:
-        mean = float(clean.sum() / count)
-        std = float(np.sqrt((np.where(finite, values - mean, 0.0) ** 2).sum() / count))
-        sparsity = float(((values == 0) & finite).sum() / count)
-    else:
-        mean = std = sparsity = float("nan")
-
-    per_count = finite.sum(axis=0)
-    has_any = per_count > 0
-    channel_mean = np.divide(
-        clean.sum(axis=0), per_count, out=np.full(channels, np.nan), where=has_any
-    )
-    channel_max = np.where(has_any, np.where(finite, values, -np.inf).max(axis=0), np.nan)
-    channel_min = np.where(has_any, np.where(finite, values, np.inf).min(axis=0), np.nan)
-    dead = ~has_any | (channel_max - channel_min <= dead_atol)
-
-    drift = channel_drift = None
-    if previous is not None:
-        drift = cosine_drift(acts, previous)
-        x, y = _paired_columns(acts, previous, channels)
-        channel_drift = _drift_from_sums(
-            (x * y).sum(axis=0), np.sqrt((x * x).sum(axis=0)), np.sqrt((y * y).sum(axis=0))
-        ).astype(np.float32)
-
-    return LayerStats(
-        mean=mean,
-        std=std,
-        sparsity=sparsity,
-        dead_fraction=float(dead.mean()),
-        drift=drift,
-        channel_mean=channel_mean.astype(np.float32),
-        channel_max=channel_max.astype(np.float32),
-        channel_drift=channel_drift,
-        finite=all_finite,
-    )
-
-
-def _finite_stats(values: np.ndarray, previous: np.ndarray | None, dead_atol: float) -> LayerStats:
-    """``layer_stats`` when every value is finite: the common case, in a few vectorised passes."""
-    channels = values.shape[1]
-    channel_max, channel_min = values.max(axis=0), values.min(axis=0)
-    drift = channel_drift = None
-    if previous is not None:
-        # float64 squares neither overflow nor underflow for activations a network produces
-        before = np.asarray(previous, dtype=np.float64).reshape(-1, channels)
-        dot = np.einsum("ij,ij->j", values, before)
-        norm_now = np.einsum("ij,ij->j", values, values)
-        norm_before = np.einsum("ij,ij->j", before, before)
-        channel_drift = _drift_from_sums(dot, np.sqrt(norm_now), np.sqrt(norm_before))
-        drift = float(
-            _drift_from_sums(dot.sum(), np.sqrt(norm_now.sum()), np.sqrt(norm_before.sum()))
+        drift = drift_sums(
+            NUMPY, sketch(NUMPY, batch_maps(NUMPY, acts)), sketch(NUMPY, batch_maps(NUMPY, previous))
         )
-        channel_drift = channel_drift.astype(np.float32)
-    return LayerStats(
-        mean=float(values.mean()),
-        std=float(values.std()),
-        sparsity=float(np.count_nonzero(values == 0) / values.size),
-        dead_fraction=float((channel_max - channel_min <= dead_atol).mean()),
-        drift=drift,
-        channel_mean=values.mean(axis=0).astype(np.float32),
-        channel_max=channel_max.astype(np.float32),
-        channel_drift=channel_drift,
-        finite=True,
-    )
+    return summarize(reduce_layer(NUMPY, acts), drift, size=acts.size, dead_atol=dead_atol)
+
+
+def cosine_drift(a: np.ndarray, b: np.ndarray) -> float:
+    """``1 - cosine similarity`` of two arrays taken as flat vectors.
+
+    Non-finite values count as 0. Both vectors zero gives 0 (no change); exactly
+    one zero gives 1.
+
+    Returns:
+        A float in ``[0, 2]``.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"cosine_drift needs equal shapes. Received {a.shape} and {b.shape}.")
+    a, b = a.reshape(-1), b.reshape(-1)
+    a, b = np.where(np.isfinite(a), a, 0.0), np.where(np.isfinite(b), b, 0.0)
+    # Cosine similarity ignores positive scaling: scale each vector by its largest
+    # magnitude so that squares neither overflow nor underflow.
+    a = a / max(np.abs(a).max(initial=0.0), 1e-300)
+    b = b / max(np.abs(b).max(initial=0.0), 1e-300)
+    return float(_drift_from_sums(np.dot(a, b), np.sqrt(np.dot(a, a)), np.sqrt(np.dot(b, b))))

@@ -159,8 +159,8 @@ class Floor:
         self._writer.flush()
 
     @property
-    def tracing_count(self) -> int:
-        return self._fn.experimental_get_tracing_count()
+    def traces(self) -> int:
+        return self._fn.experimental_get_traces()
 
     def close(self) -> None:
         self._writer.close()
@@ -241,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
 
         first_ms = _time_ms(actlog_event)
         probe_fn = logger.probe_function
-        probe_traces = probe_fn.tracing_count
+        probe_traces = probe_fn.traces
 
         def all_traces() -> int:
             """Traces of every tf.function actlog holds: probe function and writers."""
             writers = getattr(logger, "_writers", {}).values()
-            return probe_fn.tracing_count + sum(getattr(w, "tracing_count", 0) for w in writers)
+            return probe_fn.traces + sum(getattr(w, "traces", 0) for w in writers)
 
         # The floors render the very layouts actlog chose (same tiles, same pixels).
         outputs = probe_fn()
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for floor in floors.values():
             floor.event(0)
-        floor_traces_first = [floor.tracing_count for floor in floors.values()]
+        floor_traces_first = [floor.traces for floor in floors.values()]
 
         out_dir = os.path.join(tmp, "recipe")
         os.makedirs(out_dir)
@@ -329,13 +329,13 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
             recipe_rss.append(_rss_kb() - before)
         floor_traces = [
-            floor.tracing_count - first
+            floor.traces - first
             for floor, first in zip(floors.values(), floor_traces_first, strict=True)
         ]
         for floor in floors.values():
             floor.close()
         slope = float(np.polyfit(np.arange(len(rss)), rss, 1)[0])
-        retraces = probe_fn.tracing_count - probe_traces
+        retraces = probe_fn.traces - probe_traces
         new_traces = all_traces() - traces_after_warmup
         misses = dict(logger.misses)
         logger.on_train_end()

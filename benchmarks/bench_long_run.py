@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             logger.on_epoch_begin(epoch, {})
             if epoch == 0:
                 sizes.append(_run_bytes(run_dir))
-                traces.append(logger.probe_function.tracing_count)
+                traces.append(logger.probe_function.traces)
             logger.on_epoch_end(epoch, {})
             sizes.append(_run_bytes(run_dir))
-            traces.append(logger.probe_function.tracing_count)
+            traces.append(logger.probe_function.traces)
             if epoch == args.warmup:
                 gc.collect()
             rss.append(_rss_kb())

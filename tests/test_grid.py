@@ -155,7 +155,7 @@ def test_select_most_active_stable_and_sorted():
 
 
 def test_select_rejects_bad_arguments():
-    with pytest.raises(ValueError, match=r"max_channels must be an integer >= 1\. Received: 0"):
+    with pytest.raises(ValueError, match=r"max_channels must be an int >= 1; received 0"):
         select_channels(np.zeros((1, 2, 2, 3)), 0)
     with pytest.raises(ValueError, match=r"Unknown channel selection 'best'"):
         select_channels(np.zeros((1, 2, 2, 3)), 2, "best")
@@ -215,9 +215,9 @@ def test_layout_rows_cols_honoured_and_rejected():
     assert (layout.rows, layout.cols) == (5, 5)
     with pytest.raises(ValueError, match=r"rows=3 x cols=3 holds 9 tiles but 10 channels"):
         plan_layout((4, 4), range(10), rows=3, cols=3)
-    with pytest.raises(ValueError, match=r"rows must be an integer >= 1\. Received: 0"):
+    with pytest.raises(ValueError, match=r"rows must be an int >= 1; received 0"):
         plan_layout((4, 4), range(10), rows=0)
-    with pytest.raises(ValueError, match=r"cols must be an integer >= 1\. Received: 2\.5"):
+    with pytest.raises(TypeError, match=r"cols must be an int >= 1; received 2\.5 \(float\)"):
         plan_layout((4, 4), range(10), cols=2.5)
 
 
@@ -227,9 +227,9 @@ def test_layout_rejects_bad_arguments():
         plan_layout((0, 4), range(3))
     with pytest.raises(ValueError, match=r"channels is empty"):
         plan_layout((4, 4), [])
-    with pytest.raises(ValueError, match=r"max_pixels must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"max_pixels must be an int >= 1; received 0"):
         plan_layout((4, 4), range(3), max_pixels=0)
-    with pytest.raises(ValueError, match=r"pad must be an integer >= 0\. Received: -1"):
+    with pytest.raises(ValueError, match=r"pad must be an int >= 0; received -1"):
         plan_layout((4, 4), range(3), pad=-1)
     with pytest.raises(ValueError, match=r"need \d+ pixels even at one pixel per tile"):
         plan_layout((4, 4), range(100), max_pixels=50)

@@ -166,7 +166,9 @@ def test_plot_is_a_figure_with_one_axes_per_layer(classic, figures):
     assert isinstance(fig, Figure)
     assert matplotlib.get_backend().lower() == "agg"
     assert len(fig.axes) == 2
-    assert [ax.get_title() for ax in fig.axes] == ["conv_0  (26, 26, 32)", "conv_1  (11, 11, 64)"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "conv_0  (26, 26, 32)  (32 channels)", "conv_1  (11, 11, 64)  (32 of 64 channels)"
+    ]
     maps = actlog.feature_maps(model, images[:1], layers=["conv_0", "conv_1"])
     # the classic 4 x 8 grid of the first 32 channels, as the callback would render it
     for index, name in enumerate(["conv_0", "conv_1"]):
@@ -177,13 +179,26 @@ def test_plot_is_a_figure_with_one_axes_per_layer(classic, figures):
     assert panel(fig, 1).shape == (4 * 55 + 5, 8 * 55 + 9)
 
 
+def test_plot_has_one_row_per_image(classic, figures):
+    model, images = classic
+    fig = actlog.plot_feature_maps(model, images[:3], layers=["conv_1"], max_channels=None)
+    figures.append(fig)
+    assert len(fig.axes) == 3
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [f"conv_1  (11, 11, 64)  (64 channels)  image {i}" for i in range(3)]
+    maps = actlog.feature_maps(model, images[:3], layers=["conv_1"])["conv_1"]
+    layout = grid.plan_layout((11, 11), range(64), rows=8, cols=8, pad=1)
+    for i in range(3):
+        np.testing.assert_array_equal(panel(fig, i), grid.render(grid.as_maps(maps[i]), layout)[..., 0])
+
+
 def test_plot_default_layers_and_all_channels(classic, figures):
     model, images = classic
     fig = actlog.plot_feature_maps(model, images[:1], max_channels=None)
     figures.append(fig)
     assert [ax.get_title().split()[0] for ax in fig.axes] == list(CLASSIC_SHAPES)
     # 64 channels at 8 per row: 8 x 8 tiles of conv_1's 11 x 11 maps, upscaled x5
-    assert panel(fig, 2).shape == (8 * 55 + 9, 8 * 55 + 9)
+    assert panel(fig, 2).shape == (8 * 55 + 9, 8 * 55 + 9)  # conv_0, pool_0, conv_1, pool_1
 
 
 def test_plot_accepts_a_bare_sample(classic, figures):

@@ -84,9 +84,12 @@ def test_non_finite_values_are_excluded():
     np.testing.assert_allclose(stats.channel_mean, [7 / 3, 0, 2])
     np.testing.assert_array_equal(stats.channel_max, [4, 0, 2])
     assert stats.dead_fraction == pytest.approx(2 / 3)
-    # Drift over the pairs where both events are finite: they are equal there.
-    assert stats.drift == pytest.approx(0.0, abs=1e-12)
-    np.testing.assert_allclose(stats.channel_drift, [0, 0, 0], atol=1e-7)
+    # Drift counts a non-finite value as 0: channel 0 is [0, 3, 0, 4] against
+    # [1, 3, 0, 4], channel 2 [2, 2, 2, 0] against [2, 2, 2, 2].
+    assert stats.drift == pytest.approx(1 - math.sqrt(37 / 42))
+    np.testing.assert_allclose(
+        stats.channel_drift, [1 - 5 / math.sqrt(26), 0, 1 - math.sqrt(12) / 4], rtol=1e-6
+    )
 
 
 def test_all_non_finite_channel():
@@ -108,6 +111,20 @@ def test_dead_atol():
     assert layer_stats(acts, dead_atol=1e-8).dead_fraction == 0.0
     with pytest.raises(ValueError, match=r"dead_atol must be a number >= 0\. Received: -1"):
         layer_stats(acts, dead_atol=-1)
+
+
+def test_drift_compares_block_sums_of_large_maps():
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(2, 40, 33, 3)).astype(np.float32)
+    previous = rng.normal(size=acts.shape).astype(np.float32)
+    # 40 x 33 -> blocks of 3 x 3 -> a 14 x 11 sketch (zero-padded at the far edges)
+    padded = np.zeros((2, 42, 33, 3)), np.zeros((2, 42, 33, 3))
+    padded[0][:, :40], padded[1][:, :40] = acts, previous
+    now, before = (p.reshape(2, 14, 3, 11, 3, 3).sum(axis=(2, 4)) for p in padded)
+    stats = layer_stats(acts, previous=previous)
+    assert stats.drift == pytest.approx(cosine_drift(now, before), rel=1e-5)
+    for c in range(3):
+        assert stats.channel_drift[c] == pytest.approx(cosine_drift(now[..., c], before[..., c]), rel=1e-5)
 
 
 def test_dense_layer_shape():

@@ -1,0 +1,30 @@
+"""One array vocabulary for numpy and ``keras.ops``.
+
+The arithmetic of a grid (:func:`actlog.grid.levels`) and of the statistics
+(:func:`actlog.stats.reduce_layer`) is written once against a namespace ``xp``
+that is either :data:`NUMPY` (on the host, for the grid toolkit and the
+reference path) or ``keras.ops`` (inside the compiled probe function, on the
+device). ``keras.ops`` already has the numpy names it needs; :data:`NUMPY`
+adds the one numpy lacks, ``cast``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class _Numpy:
+    """numpy, with ``keras.ops.cast``'s signature."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def cast(x: Any, dtype: str) -> np.ndarray:
+        return np.asarray(x).astype(dtype)
+
+
+NUMPY: Any = _Numpy()
+"""numpy as an ``xp`` namespace."""

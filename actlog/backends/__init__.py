@@ -1,0 +1,88 @@
+"""The one backend-specific piece: compiling the probe function and copying its results.
+
+Everything before the probe function (choosing layers) is Keras; everything
+after it (grids, statistics, writing) is numpy. What differs per Keras backend
+lives in one small module each, behind :class:`Backend`:
+
+- :mod:`~actlog.backends.tensorflow`: ``tf.function`` with a fixed input signature.
+- :mod:`~actlog.backends.jax`: ``jax.jit`` over a stateless call with the
+  current variable values (read from the trainer's state mid-epoch, never
+  forcing a sync).
+- :mod:`~actlog.backends.torch`: eager, under ``torch.no_grad()``.
+
+A backend module is imported only when it is the one Keras runs on, so a JAX
+or PyTorch user never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+SUPPORTED = ("tensorflow", "jax", "torch")
+
+
+class Compiled:
+    """A compiled probe function.
+
+    Attributes:
+        traces: how many times the Python function was traced (compiled);
+            0 where it runs eagerly.
+    """
+
+    traces: int = 0
+
+    def __call__(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+class Backend:
+    """How one Keras backend compiles, runs and copies the probe function."""
+
+    name: str = ""
+
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
+        """Compile ``fn(*args)`` once for ``model`` (the model being trained).
+
+        ``args`` are example arguments with the shapes and dtypes of every call.
+        ``eager`` runs ``fn`` as it is (a model with ``run_eagerly=True``).
+        """
+        raise NotImplementedError
+
+    def fetch(self, tree: Any) -> Callable[[], Any]:
+        """Start copying ``tree`` (device arrays) to the host; the result gives numpy arrays.
+
+        Called on the training thread right after the probe function; the
+        result is called in the background.
+        """
+        raise NotImplementedError
+
+    def is_chief(self, model: Any) -> bool:
+        """Whether this process writes (only one does under multi-worker training)."""
+        raise NotImplementedError
+
+
+class Counted:
+    """Wraps a Python function to count how often a compiler traces it."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.count = 0
+
+    def __call__(self, *args: Any) -> Any:
+        self.count += 1
+        return self.fn(*args)
+
+
+def current() -> Backend:
+    """The :class:`Backend` of the Keras backend in use."""
+    import keras
+
+    name = keras.backend.backend()
+    if name not in SUPPORTED:
+        raise ValueError(
+            f"actlog runs on the Keras backends {list(SUPPORTED)}; Keras runs on {name!r}. "
+            "Set KERAS_BACKEND to one of them before importing keras."
+        )
+    return importlib.import_module(f"actlog.backends.{name}").BACKEND

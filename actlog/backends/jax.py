@@ -1,0 +1,69 @@
+"""JAX: ``jax.jit`` over a stateless call, fed the current variable values.
+
+During ``fit`` the JAX trainer keeps the model's state outside its variables
+and writes it back only at the end of an epoch (or when a callback reads
+``self.model``, which forces that sync). The probe function takes the values
+as arguments instead: from the trainer's state mid-epoch, from the variables
+otherwise, so batch-level logging costs no sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import keras
+import numpy as np
+
+from actlog.backends import Backend, Compiled, Counted
+
+
+def _values(model: Any) -> list[Any]:
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        return list(state["trainable_variables"]) + list(state["non_trainable_variables"])
+    return [v.value for v in model.trainable_variables + model.non_trainable_variables]
+
+
+class _Function(Compiled):
+    def __init__(self, fn: Callable[..., Any], model: Any, eager: bool) -> None:
+        self._model = model
+        variables = model.trainable_variables + model.non_trainable_variables
+
+        def stateless(values: list[Any], *args: Any) -> Any:
+            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+                return fn(*args)
+
+        self._counted = Counted(stateless)
+        self._eager = eager
+        self._call = self._counted if eager else jax.jit(self._counted)
+
+    @property
+    def traces(self) -> int:
+        return 0 if self._eager else self._counted.count
+
+    def __call__(self, *args: Any) -> Any:
+        out = self._call(_values(self._model), *args)
+        # Wait for the forward pass: the next training step donates the buffers it reads.
+        return jax.block_until_ready(out)
+
+
+class JaxBackend(Backend):
+    name = "jax"
+
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
+        return _Function(fn, model, eager)
+
+    def fetch(self, tree: Any) -> Callable[[], Any]:
+        leaves = jax.tree_util.tree_leaves(tree)
+        for leaf in leaves:
+            if hasattr(leaf, "copy_to_host_async"):
+                leaf.copy_to_host_async()
+        return lambda: jax.tree_util.tree_map(np.asarray, tree)
+
+    def is_chief(self, model: Any) -> bool:
+        return jax.process_index() == 0
+
+
+BACKEND = JaxBackend()

@@ -1,0 +1,63 @@
+"""TensorFlow: the probe function is one ``tf.function`` with a fixed input signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from actlog.backends import Backend, Compiled, Counted
+
+_MINIMUM = (2, 16)
+
+
+def _check_version() -> None:
+    found = tuple(int(part) for part in tf.__version__.split(".")[:2])
+    if found < _MINIMUM:
+        raise ImportError(
+            f"actlog needs TensorFlow >= 2.16 with Keras 3; found {tf.__version__}. Install one "
+            "TensorFlow with `pip install 'actlog[tensorflow]'` or `'actlog[tensorflow-cpu]'`."
+        )
+
+
+class _Function(Compiled):
+    def __init__(self, fn: Callable[..., Any], args: tuple, eager: bool) -> None:
+        self._counted = Counted(fn)
+        if eager:
+            self._call = self._counted
+            return
+        signature = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), list(args))
+        function = tf.function(self._counted, input_signature=signature, reduce_retracing=False)
+        # Trace now: a model that rejects the probes fails before training starts.
+        function.get_concrete_function()
+        self._call = function
+
+    @property
+    def traces(self) -> int:
+        return 0 if self._call is self._counted else self._counted.count
+
+    def __call__(self, *args: Any) -> Any:
+        return self._call(*args)
+
+
+class TensorFlowBackend(Backend):
+    name = "tensorflow"
+
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
+        return _Function(fn, args, eager)
+
+    def fetch(self, tree: Any) -> Callable[[], Any]:
+        # Ops on a GPU run asynchronously; .numpy() in the background waits for them.
+        return lambda: tf.nest.map_structure(lambda t: t.numpy(), tree)
+
+    def is_chief(self, model: Any) -> bool:
+        strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+        try:
+            return bool(strategy.extended.should_checkpoint)
+        except AttributeError:
+            return True
+
+
+_check_version()
+BACKEND = TensorFlowBackend()

@@ -1,0 +1,244 @@
+"""One event: a layer's reduced activations -> grids, statistics -> one ``Summary``.
+
+This is the host half of an event, run by the background worker. It receives,
+per watched layer, what the probe function reduced on the device (tile levels,
+per-channel sums, drift sums; see :mod:`actlog.probe`) and assembles the
+serialized ``Summary`` of the step, in the formats TensorBoard's own summary
+ops write (image: ``[width, height, png]`` strings; scalar: float32; text:
+string; actlog's tensors: float32 or a JSON string with actlog plugin
+metadata, see :mod:`actlog.metadata`). Every value carries its metadata, so a
+record can start any file.
+
+It imports neither TensorFlow nor Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
+
+from actlog import grid, metadata, stats
+from actlog.png import encode_png
+from actlog.version import __version__
+
+_IMAGE = image_metadata.create_summary_metadata("", "")
+_SCALAR = scalar_metadata.create_summary_metadata("", "")
+_TEXT = text_metadata.create_summary_metadata("", "")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """Everything fixed about one watched layer for a training run.
+
+    Attributes:
+        name: display name (tags start with it).
+        path: the layer's path in the model.
+        layer_class: its class name.
+        output_shape: per-sample output shape, as the layer gives it.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        layout: the grid's geometry and the channel of every tile.
+        norm, cmap: how tiles are normalised and coloured.
+    """
+
+    name: str
+    path: str
+    layer_class: str
+    output_shape: tuple[int, ...]
+    data_format: str
+    layout: grid.GridLayout
+    norm: str | tuple[float, float]
+    cmap: str
+
+    @property
+    def channels(self) -> int:
+        """Channels of the layer's output."""
+        axis = 0 if self.data_format == "channels_first" else -1
+        return int(self.output_shape[axis])
+
+    def manifest_entry(self, probes: int) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "class": self.layer_class,
+            "output_shape": list(self.output_shape),
+            "data_format": self.data_format,
+            "channels": [int(c) for c in self.layout.channels],
+            "grid": self.layout.to_dict(),
+            "norm": list(self.norm) if isinstance(self.norm, tuple) else self.norm,
+            "cmap": self.cmap,
+            "tags": [metadata.grid_tag(self.name, i, probes) for i in range(probes)],
+        }
+
+
+@dataclass
+class LayerResult:
+    """One layer at one event, on the host.
+
+    Attributes:
+        levels: uint8 ``(k, n, th, tw)``: colour-map index of every tile pixel.
+        sums: per-channel sums (:func:`actlog.stats.reduce_layer`).
+        drift: drift sums (:func:`actlog.stats.drift_sums`), or None at a first event.
+        nonfinite: fetches the bool ``(k, n, th, tw)`` mask of NaN/Inf pixels;
+            called only when the sums say there are some.
+    """
+
+    levels: np.ndarray
+    sums: dict[str, np.ndarray]
+    drift: dict[str, np.ndarray] | None
+    nonfinite: Callable[[], np.ndarray]
+
+
+@dataclass
+class Assembled:
+    """A serialized ``Summary`` and what was found while making it."""
+
+    summary: bytes
+    header: bytes | None
+    nonfinite: list[str] = field(default_factory=list)
+    """Display names of layers with NaN or Inf activations at this event."""
+
+
+class EventAssembler:
+    """Makes the ``Summary`` of each event of one run.
+
+    Args:
+        plans: the watched layers.
+        probes: number of probe images.
+        step_axis: :data:`metadata.STEP_AXIS_EPOCH` or ``STEP_AXIS_GLOBAL_STEP``.
+        with_stats: also write the statistics.
+        probe_images: uint8 images of the probes (``None`` for one that is not
+            image-like), written in the header.
+    """
+
+    def __init__(
+        self,
+        plans: Sequence[LayerPlan],
+        *,
+        probes: int,
+        step_axis: str,
+        with_stats: bool = True,
+        probe_images: Sequence[np.ndarray | None] = (),
+    ) -> None:
+        self.plans = list(plans)
+        self.probes = probes
+        self.step_axis = step_axis
+        self.with_stats = with_stats
+        self.probe_images = list(probe_images)
+        self._sizes = [probes * int(np.prod(plan.output_shape)) for plan in self.plans]
+        self._stat_meta = {
+            (plan.name, stat): _actlog_metadata(metadata.KIND_CHANNEL_STATS, layer=plan.name, stat=stat)
+            for plan in self.plans
+            for stat in metadata.CHANNEL_STATS
+        }
+
+    def manifest(self) -> str:
+        return metadata.manifest(
+            actlog_version=__version__,
+            step_axis=self.step_axis,
+            probes=self.probes,
+            layers=[plan.manifest_entry(self.probes) for plan in self.plans],
+        )
+
+    def header(self) -> bytes:
+        """Manifest, layer table and probe images: what every file of the run starts with."""
+        summary = summary_pb2.Summary()
+        _add(summary, metadata.MANIFEST_TAG, _strings([self.manifest()], ()),
+             _actlog_metadata(metadata.KIND_MANIFEST))
+        _add(summary, metadata.LAYERS_TEXT_TAG, _strings([self.layers_table()], ()), _TEXT)
+        for i, image in enumerate(self.probe_images):
+            if image is not None:
+                _add_image(summary, metadata.probe_image_tag(i, self.probes), image)
+        return summary.SerializeToString()
+
+    def layers_table(self) -> str:
+        rows = ["| layer | path | class | output shape | channels shown |", "|---|---|---|---|---|"]
+        for plan in self.plans:
+            rows.append(
+                f"| {_md(plan.name)} | {_md(plan.path)} | {plan.layer_class} | "
+                f"{tuple(plan.output_shape)} | {len(plan.layout.channels)} of {plan.channels} |"
+            )
+        return "\n".join(rows)
+
+    def assemble(self, results: Sequence[LayerResult], *, first: bool) -> Assembled:
+        """The event's ``Summary``; with the header in front when ``first``."""
+        header = self.header() if first else None
+        summary = summary_pb2.Summary()
+        nonfinite = []
+        for plan, result, size in zip(self.plans, results, self._sizes, strict=True):
+            layer = stats.summarize(result.sums, result.drift, size=size)
+            mask = None
+            if not layer.finite:
+                nonfinite.append(plan.name)
+                mask = np.asarray(result.nonfinite(), dtype=bool)
+            for i in range(self.probes):
+                image = grid.render_levels(
+                    result.levels[i], plan.layout, cmap=plan.cmap,
+                    nonfinite=None if mask is None else mask[i],
+                )
+                _add_image(summary, metadata.grid_tag(plan.name, i, self.probes), image)
+            if not self.with_stats:
+                continue
+            for name, value in layer.scalars().items():
+                _add(summary, metadata.stat_tag(plan.name, name), _floats(np.float32(value)), _SCALAR)
+            for name, values in layer.channels().items():
+                _add(summary, metadata.stat_tag(plan.name, name),
+                     _floats(np.asarray(values, np.float32)), self._stat_meta[(plan.name, name)])
+        body = summary.SerializeToString()
+        return Assembled((header or b"") + body, header, nonfinite)
+
+
+# --------------------------------------------------------------------------- protos
+
+
+def _actlog_metadata(kind: str, **fields: Any) -> summary_pb2.SummaryMetadata:
+    """SummaryMetadata that marks a tensor as actlog's (see :mod:`actlog.metadata`)."""
+    return summary_pb2.SummaryMetadata(
+        # TensorBoard's data providers serve only tensors whose data class is set.
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=metadata.plugin_content(kind, **fields)
+        ),
+    )
+
+
+def _add(summary: Any, tag: str, tensor: Any, meta: Any) -> None:
+    value = summary.value.add(tag=tag, tensor=tensor)
+    value.metadata.CopyFrom(meta)
+
+
+def _add_image(summary: Any, tag: str, image: np.ndarray) -> None:
+    height, width = image.shape[:2]
+    _add(summary, tag, _strings([str(width), str(height), encode_png(image)], (3,)), _IMAGE)
+
+
+def _shape(dims: tuple[int, ...]) -> Any:
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in dims]
+    )
+
+
+def _strings(values: list[str | bytes], dims: tuple[int, ...]) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=_shape(dims),
+        string_val=[v.encode("utf-8") if isinstance(v, str) else v for v in values],
+    )
+
+
+def _floats(values: np.ndarray) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape=_shape(values.shape),
+        tensor_content=np.ascontiguousarray(values, dtype="<f4").tobytes(),
+    )
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,163 @@
+"""actlog's event-file writer: TensorBoard's format, no TensorFlow.
+
+An event file is a sequence of records (:mod:`actlog.records`), each one
+serialized ``Event`` protocol buffer: first a ``file_version`` event, then one
+event per actlog step holding every summary of that step. Each event is
+appended and flushed as one record, so a process killed between events leaves
+a complete file, and a kill during a write leaves at most one torn record at
+the end, which TensorBoard and :func:`actlog.read` stop at.
+
+:class:`RunWriter` writes one run directory. It knows which file it appends to
+and checks, before and after each write, that the file is still there: a
+removed log directory would otherwise swallow every later event. When the file
+is gone, a write fails, or a store that cannot append has rewritten it to its
+size limit, the file is left as it is and the next event starts a new one,
+repeating the run's header (manifest, layer table, probe images) at its top so
+that the new file is readable on its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+from tensorboard.compat.proto import event_pb2
+
+from actlog import records
+from actlog.storage import Appender, Storage
+
+_FILE_VERSION = "brain.Event:2"
+_COUNTER = itertools.count()
+
+
+class EventFileLost(OSError):
+    """The event file being written, or its directory, disappeared while actlog wrote to it."""
+
+
+def encode_event(step: int, summary: bytes, wall_time: float | None = None) -> bytes:
+    """A serialized ``Event`` holding the serialized ``Summary`` ``summary``.
+
+    The summary's bytes are appended as field 5 (``Event.summary``) without
+    being parsed again: an event of many grids is megabytes of PNG.
+    """
+    head = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time, step=step)
+    return head.SerializeToString() + b"\x2a" + _varint(len(summary)) + summary
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def event_file_name() -> str:
+    """``events.out.tfevents.<time>.<host>.<pid>.<n><random>.v2``: sorts by creation time."""
+    return (
+        f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
+        f"{next(_COUNTER)}{uuid.uuid4().hex[:8]}.v2"
+    )
+
+
+class RunWriter:
+    """Writes one run directory; nothing touches the store until the first write.
+
+    Args:
+        storage: where the run lives (:func:`actlog.storage.for_path`).
+        path: the run directory.
+        on_reopen: called with a message after an event was written to a new
+            file because the previous one had disappeared between events.
+    """
+
+    def __init__(
+        self, storage: Storage, path: str, on_reopen: Callable[[str], None] | None = None
+    ) -> None:
+        self.storage = storage
+        self.path = path
+        self.on_reopen = on_reopen
+        self.files: list[str] = []
+        """Every event file this writer opened, oldest first."""
+        self._file: Appender | None = None
+        self._header = b""  # serialized Summary repeated at the top of every new file
+
+    @property
+    def file(self) -> str | None:
+        """The event file being appended to, if one is open."""
+        return None if self._file is None else self._file.path
+
+    def write(self, step: int, summary: bytes, *, header: bytes | None = None) -> None:
+        """Append one event at ``step`` and make sure it reached its file.
+
+        Args:
+            step: the event's step.
+            summary: the serialized ``Summary`` of the event.
+            header: the part of ``summary`` (manifest, layer table, probe images)
+                that a new file of this run must start with; remembered for later
+                files. Events without one get the last header prepended when they
+                open a new file.
+
+        Raises:
+            EventFileLost: the file disappeared while this event was written
+                (the event is lost; the next one opens a new file).
+            OSError: the store failed (same recovery).
+        """
+        reopened = None
+        if self._file is not None and (self._file.lost() or self._file.full):
+            reopened = self._file.path if not self._file.full else None
+            self._discard()
+        if header is not None:
+            self._header = header
+        try:
+            if self._file is None:
+                self._open()
+                if header is None:
+                    summary = self._header + summary  # concatenated messages merge
+            self._file.append(records.frame(encode_event(step, summary)))
+        except Exception:
+            # A half-written record would end every reader's pass over this file:
+            # later events go to a new one.
+            self._discard()
+            raise
+        if self._file.lost():
+            lost = self._file.path
+            self._discard()
+            raise EventFileLost(f"the event file {lost} disappeared while step {step} was written to it")
+        if reopened is not None and self.on_reopen is not None:
+            self.on_reopen(
+                f"the event file {reopened} disappeared (was the log directory removed?); "
+                f"what it held is gone with it. Step {step} and later go to {self.file}"
+            )
+
+    def _open(self) -> None:
+        self.storage.makedirs(self.path)
+        appender = self.storage.appender(self.storage.join(self.path, event_file_name()))
+        try:
+            version = event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION)
+            appender.append(records.frame(version.SerializeToString()))
+        except Exception:
+            appender.close()
+            raise
+        self._file = appender
+        self.files.append(appender.path)
+
+    def _discard(self) -> None:
+        """Forget the current file; the next write opens a new one. Never raises."""
+        appender, self._file = self._file, None
+        if appender is not None:
+            try:
+                appender.close()
+            except Exception:  # noqa: BLE001 - the file is already unusable
+                pass
+
+    def close(self) -> None:
+        appender, self._file = self._file, None
+        if appender is not None:
+            appender.close()
+
+
