@@ -280,9 +280,10 @@ def _check_log_dir(log_dir: Any) -> tuple[str, storage.Storage]:
     store = storage.for_path(path)
     try:
         store.makedirs(path)
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - OSError, or a remote store's own errors
+        detail = getattr(err, "strerror", None) or getattr(err, "message", None) or err
         raise ValueError(
-            f"log_dir {path!r} cannot be created: {err.strerror or err}. Accepted: {storage.ACCEPTED}."
+            f"log_dir {path!r} cannot be created: {detail}. Accepted: {storage.ACCEPTED}."
         ) from None
     if not store.isdir(path):
         raise ValueError(f"log_dir {path!r} exists but is not a directory. Accepted: {storage.ACCEPTED}.")

@@ -23,6 +23,13 @@ Fixtures:
   pool_1 (5, 5, 64).
 - ``read_run`` (session): ``read_run(path)`` -> ``{tag: [(step, value), ...]}``
   read through TensorBoard's ``EventAccumulator`` (see :func:`read_run`).
+
+Backends: tests marked ``backend`` run a Keras model and run once per Keras
+backend (CI sets ``KERAS_BACKEND``). Helpers for them: :data:`BACKEND`,
+:data:`EXPECTED_TRACES` (the probe function compiles once; PyTorch runs it
+eagerly), :func:`to_numpy` (a backend tensor as numpy), :func:`keras_tensorboard`
+(Keras' own TensorBoard callback, which exists on TensorFlow only) and the
+``tensorflow_only`` mark.
 """
 
 from __future__ import annotations
@@ -37,6 +44,34 @@ import pytest
 
 # Before TensorFlow is first imported anywhere: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+"""The Keras backend this test process runs on."""
+
+EXPECTED_TRACES = 0 if BACKEND == "torch" else 1
+"""``ActivationLogger.probe_function.traces`` after any number of events."""
+
+tensorflow_only = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason=f"uses TensorFlow itself; KERAS_BACKEND={BACKEND}"
+)
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    """A backend tensor (or anything array-like) as a float32 numpy array."""
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float32)
+
+
+def keras_tensorboard(log_dir: Any, **kwargs: Any) -> list:
+    """``[keras.callbacks.TensorBoard(log_dir, **kwargs)]`` on TensorFlow, ``[]`` elsewhere:
+    Keras' own TensorBoard callback needs TensorFlow."""
+    if BACKEND != "tensorflow":
+        return []
+    import keras
+
+    return [keras.callbacks.TensorBoard(str(log_dir), **kwargs)]
+
 
 TINY_INPUT_SHAPE = (12, 12, 1)
 TINY_CLASSES = 3

@@ -1,8 +1,9 @@
-"""actlog under ``tf.distribute``, and a log directory on TensorFlow's filesystem layer.
+"""Only the chief writes, and the grids are one device's: on every backend.
 
-TensorFlow fixes its devices when it first initialises them, and a process
-can be one worker of one cluster only, so every run here is a child process,
-started once for the module and in parallel:
+A backend fixes its devices when it first initialises them, and a process can
+be one worker of one cluster only, so every run here is a child process.
+
+TensorFlow (``tf.distribute``), started once for the module and in parallel:
 
 - ``local``: splits the CPU into two logical devices, then trains the tiny
   model three times with the same seed, data and batches: on one device
@@ -11,6 +12,12 @@ started once for the module and in parallel:
 - ``worker 0`` and ``worker 1``: ``MultiWorkerMirroredStrategy`` over two
   processes on 127.0.0.1 (``TF_CONFIG``, free ports), each with its own
   ``log_dir``, as on two machines.
+
+JAX: ``keras.distribution.DataParallel`` over two host devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=2``) against one device.
+
+PyTorch: two ``torch.distributed`` processes (gloo on 127.0.0.1): only rank 0
+writes, and what it writes equals a single process's log.
 
 The tests compare what each run wrote, read back with ``actlog.read``.
 """
@@ -29,10 +36,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
 import actlog  # noqa: E402
 from actlog import metadata  # noqa: E402
+from conftest import BACKEND  # noqa: E402
+
+pytestmark = [pytest.mark.backend, pytest.mark.slow]
 
 EPOCHS = 2
 LAYERS = ["conv_0", "conv_1"]
@@ -127,9 +135,13 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _only(backend: str) -> Any:
+    return pytest.mark.skipif(BACKEND != backend, reason=f"a {backend} test; KERAS_BACKEND={BACKEND}")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Any]:
-    """Start the three child processes at once; their outputs and log directories."""
+    """Start the three TensorFlow child processes at once; their outputs and log directories."""
     root = tmp_path_factory.mktemp("distributed")
     tests = str(Path(__file__).parent)
     local_py, worker_py = root / "local.py", root / "worker.py"
@@ -182,6 +194,7 @@ def _assert_same_grids(got: dict, expected: dict) -> None:
         np.testing.assert_array_equal(got[key], image, err_msg=str(key))
 
 
+@_only("tensorflow")
 def test_mirrored_strategy_gives_the_grids_of_one_device(runs):
     root = runs["root"] / "local"
     single, mirrored = _grids(root / "single"), _grids(root / "mirrored")
@@ -189,6 +202,7 @@ def test_mirrored_strategy_gives_the_grids_of_one_device(runs):
     _assert_same_grids(mirrored, single)
 
 
+@_only("tensorflow")
 def test_multi_worker_only_the_chief_writes_and_matches_one_process(runs):
     assert {runs[f"worker{i}"]["task"] for i in range(2)} == {0, 1}
     assert all(runs[f"worker{i}"]["replicas"] == 2 for i in range(2))
@@ -199,6 +213,7 @@ def test_multi_worker_only_the_chief_writes_and_matches_one_process(runs):
     _assert_same_grids(_grids(chief), _grids(runs["root"] / "local" / "single"))
 
 
+@_only("tensorflow")
 def test_ram_filesystem_log_dir(runs, read_run):
     copied = runs["root"] / "local" / "ram"
     assert len(runs["local"]["ram_files"]) == 1
@@ -209,3 +224,97 @@ def test_ram_filesystem_log_dir(runs, read_run):
     assert sorted(ram) == sorted(single)
     for key, image in single.items():
         np.testing.assert_array_equal(ram[key], image, err_msg=str(key))
+
+
+_JAX = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    sys.path.insert(0, {tests!r})
+    import jax
+    import keras
+    from conftest import make_tiny_data, make_tiny_model
+    import actlog
+
+    x, y = make_tiny_data()
+    assert len(jax.devices()) == 2, jax.devices()
+
+    def train(log_dir):
+        model = make_tiny_model(0)
+        logger = actlog.ActivationLogger(log_dir, x[:2], layers={layers!r})
+        model.fit(x, y, batch_size=8, epochs={epochs}, shuffle=False, verbose=0, callbacks=[logger])
+        return logger
+
+    single = train(os.path.join(sys.argv[1], "single"))
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+    parallel = train(os.path.join(sys.argv[1], "parallel"))
+    print(json.dumps({{"misses": [single.misses, parallel.misses],
+                       "traces": parallel.probe_function.traces}}))
+    """
+)
+
+
+@_only("jax")
+def test_jax_data_parallel_gives_the_grids_of_one_device(tmp_path):
+    script = tmp_path / "jax_parallel.py"
+    script.write_text(_JAX.format(tests=str(Path(__file__).parent), layers=LAYERS, epochs=EPOCHS))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"misses": [{}, {}], "traces": 1}
+    _assert_same_grids(_grids(tmp_path / "parallel"), _grids(tmp_path / "single"))
+
+
+_TORCH = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import torch.distributed as dist
+    from conftest import make_tiny_data, make_tiny_model
+    import actlog
+
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    x, y = make_tiny_data()
+    model = make_tiny_model(0)
+    logger = actlog.ActivationLogger(sys.argv[1], x[:2], layers={layers!r})
+    model.fit(x, y, batch_size=8, epochs={epochs}, shuffle=False, verbose=0, callbacks=[logger])
+    dist.barrier()
+    dist.destroy_process_group()
+    print(json.dumps({{"rank": rank, "misses": logger.misses}}))
+    """
+)
+
+
+@_only("torch")
+def test_torch_distributed_only_rank_0_writes(tmp_path):
+    script = tmp_path / "torch_ranks.py"
+    script.write_text(_TORCH.format(tests=str(Path(__file__).parent), layers=LAYERS, epochs=EPOCHS))
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_ports(1)[0]),
+           "WORLD_SIZE": "2"}
+    children = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path / f"rank{rank}")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**env, "RANK": str(rank)})
+        for rank in range(2)
+    ]
+    outputs = []
+    try:
+        for child in children:
+            out, err = child.communicate(timeout=300)
+            assert child.returncode == 0, err[-4000:]
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    assert outputs == [{"rank": 0, "misses": {}}, {"rank": 1, "misses": {}}]
+    assert not [p for p in (tmp_path / "rank1").rglob("*") if p.is_file()]
+    single = tmp_path / "single.py"
+    single.write_text(_TORCH.replace("dist.", "# dist.").format(
+        tests=str(Path(__file__).parent), layers=LAYERS, epochs=EPOCHS))
+    done = subprocess.run([sys.executable, str(single), str(tmp_path / "single")], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "RANK": "0"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    _assert_same_grids(_grids(tmp_path / "rank0"), _grids(tmp_path / "single"))

@@ -14,10 +14,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import actlog
 from actlog import grid, metadata
+from conftest import BACKEND, EXPECTED_TRACES, keras_tensorboard, tensorflow_only
+
+pytestmark = pytest.mark.backend
 
 L = keras.layers
 RNG_SEED = 0
@@ -222,7 +224,7 @@ def test_nested_models_at_depth_two(tmp_path, read_run):
     deep = np_(inner.get_layer("deep_conv")(X8[:2]))
     assert_grids(run, "middle/inner/deep_conv", deep, step=2)
     assert_grids(run, "middle/mid_relu", np.maximum(deep, 0), step=2)
-    assert logger.probe_function.traces == 1
+    assert logger.probe_function.traces == EXPECTED_TRACES
 
 
 def test_mobilenetv2_backbone_nested_in_a_model(tmp_path, read_run):
@@ -445,36 +447,58 @@ def test_mixed_float16(tmp_path, read_run):
 # --------------------------------------------------------------------------- training setups
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.x[i * self.batch:(i + 1) * self.batch], self.y[i * self.batch:(i + 1) * self.batch]
+
+
+def dataset(x: np.ndarray, y: np.ndarray, batch: int) -> object:
+    """A tf.data.Dataset on TensorFlow, a keras.utils.PyDataset elsewhere."""
+    if BACKEND != "tensorflow":
+        return _Batches(x, y, batch)
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
 @pytest.fixture(scope="module")
 def setups_run(tmp_path_factory):
-    """tf.data with validation, Keras' TensorBoard(update_freq=1) in the same log_dir,
-    then a resume with initial_epoch, then a third fit that restarts epochs at 0."""
+    """A dataset with validation, Keras' TensorBoard(update_freq=1) in the same log_dir (on
+    TensorFlow), then a resume with initial_epoch, then a third fit that restarts epochs at 0."""
     log_dir = tmp_path_factory.mktemp("setups")
     keras.utils.set_random_seed(12)
     i = keras.Input((8, 8, 1))
     model = keras.Model(i, head(L.Conv2D(2, 3, name="conv")(i)))
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    train_ds = tf.data.Dataset.from_tensor_slices((X8, Y)).batch(2)  # 2 batches per epoch
-    val_ds = tf.data.Dataset.from_tensor_slices((X8[:2], Y[:2])).batch(2)
+    train_ds = dataset(X8, Y, 2)  # 2 batches per epoch
+    val_ds = dataset(X8[:2], Y[:2], 2)
     logger = actlog.ActivationLogger(log_dir, X8[:2])
-    board = keras.callbacks.TensorBoard(log_dir, update_freq=1)
-    model.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0, callbacks=[board, logger])
+    board = keras_tensorboard(log_dir, update_freq=1)
+    model.fit(train_ds, validation_data=val_ds, epochs=2, verbose=0, callbacks=[*board, logger])
     model.fit(train_ds, validation_data=val_ds, initial_epoch=2, epochs=3, verbose=0,
-              callbacks=[board, logger])
-    model.fit(train_ds, epochs=1, verbose=0, callbacks=[board, logger])
+              callbacks=[*board, logger])
+    model.fit(train_ds, epochs=1, verbose=0, callbacks=[*board, logger])
     return model, logger, log_dir
 
 
-def test_steps_continue_across_tf_data_fits_and_resume(setups_run, read_run):
+def test_steps_continue_across_dataset_fits_and_resume(setups_run, read_run):
     model, logger, log_dir = setups_run
     assert logger.misses == {}
     run = read_run(log_dir / metadata.EPOCH_RUN)
     for tag in grid_tags(run) | {"conv/mean"}:
         assert steps(run, tag) == [0, 1, 2, 3, 4], tag
     assert_grids(run, "conv", np_(model.get_layer("conv")(X8[:2])), step=4)
-    assert logger.probe_function.traces == 1
+    assert logger.probe_function.traces == EXPECTED_TRACES
 
 
+@tensorflow_only
 def test_keras_tensorboard_keeps_its_data_beside_actlog(setups_run, read_run):
     _, _, log_dir = setups_run
     train_run = read_run(log_dir / "train")

@@ -21,6 +21,9 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import actlog  # noqa: E402
 from actlog import grid  # noqa: E402
+from conftest import to_numpy  # noqa: E402
+
+pytestmark = pytest.mark.backend
 
 CLASSIC_SHAPES = {
     "conv_0": (26, 26, 32), "pool_0": (13, 13, 32), "conv_1": (11, 11, 64), "pool_1": (5, 5, 64),
@@ -39,7 +42,7 @@ def classic(classic_model_factory):
 def recipe(model, layer: str, images: np.ndarray) -> np.ndarray:
     """The classic recipe: an intermediate model from the input to one layer."""
     sub = keras.Model(model.inputs[0], model.get_layer(layer).output)
-    return np.asarray(sub(images, training=False))
+    return to_numpy(sub(images, training=False))
 
 
 @pytest.fixture
@@ -97,7 +100,7 @@ def test_feature_maps_of_a_functional_model(tiny_model, tiny_probes):
     }
     for name, values in maps.items():
         sub = keras.Model(tiny_model.input, tiny_model.get_layer(name).output)
-        np.testing.assert_array_equal(values, np.asarray(sub(tiny_probes, training=False)))
+        np.testing.assert_array_equal(values, to_numpy(sub(tiny_probes, training=False)))
 
 
 def test_feature_maps_of_a_subclassed_model_with_default_layers(tiny_probes):
@@ -116,7 +119,7 @@ def test_feature_maps_of_a_subclassed_model_with_default_layers(tiny_probes):
     net(tiny_probes)
     maps = actlog.feature_maps(net, tiny_probes)
     assert list(maps) == ["conv"]
-    np.testing.assert_allclose(maps["conv"], np.asarray(net.conv(tiny_probes)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(maps["conv"], to_numpy(net.conv(tiny_probes)), rtol=1e-5, atol=1e-6)
 
 
 def test_feature_maps_leave_the_images_alone(tiny_model, tiny_probes):

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
 import keras  # noqa: E402
 
 import actlog  # noqa: E402
+
+pytestmark = pytest.mark.backend
 
 # The tiny model's per-sample output shapes: conv_0 (10, 10, 4), pool_0 (5, 5, 4), conv_1 (3, 3, 6).
 

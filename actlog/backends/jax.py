@@ -26,6 +26,15 @@ def _values(model: Any) -> list[Any]:
     return [v.value for v in model.trainable_variables + model.non_trainable_variables]
 
 
+def _placed(args: Any, like: Any) -> Any:
+    """``args`` replicated over the devices of ``like`` (a variable value) when the model is
+    distributed (``keras.distribution``): one placement for every call, so no recompiling."""
+    sharding = getattr(like, "sharding", None)
+    if sharding is None or len(sharding.device_set) < 2 or not hasattr(sharding, "mesh"):
+        return args
+    return jax.device_put(args, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
+
+
 class _Function(Compiled):
     def __init__(self, fn: Callable[..., Any], model: Any, eager: bool) -> None:
         self._model = model
@@ -44,7 +53,8 @@ class _Function(Compiled):
         return 0 if self._eager else self._counted.count
 
     def __call__(self, *args: Any) -> Any:
-        out = self._call(_values(self._model), *args)
+        values = _values(self._model)
+        out = self._call(values, *_placed(args, values[0] if values else None))
         # Wait for the forward pass: the next training step donates the buffers it reads.
         return jax.block_until_ready(out)
 

@@ -1,0 +1,79 @@
+"""The background worker on its own: order, bounds, flush, drain, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from actlog.worker import Worker
+
+
+def test_jobs_run_in_order_off_the_calling_thread():
+    done, threads = [], set()
+    worker = Worker(max_pending=3)
+    for i in range(20):
+        worker.submit(lambda i=i: (done.append(i), threads.add(threading.current_thread().name)))
+    assert worker.flush(timeout=10)
+    assert done == list(range(20)) and threads == {"actlog-writer"}
+    assert worker.close()
+
+
+def test_inline_when_not_in_the_background():
+    done = []
+    worker = Worker(background=False)
+    worker.submit(lambda: done.append(threading.current_thread().name))
+    assert done == [threading.current_thread().name] and worker.pending == 0
+
+
+def test_a_full_queue_waits_or_skips():
+    gate = threading.Event()
+    waiting = Worker(max_pending=1)
+    waiting.submit(gate.wait)  # taken by the thread at once
+    time.sleep(0.05)
+    waiting.submit(lambda: None)  # fills the queue
+    blocked = threading.Thread(target=waiting.submit, args=(lambda: None,))
+    blocked.start()
+    time.sleep(0.1)
+    assert blocked.is_alive()  # "wait": the third submit blocks until there is room
+    gate.set()
+    blocked.join(5)
+    assert not blocked.is_alive() and waiting.flush(5)
+
+    gate.clear()
+    skipping = Worker(max_pending=1, on_full="skip")
+    assert skipping.submit(gate.wait)
+    time.sleep(0.05)
+    assert skipping.submit(lambda: None)
+    assert skipping.submit(lambda: None) is False  # dropped, and said so
+    gate.set()
+    assert skipping.flush(5) and skipping.close()
+
+
+def test_close_drains_within_its_timeout():
+    done = []
+    worker = Worker(max_pending=8)
+    for i in range(3):
+        worker.submit(lambda i=i: (time.sleep(0.05), done.append(i)))
+    assert worker.close(timeout=10) and done == [0, 1, 2]
+    slow = Worker(max_pending=8)
+    for _ in range(5):
+        slow.submit(lambda: time.sleep(0.5))
+    started = time.monotonic()
+    assert slow.close(timeout=0.3) is False  # jobs left behind with the daemon thread
+    assert time.monotonic() - started < 2
+
+
+def test_an_escaping_error_is_handed_over_and_the_thread_goes_on():
+    errors, done = [], []
+    worker = Worker(on_error=errors.append)
+    worker.submit(lambda: 1 / 0)
+    worker.submit(lambda: done.append("after"))
+    assert worker.flush(5)
+    assert [type(e) for e in errors] == [ZeroDivisionError] and done == ["after"]
+
+
+def test_on_full_is_checked():
+    with pytest.raises(ValueError, match=r"Unknown on_full 'drop'\. Accepted: \['wait', 'skip'\]"):
+        Worker(on_full="drop")

@@ -1,0 +1,170 @@
+"""actlog's event files without TensorFlow or Keras: records, the writer, the stores.
+
+Everything written here is read back through TensorBoard's own
+``EventAccumulator`` (conftest ``read_run``) and through :func:`actlog.read`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
+import numpy as np
+import pytest
+from google_crc32c import value as crc32c
+from tensorboard.compat.proto import summary_pb2
+
+from actlog import metadata, records, storage
+from actlog.event import EventAssembler, LayerPlan, LayerResult
+from actlog.grid import plan_layout
+from actlog.writer import EventFileLost, RunWriter, encode_event
+
+
+def test_crc32c_known_values():
+    # The CRC-32C check value (RFC 3720) and the TFRecord mask of an empty length.
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
+    assert records.masked_crc32c(b"") == ((0 >> 15 | 0 << 17) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_frame_and_scan_round_trip_and_stop_at_damage():
+    data = b"".join(records.frame(payload) for payload in (b"a", b"", b"xyz" * 1000))
+    found = records.scan(data)
+    assert [data[o : o + n] for o, n in found.records] == [b"a", b"", b"xyz" * 1000]
+    assert found.end == len(data) and found.problem is None
+    cut = records.scan(data[:-3])
+    assert len(cut.records) == 2 and cut.incomplete and "needs" in cut.problem
+    damaged = bytearray(data)
+    damaged[(records.OVERHEAD + 1) + records.OVERHEAD + 12 + 5] ^= 0xFF  # inside the third record's data
+    bad = records.scan(bytes(damaged))
+    assert len(bad.records) == 2 and not bad.incomplete and "fails its CRC" in bad.problem
+    assert len(records.scan(bytes(damaged), verify=False).records) == 3
+
+
+def test_encoded_event_is_a_tensorboard_event():
+    from tensorboard.compat.proto import event_pb2
+
+    summary = summary_pb2.Summary()
+    summary.value.add(tag="t", simple_value=2.5)
+    event = event_pb2.Event()
+    event.ParseFromString(encode_event(7, summary.SerializeToString(), wall_time=1.5))
+    assert (event.step, event.wall_time, event.summary.value[0].simple_value) == (7, 1.5, 2.5)
+
+
+def _scalar(tag: str, value: float) -> bytes:
+    summary = summary_pb2.Summary()
+    summary.value.add(tag=tag, simple_value=value)
+    return summary.SerializeToString()
+
+
+def _header() -> bytes:
+    plan = LayerPlan("a", "a", "Conv2D", (2, 2, 1), "channels_last", plan_layout((2, 2), [0]),
+                     "channel", "gray")
+    return EventAssembler([plan], probes=1, step_axis=metadata.STEP_AXIS_EPOCH).header()
+
+
+def test_writer_reopens_a_vanished_file_with_its_header(tmp_path, read_run):
+    notes: list[str] = []
+    writer = RunWriter(storage.LocalStorage(), str(tmp_path / "run"), on_reopen=notes.append)
+    header = _header()
+    writer.write(0, header + _scalar("a/mean", 1.0), header=header)
+    first = writer.file
+    writer.write(1, _scalar("a/mean", 2.0))
+    os.remove(first)
+    writer.write(2, _scalar("a/mean", 3.0))
+    writer.close()
+    assert len(notes) == 1 and first in notes[0] and "Step 2" in notes[0]
+    assert writer.files[0] == first and len(writer.files) == 2 and os.path.exists(writer.files[1])
+    run = read_run(tmp_path / "run")
+    assert run["a/mean"] == [(2, 3.0)]
+    assert [s for s, _ in run[metadata.MANIFEST_TAG]] == [2]
+    assert [s for s, _ in run[metadata.LAYERS_TEXT_TAG]] == [2]
+
+
+def test_writer_reports_a_file_removed_during_a_write(tmp_path, monkeypatch):
+    writer = RunWriter(storage.LocalStorage(), str(tmp_path / "run"))
+    writer.write(0, _scalar("a/mean", 1.0))
+    real = storage._LocalAppender.append
+
+    def append_then_remove(self, data):
+        real(self, data)
+        os.remove(self.path)
+
+    monkeypatch.setattr(storage._LocalAppender, "append", append_then_remove)
+    with pytest.raises(EventFileLost, match="disappeared while step 1 was written"):
+        writer.write(1, _scalar("a/mean", 2.0))
+    assert writer.file is None
+
+
+def test_event_files_are_named_so_tensorboard_finds_and_orders_them(tmp_path):
+    writer = RunWriter(storage.LocalStorage(), str(tmp_path))
+    writer.write(0, _scalar("x", 1.0))
+    name = os.path.basename(writer.file)
+    assert name.startswith("events.out.tfevents.") and name.endswith(".v2")
+    stamp = int(name.split(".")[3])
+    assert abs(stamp - int(os.path.getmtime(writer.file))) <= 2
+
+
+def test_memory_store_appends_and_reads_back(read_run, tmp_path):
+    url = "memory://actlog-writer/run"
+    fs = fsspec.filesystem("memory")
+    writer = RunWriter(storage.for_path(url), url)
+    header = _header()
+    for step in range(3):
+        writer.write(step, (header if step == 0 else b"") + _scalar("a/mean", float(step)),
+                     header=header if step == 0 else None)
+    (path,) = fs.ls(url, detail=False)
+    local = tmp_path / "copy"
+    local.mkdir()
+    (local / os.path.basename(path)).write_bytes(fs.cat_file(path))
+    assert read_run(local)["a/mean"] == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    fs.rm("memory://actlog-writer", recursive=True)
+
+
+class _NoAppend(MemoryFileSystem):
+    """An object store: no append mode."""
+
+    protocol = "noappend"
+
+    def open(self, path, mode="rb", **kwargs):
+        if "a" in mode:
+            raise NotImplementedError("append")
+        return super().open(path, mode, **kwargs)
+
+
+def test_a_store_that_cannot_append_gets_each_file_rewritten_and_rotated(monkeypatch, read_run, tmp_path):
+    fs = _NoAppend()
+    monkeypatch.setattr(storage, "REWRITE_LIMIT", 600)
+    writer = RunWriter(storage.FsspecStorage(fs), "/noappend/run")
+    header = _header()
+    for step in range(6):
+        writer.write(step, (header if step == 0 else b"") + _scalar("a/mean", float(step)),
+                     header=header if step == 0 else None)
+    assert len(writer.files) >= 2  # rotated at the size limit, each new file with the header
+    local = tmp_path / "copy"
+    local.mkdir()
+    for path in writer.files:
+        (local / os.path.basename(path)).write_bytes(fs.cat_file(path))
+    run = read_run(local)
+    assert run["a/mean"] == [(s, float(s)) for s in range(6)]
+    assert len(run[metadata.MANIFEST_TAG]) == len(writer.files)
+
+
+def test_assembler_layers_table_and_nonfinite_marker():
+    plan = LayerPlan("x<y>|z", "m/x", "Conv2D", (2, 2, 3), "channels_last", plan_layout((2, 2), [0, 2]),
+                     "channel", "viridis")
+    assembler = EventAssembler([plan], probes=1, step_axis=metadata.STEP_AXIS_EPOCH)
+    assert assembler.layers_table().splitlines()[-1] == (
+        "| x&lt;y&gt;\\|z | m/x | Conv2D | (2, 2, 3) | 2 of 3 |"
+    )
+    levels = np.full((1, 2, 2, 2), 255, np.uint8)
+    mask = np.zeros((1, 2, 2, 2), bool)
+    mask[0, 1, 0, 0] = True
+    sums = {"count": np.array([4, 4, 3.0]), "total": np.zeros(3), "m2": np.zeros(3),
+            "zeros": np.zeros(3), "high": np.ones(3), "low": np.zeros(3)}
+    event = assembler.assemble([LayerResult(levels, sums, None, lambda: mask)], first=False)
+    assert event.nonfinite == ["x<y>|z"] and event.header is None
+    summary = summary_pb2.Summary()
+    summary.ParseFromString(event.summary)
+    assert [v.tag for v in summary.value][:1] == ["x<y>|z/probe_0"]
