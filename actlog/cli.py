@@ -16,6 +16,7 @@ directory, an output that cannot be written) is reported on one line,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -24,6 +25,7 @@ from actlog import __version__
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 
 
 class _UserError(Exception):
@@ -208,12 +210,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name; default ``sys.argv[1:]``.
     """
+    out, err = sys.stdout, sys.stderr
+    try:
+        try:
+            return _run(argv, out, err)
+        finally:
+            out.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        # `actlog ls LOG | head -1`: the reader stopped early and has what it wanted.
+        _discard(out)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("actlog: interrupted", file=err)
+        return EXIT_INTERRUPTED
+
+
+def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
+    args = build_parser().parse_args(argv)
+
     from actlog.export import ExportError
     from actlog.reader import LogError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    out, err = sys.stdout, sys.stderr
     try:
         if args.command == "ls":
             return _cmd_ls(args, out)
@@ -222,9 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(error).split())  # always one line
         print(f"actlog: error: {message}", file=err)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("actlog: interrupted", file=err)
-        return 130
+
+
+def _discard(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at the null device: what is still
+    buffered for a closed pipe is dropped at exit instead of failing again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,25 @@ def test_python_dash_m_and_console_script(log_dir):
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert f"run {metadata.EPOCH_RUN}" in result.stdout
+
+
+def test_ls_into_a_pipe_closed_early_is_quiet(log_dir, tmp_path):
+    # 400 copies of the epoch run: about 150 kB of listing, more than a pipe holds,
+    # so `head` is gone while actlog still writes.
+    for index in range(400):
+        shutil.copytree(log_dir / metadata.EPOCH_RUN, tmp_path / f"r{index:03}" / metadata.EPOCH_RUN)
+    lister = subprocess.Popen(
+        [sys.executable, "-m", "actlog", "ls", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    head = subprocess.Popen(["head", "-1"], stdin=lister.stdout, stdout=subprocess.PIPE, text=True)
+    lister.stdout.close()  # head holds the only read end now
+    first, _ = head.communicate(timeout=120)
+    errors = lister.stderr.read().decode()
+    lister.stderr.close()
+    assert lister.wait(timeout=120) == 0, errors
+    assert errors == ""
+    assert first.startswith(f"{tmp_path}: 400 actlog run(s), ") and first.endswith(" MB\n")
 
 
 # -- export ------------------------------------------------------------------------------
