@@ -16,9 +16,11 @@ directory, an output that cannot be written) is reported on one line,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from actlog import __version__
@@ -232,13 +234,44 @@ def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     from actlog.reader import LogError
 
     try:
-        if args.command == "ls":
-            return _cmd_ls(args, out)
-        return _cmd_export(args, out, err)
+        with _notes(err):
+            if args.command == "ls":
+                return _cmd_ls(args, out)
+            return _cmd_export(args, out, err)
     except (LogError, ExportError, _UserError) as error:
         message = " ".join(str(error).split())  # always one line
         print(f"actlog: error: {message}", file=err)
         return EXIT_USAGE
+
+
+@contextlib.contextmanager
+def _notes(err: TextIO) -> Iterator[None]:
+    """Show each warning raised inside as one line on ``err``, once.
+
+    The reader's warnings (``actlog: ...``: a last record cut short, a record that
+    fails its CRC) are news about the log, not about the code: they become
+    ``actlog: note: ...``, without Python's source line, and are shown even where
+    Python's warnings are filtered out.
+    """
+    said: set[str] = set()
+
+    def show(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int,
+        file: TextIO | None = None, line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())
+        if text.startswith("actlog: "):
+            text = f"actlog: note: {text.removeprefix('actlog: ')}"
+        else:
+            text = f"actlog: warning: {text} ({category.__name__})"
+        if text not in said:
+            said.add(text)
+            print(text, file=err)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message="actlog: ")
+        warnings.showwarning = show
+        yield
 
 
 def _discard(stream: TextIO) -> None:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import actlog
-from actlog import metadata
+from actlog import metadata, records
 from actlog.cli import main
 from actlog.export import GAP
 
@@ -255,3 +255,44 @@ def test_bad_option_values_are_usage_errors(log_dir, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "expected a number > 0, received '0'" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.gif")
+
+
+# -- a log cut short by a crash: what is complete, and one note ---------------------------
+
+
+def torn_copy(log_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the epoch run whose event file ends 10 bytes into the record of
+    conv_0's last grid for probe 0, as a crash mid-write leaves it: ``(log, file)``."""
+    from tensorboard.compat.proto import event_pb2
+
+    log = tmp_path / "torn"
+    shutil.copytree(log_dir / metadata.EPOCH_RUN, log / metadata.EPOCH_RUN)
+    (path,) = (log / metadata.EPOCH_RUN).iterdir()
+    data = path.read_bytes()
+    tag = metadata.grid_tag("conv_0", 0, 2)
+    last = max(
+        offset
+        for offset, length in records.scan(data).records
+        if tag in {v.tag for v in event_pb2.Event.FromString(data[offset : offset + length]).summary.value}
+    )
+    path.write_bytes(data[: last + 10])
+    return log, path
+
+
+def test_torn_last_record_is_one_clean_note(log_dir, tmp_path):
+    log, path = torn_copy(log_dir, tmp_path)
+    with pytest.warns(RuntimeWarning, match="complete records before it"):
+        assert actlog.read(log).run().grid_steps("conv_0", 0) == [0, 1, 2]
+    listing = cli("ls", str(log))
+    exported = cli(*export_args(log, tmp_path))
+    for result in (listing, exported):
+        assert result.returncode == 0, result.stderr
+        (note,) = result.stderr.splitlines()  # one line: no source line under it
+        assert note.startswith(f"actlog: note: {path}: the record at byte ")
+        assert note.endswith("(a run still being written, or a crash mid-write); "
+                             "returning the complete records before it.")
+        assert "Warning" not in note and "cli.py" not in note
+    assert "steps:     3 (0..2)" in listing.stdout
+    assert "3 frame(s) (epoch 0..2)" in exported.stdout
+    with Image.open(tmp_path / "out.gif") as image:
+        assert image.n_frames == 3
