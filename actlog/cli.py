@@ -107,12 +107,22 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from actlog import export
-    from actlog.reader import read
+    from actlog import export, metadata
+    from actlog.reader import LogError, read
 
     # Check the output before reading anything: a typo should not cost a long read.
     export.check_output(args.output)
-    run = read(args.logdir).run(args.run)
+    log = read(args.logdir)
+    try:
+        run = log.run(args.run)
+    except LogError:
+        if args.run is not None:
+            raise
+        # Without --run, the only failure is a choice to make: say how to make it.
+        raise _UserError(
+            f"Several runs under {log.path!r} and none is {metadata.EPOCH_RUN!r}; "
+            f"choose one with --run: {log.runs}."
+        ) from None
     show = args.progress if args.progress is not None else err.isatty()
     what = f"{args.layer} probe {args.probe}" + (
         f" channel {args.channel}" if args.channel is not None else ""

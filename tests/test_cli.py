@@ -239,6 +239,21 @@ def test_export_errors(log_dir, tmp_path, case):
     assert {p.name for p in tmp_path.iterdir()} == {"d.gif", "empty"}  # nothing written
 
 
+def test_several_runs_and_no_default_ask_for_run(log_dir, tmp_path):
+    two = tmp_path / "two"
+    for name in ("a", "b"):
+        shutil.copytree(log_dir / metadata.EPOCH_RUN, two / name / metadata.EPOCH_RUN)
+    result = cli(*export_args(two, tmp_path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"actlog: error: Several runs under {str(two)!r} and none is 'activations'; "
+        "choose one with --run: ['a/activations', 'b/activations'].\n"
+    )
+    assert not (tmp_path / "out.gif").exists()
+    assert cli(*export_args(two, tmp_path, run="b/activations")).returncode == 0
+    assert (tmp_path / "out.gif").exists()
+
+
 @pytest.mark.parametrize("where", ["missing", "empty"])
 def test_ls_errors(tmp_path, where):
     (tmp_path / "empty").mkdir()
