@@ -204,6 +204,14 @@ ERRORS = {
     # case: (changes to a valid export command, texts the one-line error must hold)
     "unknown run": ({"run": "nope"}, ["No run 'nope'", "['activations', 'activations_batch']"]),
     "unknown layer": ({"layer": "dense"}, ["No layer 'dense'", "['conv_0', 'conv_1']"]),
+    "misspelt run": (
+        {"run": "activation"},
+        ["No run 'activation'", "Did you mean 'activations' or 'activations_batch'?"],
+    ),
+    "misspelt layer": (
+        {"layer": "conv0"},
+        ["No layer 'conv0'", "['conv_0', 'conv_1']. Did you mean 'conv_0' or 'conv_1'?"],
+    ),
     "unknown probe": ({"probe": "5"}, ["No probe 5", "2 probes (0..1)"]),
     "unknown channel": ({"channel": "99"}, ["Channel 99", "channels shown: 0..3"]),
     "unknown extension": ({"o": "{tmp}/out.jpg"}, ["'.jpg'", ".gif (animated GIF), .png"]),
