@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,15 +91,23 @@ def test_python_dash_m_and_console_script(log_dir):
         assert f"run {metadata.EPOCH_RUN}" in result.stdout
 
 
-def test_ls_into_a_pipe_closed_early_is_quiet(log_dir, tmp_path):
-    # 400 copies of the epoch run: about 150 kB of listing, more than a pipe holds,
-    # so `head` is gone while actlog still writes.
+@pytest.fixture(scope="module")
+def long_log(log_dir, tmp_path_factory) -> Path:
+    """400 copies of the epoch run: about 150 kB of `ls`, more than a pipe holds."""
+    path = tmp_path_factory.mktemp("long")
     for index in range(400):
-        shutil.copytree(log_dir / metadata.EPOCH_RUN, tmp_path / f"r{index:03}" / metadata.EPOCH_RUN)
-    lister = subprocess.Popen(
-        [sys.executable, "-m", "actlog", "ls", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        shutil.copytree(log_dir / metadata.EPOCH_RUN, path / f"r{index:03}" / metadata.EPOCH_RUN)
+    return path
+
+
+def start_ls(log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "actlog", "ls", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+
+
+def test_ls_into_a_pipe_closed_early_is_quiet(long_log):
+    lister = start_ls(long_log)  # `head` is gone while actlog still writes
     head = subprocess.Popen(["head", "-1"], stdin=lister.stdout, stdout=subprocess.PIPE, text=True)
     lister.stdout.close()  # head holds the only read end now
     first, _ = head.communicate(timeout=120)
@@ -105,7 +115,56 @@ def test_ls_into_a_pipe_closed_early_is_quiet(log_dir, tmp_path):
     lister.stderr.close()
     assert lister.wait(timeout=120) == 0, errors
     assert errors == ""
-    assert first.startswith(f"{tmp_path}: 400 actlog run(s), ") and first.endswith(" MB\n")
+    assert first.startswith(f"{long_log}: 400 actlog run(s), ") and first.endswith(" MB\n")
+
+
+def test_ctrl_c_is_one_line_and_status_130(long_log):
+    lister = start_ls(long_log)
+    assert lister.stdout.read(1) == str(long_log).encode()[:1]  # listing, now blocked on a full pipe
+    lister.send_signal(signal.SIGINT)
+    _, errors = lister.communicate(timeout=120)
+    assert lister.returncode == 130
+    assert errors.decode() == "actlog: interrupted\n"
+
+
+def test_ctrl_c_during_export_ends_the_progress_line_first(log_dir, tmp_path, capsys, monkeypatch):
+    from actlog import export as export_module
+
+    real_export = export_module.export
+
+    def interrupted(*args, progress, **kwargs):
+        def stop(done: int, total: int) -> None:
+            progress(done, total)
+            if done == 2:
+                raise KeyboardInterrupt
+
+        return real_export(*args, progress=stop, **kwargs)
+
+    monkeypatch.setattr(export_module, "export", interrupted)
+    assert export(log_dir, tmp_path / "i.gif", "--progress") == 130
+    assert capsys.readouterr().err.endswith(" 2/4 frames\nactlog: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [[], ["ls"], ["export"]])
+def test_help_shows_exit_statuses_and_examples_that_work(log_dir, tmp_path, capsys, monkeypatch, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status:" in text and "\n  2    a usage error" in text and "\n  130  interrupted" in text
+    examples = [line.strip() for line in text.splitlines() if line.startswith("  actlog ")]
+    assert examples and all(e.startswith(f"actlog {command[0]} ") for e in examples if command)
+    monkeypatch.chdir(tmp_path)
+    for example in examples:
+        example = example.replace("runs/exp1", str(log_dir))
+        if "|" in example:
+            example = example.replace("actlog ", f"{sys.executable} -m actlog ", 1)
+            result = subprocess.run(["bash", "-o", "pipefail", "-c", example], capture_output=True)
+            assert result.returncode == 0 and result.stdout and not result.stderr, example
+        else:
+            assert main(shlex.split(example)[1:]) == 0, example
+            assert "wrote " in capsys.readouterr().out or example.startswith("actlog ls")
 
 
 # -- export ------------------------------------------------------------------------------
