@@ -10,20 +10,28 @@ Reads logs with :mod:`actlog.reader` and writes with :mod:`actlog.export`:
 no TensorFlow is imported, so the command starts fast. A mistake in what was
 asked (a run, layer, probe or channel that does not exist, a missing log
 directory, an output that cannot be written) is reported on one line,
-``actlog: error: ...``, naming what exists, with exit status 2.
+``actlog: error: ...``, naming what exists (and the closest name), with exit
+status 2. What the reader has to say about a log (a last record cut short by a
+crash) is one ``actlog: note: ...`` line on stderr. A reader that stops early
+(``actlog ls LOG | head``) is not an error: exit status 0, nothing on stderr.
+Ctrl-C prints ``actlog: interrupted`` and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from actlog import __version__
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
 
 
 class _UserError(Exception):
@@ -58,17 +66,24 @@ class _ProgressBar:
         self.stream = stream
         self.title = title
         self.width = width
-        self._finished = False
+        self._open = False  # a bar is drawn and its line not ended yet
 
     def __call__(self, done: int, total: int) -> None:
         filled = self.width * done // max(total, 1)
         bar = "#" * filled + "-" * (self.width - filled)
         self.stream.write(f"\r{self.title} [{bar}] {done}/{total} frames")
-        self.stream.flush()
-        if done >= total and not self._finished:
-            self._finished = True
-            self.stream.write("\n")
+        self._open = True
+        if done >= total:
+            self.end()
+        else:
             self.stream.flush()
+
+    def end(self) -> None:
+        """End the bar's line, once: an error or ``actlog: interrupted`` gets a line of its own."""
+        if self._open:
+            self._open = False
+            self.stream.write("\n")
+        self.stream.flush()
 
 
 def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
@@ -103,12 +118,22 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from actlog import export
-    from actlog.reader import read
+    from actlog import export, metadata
+    from actlog.reader import LogError, read
 
     # Check the output before reading anything: a typo should not cost a long read.
     export.check_output(args.output)
-    run = read(args.logdir).run(args.run)
+    log = read(args.logdir)
+    try:
+        run = log.run(args.run)
+    except LogError:
+        if args.run is not None:
+            raise
+        # Without --run, the only failure is a choice to make: say how to make it.
+        raise _UserError(
+            f"Several runs under {log.path!r} and none is {metadata.EPOCH_RUN!r}; "
+            f"choose one with --run: {log.runs}."
+        ) from None
     show = args.progress if args.progress is not None else err.isatty()
     what = f"{args.layer} probe {args.probe}" + (
         f" channel {args.channel}" if args.channel is not None else ""
@@ -128,6 +153,9 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     except OSError as error:
         raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+    finally:
+        if progress is not None:
+            progress.end()
     kind = export.FORMATS[result.format]
     print(
         f"wrote {result.path}: {kind}, {len(result.steps)} frame(s) "
@@ -159,11 +187,45 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_LS_EXAMPLES = """\
+examples:
+  actlog ls runs/exp1
+  actlog ls runs/exp1 | head -3
+"""
+
+_EXPORT_EXAMPLES = """\
+examples:
+  # one frame per logged epoch: an animation, then the same as a filmstrip
+  actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
+  actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.png
+  # one channel's tile through time, upscaled
+  actlog export runs/exp1 --layer conv_1 --probe 0 --channel 5 -o ch5.png
+  # the batch-level run (`actlog ls` lists the runs of a log)
+  actlog export runs/exp1 --run activations_batch --layer conv_0 --probe 0 -o b.gif
+"""
+
+_EXIT_STATUS = """\
+exit status:
+  0    done (also when the reader of the output stops early, as `head` does)
+  2    a usage error: a bad option; a run, layer, probe or channel that does not
+       exist; a missing log directory; an output that cannot be written
+  130  interrupted (Ctrl-C)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``actlog`` command."""
     parser = argparse.ArgumentParser(
         prog="actlog",
         description="Inspect actlog activation logs and export a layer's evolution.",
+        epilog=(
+            "examples:\n"
+            "  actlog ls runs/exp1\n"
+            "  actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif\n\n"
+            "`actlog COMMAND --help` shows the options of a command, with more examples.\n\n"
+            f"{_EXIT_STATUS}"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"actlog {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -172,33 +234,51 @@ def build_parser() -> argparse.ArgumentParser:
     ls = commands.add_parser(
         "ls", help="list runs, layers, probes, steps and bytes of a log",
         description="List every actlog run under LOGDIR: layers, probes, steps and size.",
+        epilog=f"{_LS_EXAMPLES}\n{_EXIT_STATUS}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ls.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
 
     ex = commands.add_parser(
         "export", help="export a grid (or one channel) over every step as GIF or PNG strip",
         description=(
-            "Export the grid of one layer for one probe over every logged step: "
+            "Export the grid of one layer for one probe over every logged step:\n"
             "OUT.gif is an animation, OUT.png a filmstrip. Each frame is labelled with its step."
         ),
+        epilog=f"{_EXPORT_EXAMPLES}\n{_EXIT_STATUS}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ex.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
     ex.add_argument("--layer", required=True, help="layer display name (see `actlog ls`)")
-    ex.add_argument("--probe", required=True, type=int, help="probe index, from 0")
+    ex.add_argument("--probe", required=True, type=int, metavar="N", help="probe index, from 0")
     ex.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.gif or OUT.png")
-    ex.add_argument("--channel", type=int, help="follow this channel's tile instead of the grid")
     ex.add_argument(
-        "--run", help="run name (default: 'activations', or the only run)"
+        "--channel", type=int, metavar="C",
+        help="follow the tile of channel C (an index into the layer's output) instead of the grid",
     )
-    ex.add_argument("--fps", type=_positive_float, default=4.0, help="GIF frames per second (4)")
-    ex.add_argument("--columns", type=_positive_int, help="frames per row of a PNG strip")
-    ex.add_argument("--scale", type=_positive_int, help="integer upscaling of each frame")
+    ex.add_argument(
+        "--run", help="run name, as `actlog ls` shows it (default: 'activations', or the only run)"
+    )
+    ex.add_argument(
+        "--fps", type=_positive_float, default=4.0, help="GIF frames per second (default: 4)"
+    )
+    ex.add_argument(
+        "--columns", type=_positive_int, metavar="N",
+        help="frames per row of a PNG strip (default: as many as fit in about 2000 px)",
+    )
+    ex.add_argument(
+        "--scale", type=_positive_int, metavar="K",
+        help="integer upscaling of each frame (default: 1 for a grid; for a channel, "
+        "enough to make the tile's long side 128 px or more)",
+    )
     bar = ex.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress", dest="progress", action="store_true", default=None,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    bar.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
+    )
     return parser
 
 
@@ -208,23 +288,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: arguments without the program name; default ``sys.argv[1:]``.
     """
+    out, err = sys.stdout, sys.stderr
+    try:
+        try:
+            status = _run(argv, out, err)
+        except SystemExit:  # argparse, after --help, --version or a usage error
+            out.flush()
+            raise
+        out.flush()  # here, not at exit, so that a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        # `actlog ls LOG | head -1`: the reader stopped early and has what it wanted.
+        _discard(out)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        _discard(out)  # what is still buffered is not wanted, and may have no reader left
+        print("actlog: interrupted", file=err)
+        return EXIT_INTERRUPTED
+
+
+def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
+    args = build_parser().parse_args(argv)
+
     from actlog.export import ExportError
     from actlog.reader import LogError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    out, err = sys.stdout, sys.stderr
     try:
-        if args.command == "ls":
-            return _cmd_ls(args, out)
-        return _cmd_export(args, out, err)
+        with _notes(err):
+            if args.command == "ls":
+                return _cmd_ls(args, out)
+            return _cmd_export(args, out, err)
     except (LogError, ExportError, _UserError) as error:
         message = " ".join(str(error).split())  # always one line
         print(f"actlog: error: {message}", file=err)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("actlog: interrupted", file=err)
-        return 130
+
+
+@contextlib.contextmanager
+def _notes(err: TextIO) -> Iterator[None]:
+    """Show each warning raised inside as one line on ``err``, once.
+
+    The reader's warnings (``actlog: ...``: a last record cut short, a record that
+    fails its CRC) are news about the log, not about the code: they become
+    ``actlog: note: ...``, without Python's source line, and are shown even where
+    Python's warnings are filtered out.
+    """
+    said: set[str] = set()
+
+    def show(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int,
+        file: TextIO | None = None, line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())
+        if text.startswith("actlog: "):
+            text = f"actlog: note: {text.removeprefix('actlog: ')}"
+        else:
+            text = f"actlog: warning: {text} ({category.__name__})"
+        if text not in said:
+            said.add(text)
+            print(text, file=err)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message="actlog: ")
+        warnings.showwarning = show
+        yield
+
+
+def _discard(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at the null device: what is still
+    buffered for a closed pipe is dropped at exit instead of failing again."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import actlog
-from actlog import metadata
+from actlog import metadata, records
 from actlog.cli import main
 from actlog.export import GAP
 
@@ -86,6 +89,82 @@ def test_python_dash_m_and_console_script(log_dir):
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert f"run {metadata.EPOCH_RUN}" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def long_log(log_dir, tmp_path_factory) -> Path:
+    """400 copies of the epoch run: about 150 kB of `ls`, more than a pipe holds."""
+    path = tmp_path_factory.mktemp("long")
+    for index in range(400):
+        shutil.copytree(log_dir / metadata.EPOCH_RUN, path / f"r{index:03}" / metadata.EPOCH_RUN)
+    return path
+
+
+def start_ls(log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "actlog", "ls", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def test_ls_into_a_pipe_closed_early_is_quiet(long_log):
+    lister = start_ls(long_log)  # `head` is gone while actlog still writes
+    head = subprocess.Popen(["head", "-1"], stdin=lister.stdout, stdout=subprocess.PIPE, text=True)
+    lister.stdout.close()  # head holds the only read end now
+    first, _ = head.communicate(timeout=120)
+    errors = lister.stderr.read().decode()
+    lister.stderr.close()
+    assert lister.wait(timeout=120) == 0, errors
+    assert errors == ""
+    assert first.startswith(f"{long_log}: 400 actlog run(s), ") and first.endswith(" MB\n")
+
+
+def test_ctrl_c_is_one_line_and_status_130(long_log):
+    lister = start_ls(long_log)
+    assert lister.stdout.read(1) == str(long_log).encode()[:1]  # listing, now blocked on a full pipe
+    lister.send_signal(signal.SIGINT)
+    _, errors = lister.communicate(timeout=120)
+    assert lister.returncode == 130
+    assert errors.decode() == "actlog: interrupted\n"
+
+
+def test_ctrl_c_during_export_ends_the_progress_line_first(log_dir, tmp_path, capsys, monkeypatch):
+    from actlog import export as export_module
+
+    real_export = export_module.export
+
+    def interrupted(*args, progress, **kwargs):
+        def stop(done: int, total: int) -> None:
+            progress(done, total)
+            if done == 2:
+                raise KeyboardInterrupt
+
+        return real_export(*args, progress=stop, **kwargs)
+
+    monkeypatch.setattr(export_module, "export", interrupted)
+    assert export(log_dir, tmp_path / "i.gif", "--progress") == 130
+    assert capsys.readouterr().err.endswith(" 2/4 frames\nactlog: interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [[], ["ls"], ["export"]])
+def test_help_shows_exit_statuses_and_examples_that_work(log_dir, tmp_path, capsys, monkeypatch, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status:" in text and "\n  2    a usage error" in text and "\n  130  interrupted" in text
+    examples = [line.strip() for line in text.splitlines() if line.startswith("  actlog ")]
+    assert examples and all(e.startswith(f"actlog {command[0]} ") for e in examples if command)
+    monkeypatch.chdir(tmp_path)
+    for example in examples:
+        example = example.replace("runs/exp1", str(log_dir))
+        if "|" in example:
+            example = example.replace("actlog ", f"{sys.executable} -m actlog ", 1)
+            result = subprocess.run(["bash", "-o", "pipefail", "-c", example], capture_output=True)
+            assert result.returncode == 0 and result.stdout and not result.stderr, example
+        else:
+            assert main(shlex.split(example)[1:]) == 0, example
+            assert "wrote " in capsys.readouterr().out or example.startswith("actlog ls")
 
 
 # -- export ------------------------------------------------------------------------------
@@ -184,6 +263,14 @@ ERRORS = {
     # case: (changes to a valid export command, texts the one-line error must hold)
     "unknown run": ({"run": "nope"}, ["No run 'nope'", "['activations', 'activations_batch']"]),
     "unknown layer": ({"layer": "dense"}, ["No layer 'dense'", "['conv_0', 'conv_1']"]),
+    "misspelt run": (
+        {"run": "activation"},
+        ["No run 'activation'", "Did you mean 'activations' or 'activations_batch'?"],
+    ),
+    "misspelt layer": (
+        {"layer": "conv0"},
+        ["No layer 'conv0'", "['conv_0', 'conv_1']. Did you mean 'conv_0' or 'conv_1'?"],
+    ),
     "unknown probe": ({"probe": "5"}, ["No probe 5", "2 probes (0..1)"]),
     "unknown channel": ({"channel": "99"}, ["Channel 99", "channels shown: 0..3"]),
     "unknown extension": ({"o": "{tmp}/out.jpg"}, ["'.jpg'", ".gif (animated GIF), .png"]),
@@ -219,6 +306,21 @@ def test_export_errors(log_dir, tmp_path, case):
     assert {p.name for p in tmp_path.iterdir()} == {"d.gif", "empty"}  # nothing written
 
 
+def test_several_runs_and_no_default_ask_for_run(log_dir, tmp_path):
+    two = tmp_path / "two"
+    for name in ("a", "b"):
+        shutil.copytree(log_dir / metadata.EPOCH_RUN, two / name / metadata.EPOCH_RUN)
+    result = cli(*export_args(two, tmp_path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"actlog: error: Several runs under {str(two)!r} and none is 'activations'; "
+        "choose one with --run: ['a/activations', 'b/activations'].\n"
+    )
+    assert not (tmp_path / "out.gif").exists()
+    assert cli(*export_args(two, tmp_path, run="b/activations")).returncode == 0
+    assert (tmp_path / "out.gif").exists()
+
+
 @pytest.mark.parametrize("where", ["missing", "empty"])
 def test_ls_errors(tmp_path, where):
     (tmp_path / "empty").mkdir()
@@ -235,3 +337,44 @@ def test_bad_option_values_are_usage_errors(log_dir, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "expected a number > 0, received '0'" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.gif")
+
+
+# -- a log cut short by a crash: what is complete, and one note ---------------------------
+
+
+def torn_copy(log_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the epoch run whose event file ends 10 bytes into the record of
+    conv_0's last grid for probe 0, as a crash mid-write leaves it: ``(log, file)``."""
+    from tensorboard.compat.proto import event_pb2
+
+    log = tmp_path / "torn"
+    shutil.copytree(log_dir / metadata.EPOCH_RUN, log / metadata.EPOCH_RUN)
+    (path,) = (log / metadata.EPOCH_RUN).iterdir()
+    data = path.read_bytes()
+    tag = metadata.grid_tag("conv_0", 0, 2)
+    last = max(
+        offset
+        for offset, length in records.scan(data).records
+        if tag in {v.tag for v in event_pb2.Event.FromString(data[offset : offset + length]).summary.value}
+    )
+    path.write_bytes(data[: last + 10])
+    return log, path
+
+
+def test_torn_last_record_is_one_clean_note(log_dir, tmp_path):
+    log, path = torn_copy(log_dir, tmp_path)
+    with pytest.warns(RuntimeWarning, match="complete records before it"):
+        assert actlog.read(log).run().grid_steps("conv_0", 0) == [0, 1, 2]
+    listing = cli("ls", str(log))
+    exported = cli(*export_args(log, tmp_path))
+    for result in (listing, exported):
+        assert result.returncode == 0, result.stderr
+        (note,) = result.stderr.splitlines()  # one line: no source line under it
+        assert note.startswith(f"actlog: note: {path}: the record at byte ")
+        assert note.endswith("(a run still being written, or a crash mid-write); "
+                             "returning the complete records before it.")
+        assert "Warning" not in note and "cli.py" not in note
+    assert "steps:     3 (0..2)" in listing.stdout
+    assert "3 frame(s) (epoch 0..2)" in exported.stdout
+    with Image.open(tmp_path / "out.gif") as image:
+        assert image.n_frames == 3
