@@ -16,6 +16,7 @@ from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.faults import KINDS, Faults, LoggingError
 from actlog.layers import check_spec
 from actlog.probes import copy_probes
+from actlog.runs import Destination
 from actlog.session import Continuity, Options, Session
 from actlog.worker import ON_FULL
 
@@ -147,6 +148,7 @@ class ActivationLogger(keras.callbacks.Callback):
             on_full=check_choice("on_full", on_full, ON_FULL),
         )
         self._faults = Faults(strict=bool(strict))
+        self._destination = Destination(self._storage, self.log_dir)
         self._session: Session | None = None
         self._probe_fn: Any = None
         self._continuity = Continuity()
@@ -165,6 +167,12 @@ class ActivationLogger(keras.callbacks.Callback):
         doc="Logging faults met so far, by kind: " + "; ".join(f"``{k}``: {v}" for k, v in KINDS.items())
         + ". Each kind warns once; training is never stopped unless ``strict``.",
     )
+
+    @property
+    def run_dirs(self) -> dict[str, str]:
+        """Where the epoch and batch runs go: ``log_dir/activations`` unless that held another
+        run's steps (see :mod:`actlog.runs`); decided at the first event."""
+        return {run: self._destination.path(run) for run in (metadata.EPOCH_RUN, metadata.BATCH_RUN)}
 
     @property
     def pending(self) -> int:
@@ -197,7 +205,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._steps_before = 0
         if self.freq or self.batch_freq:
             self._session = Session(
-                model, self.probes, self.options, storage=self._storage, log_dir=self.log_dir,
+                model, self.probes, self.options, destination=self._destination,
                 faults=self._faults, continuity=self._continuity,
             )
             self._probe_fn = self._session.probe_fn

@@ -95,10 +95,10 @@ def walk(model: Any) -> list[tuple[str, Any, tuple[Any, ...]]]:
     found: list[tuple[str, Any, tuple[Any, ...]]] = []
 
     def visit(container: Any, prefix: str, chain: tuple[Any, ...]) -> None:
-        for layer in _children(container):
+        for segment, layer in _children(container):
             if _is_input_layer(layer):
                 continue
-            path = f"{prefix}{layer.name}"
+            path = f"{prefix}{segment}"
             found.append((path, layer, chain))
             if is_container(layer):
                 visit(layer, path + "/", chain + (layer,))
@@ -306,13 +306,44 @@ def _check_names(chosen: list[Watched]) -> list[Watched]:
     return chosen
 
 
-def _children(container: Any) -> list:
+def _children(container: Any) -> list[tuple[str, Any]]:
+    """``(path segment, layer)`` of the layers directly inside ``container``.
+
+    A model's layers go by their names, which saving keeps. Inside a
+    user-written composite layer, a layer whose name Keras made up
+    (``conv2d_6``: the number changes each time the layer is built again in a
+    process, a reload included) goes by the attribute that holds it
+    (``self.conv`` -> ``conv``, ``self.convs[1]`` -> ``convs.1``), so its tags
+    stay the same across a reload; a layer given a ``name=`` keeps that name.
+    """
     if _is_model(container):
-        return list(container.layers)
+        return [(layer.name, layer) for layer in container.layers]
     flatten = getattr(container, "_flatten_layers", None)
     if flatten is None:
         return []
-    return list(flatten(include_self=False, recursive=False))
+    attributes: dict[int, str] = {}
+    # (With the torch backend layers are torch modules, which keep sub-layers in _modules.)
+    held = {**getattr(container, "_modules", {}), **vars(container)}
+    for attribute, value in held.items():
+        if attribute.startswith("_"):
+            continue
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                attributes.setdefault(id(item), f"{attribute}.{i}")
+        else:
+            attributes.setdefault(id(value), attribute)
+    return [
+        (attributes.get(id(layer), layer.name) if _generated_name(layer) else layer.name, layer)
+        for layer in flatten(include_self=False, recursive=False)
+    ]
+
+
+def _generated_name(layer: Any) -> bool:
+    """Whether ``layer.name`` is one Keras made up from the class name (``conv2d``, ``conv2d_6``)."""
+    stem = re.sub(r"\W+", "", type(layer).__name__)
+    stem = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", stem)
+    stem = re.sub(r"([a-z])([A-Z])", r"\1_\2", stem).lower()
+    return re.fullmatch(re.escape(stem) + r"(_\d+)?", layer.name) is not None
 
 
 def is_container(layer: Any) -> bool:

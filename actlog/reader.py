@@ -753,7 +753,7 @@ class Log:
             if len(self._runs) == 1:
                 return next(iter(self._runs.values()))
             raise LogError(
-                f"Several runs under {self.path!r}; choose one of {self.runs} (the CLI's --run)."
+                f"Several runs under {self.path!r}; choose one with Log.run(name): {self.runs}."
             )
         try:
             return self._runs[name]

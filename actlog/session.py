@@ -26,7 +26,7 @@ from actlog import backends, grid, metadata, probe, probes
 from actlog.event import EventAssembler, LayerPlan, LayerResult
 from actlog.faults import Faults, classify
 from actlog.layers import resolve
-from actlog.storage import Storage
+from actlog.runs import Destination
 from actlog.worker import Worker
 from actlog.writer import RunWriter
 
@@ -73,16 +73,14 @@ class Session:
         probe_batch: Any,
         options: Options,
         *,
-        storage: Storage,
-        log_dir: str,
+        destination: Destination,
         faults: Faults,
         continuity: Continuity,
     ) -> None:
         self.options = options
         self.faults = faults
         self.continuity = continuity
-        self.storage = storage
-        self.log_dir = log_dir
+        self.destination = destination
         self.backend = backends.current()
         self.chief = self.backend.is_chief(model)
 
@@ -179,6 +177,7 @@ class Session:
         """The training thread's half of an event at ``step`` of ``run``."""
         if not self.chief:
             return
+        self.destination.decide(run, step, [p.name for p in self.plans])
         previous = self.continuity.previous.get(run)
         if self._channels is None:  # channels="most_active": decided once, now
             out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
@@ -202,14 +201,15 @@ class Session:
         if not self.worker.submit(job):
             self.faults.report(
                 "skipped",
-                f"step {step} of run {run!r} was not logged: {self.options.max_pending} events were "
+                f"step {step} of run {self.destination.name(run)!r} was not logged: "
+                f"{self.options.max_pending} events were "
                 "still being written (on_full='skip')",
             )
 
     def _finish(self, run: str, step: int, fetch: Any, masks: list[Any], first: bool,
                 has_previous: bool) -> None:
         """The background half: grids, statistics, one record."""
-        what = f"step {step} of run {run!r} under {self.log_dir!r}"
+        what = f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"
         try:
             host = fetch()
             results = [
@@ -230,7 +230,7 @@ class Session:
         writer = self._writers.get(run)
         if writer is None:
             writer = self._writers[run] = RunWriter(
-                self.storage, self.storage.join(self.log_dir, run),
+                self.destination.storage, self.destination.path(run),
                 on_reopen=lambda message: self.faults.report("removed", message),
             )
         return writer

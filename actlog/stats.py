@@ -147,8 +147,10 @@ def sketch(xp: Any, maps: Any, size: int = SKETCH_SIZE) -> Any:
     rows, cols, block_h, block_w = sketch_shape(height, width, size)
     if block_h == block_w == 1:
         return clean
-    padded = xp.pad(clean, [[0, 0], [0, rows * block_h - height], [0, cols * block_w - width], [0, 0]])
-    blocks = xp.reshape(padded, (k, rows, block_h, cols, block_w, channels))
+    extra_h, extra_w = rows * block_h - height, cols * block_w - width
+    if extra_h or extra_w:
+        clean = xp.pad(clean, [[0, 0], [0, extra_h], [0, extra_w], [0, 0]])
+    blocks = xp.reshape(clean, (k, rows, block_h, cols, block_w, channels))
     return xp.sum(blocks, axis=(2, 4))
 
 

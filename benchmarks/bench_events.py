@@ -1,0 +1,274 @@
+"""What one actlog event costs, on every Keras backend, against that backend's floor.
+
+For each backend (one child process each, ``KERAS_BACKEND`` set) and each
+model, this prints per event (median over ``--events`` events after warm-up):
+
+- **step**: one training step of the model (``train_on_batch``, batch ``--batch``),
+  for scale: an event costs this many steps of training.
+- **floor**: the least a careful hand-written logger does: one compiled forward
+  pass of the watched layers (``tf.function`` / ``jax.jit`` / ``torch.no_grad``),
+  every activation copied to the host, numpy grids (``actlog.grid.render``),
+  PNG encoding and one write of one record.
+- **sync**: ``ActivationLogger(background=False)``: the whole event on the
+  training thread (actlog's path before this release).
+- **blocked**: ``ActivationLogger()`` (background): what the training thread
+  waits for per event.
+- **fwd+copy**: the compiled probe function (forward pass and the reductions
+  on the device) plus the copy of its results (selected channels as uint8,
+  per-channel sums) to the host: the part that must see the weights.
+- **cpu**: process CPU time per event of the background path, every thread.
+- **compiles**: how many times the probe function was traced (1 on TensorFlow
+  and JAX; 0 on PyTorch, which runs it eagerly) after all events.
+- **copied**: MB per event leaving the device, against the raw activations.
+
+Targets: sync <= 1.5x floor; blocked <= 1.5x fwd+copy (the MNIST model, CPU);
+JAX and PyTorch no slower than TensorFlow on the same model.
+
+```
+python benchmarks/bench_events.py                              # every backend found, mnist + mobilenetv2
+python benchmarks/bench_events.py --backends jax --models resnet50 --events 10
+KERAS_BACKEND=jax python benchmarks/bench_events.py            # the same on a GPU machine
+```
+
+Each backend runs in the Python given by ``--python BACKEND=PATH``, else in
+``.venv`` (TensorFlow), ``.venv-jax`` or ``.venv-torch`` when the checkout has
+them (``bash .ci/run`` makes them), else in this Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ("tensorflow", "jax", "torch")
+MODELS = {
+    # name: (input side, probes, layers description)
+    "mnist": (28, 8, "conv_0 + conv_1"),
+    "mobilenetv2": (None, 4, "every Conv2D and DepthwiseConv2D"),
+    "resnet50": (224, 4, "every Conv2D"),
+}
+
+
+# --------------------------------------------------------------------------- child
+
+
+def _build(name: str, side: int):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if name == "mnist":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import make_classic_model
+
+        return make_classic_model(0), ["conv_0", "conv_1"], (28, 28, 1)
+    app = {"mobilenetv2": keras.applications.MobileNetV2, "resnet50": keras.applications.ResNet50}[name]
+    model = app(weights=None, input_shape=(side, side, 3), classes=10)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    return model, [layer.name for layer in model.layers if isinstance(layer, kinds)], (side, side, 3)
+
+
+def _median_ms(samples: list[float]) -> float:
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def _child(models: list[str], events: int, batch: int, side: int) -> dict:
+    import keras
+    import numpy as np
+
+    import actlog
+    from actlog import backends, grid, probe, probes, records, session
+    from actlog.png import encode_png
+    from actlog.runs import Destination
+    from actlog.writer import encode_event
+
+    backend = backends.current()
+    device = "cpu"
+    if keras.backend.backend() == "jax":
+        import jax
+
+        device = jax.devices()[0].platform
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = {"backend": keras.backend.backend(), "device": device, "models": {}}
+    rng = np.random.default_rng(0)
+    for name in models:
+        default_side, k, _ = MODELS[name]
+        model, layers, shape = _build(name, default_side or side)
+        x = rng.random((k, *shape)).astype(np.float32)
+        xb = rng.random((batch, *shape)).astype(np.float32)
+        yb = rng.integers(0, 10, batch)
+        for _ in range(3):
+            model.train_on_batch(xb, yb)
+        step = []
+        for _ in range(10):
+            t = time.perf_counter()
+            model.train_on_batch(xb, yb)
+            step.append(time.perf_counter() - t)
+        result = {"layers": len(layers), "probes": k, "side": shape[0], "step_ms": _median_ms(step)}
+
+        with tempfile.TemporaryDirectory() as tmp:
+            # -- actlog, synchronous and in the background
+            for mode in ("sync", "background"):
+                logger = actlog.ActivationLogger(os.path.join(tmp, mode), x, layers=layers,
+                                                 background=mode == "background")
+                logger.set_model(model)
+                logger.on_train_begin()
+                logger.log_now(0)
+                logger.flush()
+                blocked, cpu = [], []
+                for i in range(1, events + 1):
+                    c = time.process_time()
+                    t = time.perf_counter()
+                    logger.log_now(i)
+                    blocked.append(time.perf_counter() - t)
+                    logger.flush()
+                    cpu.append(time.process_time() - c)
+                logger.on_train_end()
+                result[f"{mode}_ms"] = _median_ms(blocked)
+                if mode == "background":
+                    result["cpu_ms"] = _median_ms(cpu)
+                    result["compiles"] = logger.probe_function.traces
+                    assert logger.misses == {}, logger.misses
+
+            # -- the device half alone: probe function + copy of its results
+            sess = logger_session = session.Session(
+                model, probes.copy_probes(x), logger.options,
+                destination=Destination(logger._storage, os.path.join(tmp, "probe")),
+                faults=logger._faults, continuity=session.Continuity(),
+            )
+            fn = sess.probe_fn
+            channels = fn.channels([p.layout.channels for p in sess.plans])
+            previous = fn.zero_sketches()
+            copy, copied = [], 0
+            for i in range(events + 1):
+                t = time.perf_counter()
+                res = fn(channels, previous)
+                host = backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
+                                      for o in res])()
+                if i:
+                    copy.append(time.perf_counter() - t)
+                previous = [o["sketch"] for o in res]
+                copied = sum(np.asarray(v).nbytes for h in host for v in
+                             [h["levels"], *h["sums"].values(), *h["drift"].values()])
+            logger_session.close()
+            result["fwd_copy_ms"] = _median_ms(copy)
+            result["copied_mb"] = round(copied / 1e6, 3)
+
+            # -- the floor: compiled forward of raw outputs, copy, numpy grids, PNG, one write
+            inputs = probe.to_tensors(model, probes.fit_to_model(probes.copy_probes(x),
+                                                                  probe.input_specs(model)))
+            forward = probe.Forward(model, sess.watched)
+            compiled = backend.compile(lambda i: forward(i), model, (inputs,), eager=False)
+            path = os.path.join(tmp, "floor.tfevents")
+            floor = []
+            with open(path, "ab") as handle:
+                for i in range(events + 1):
+                    t = time.perf_counter()
+                    raw = backend.fetch(compiled(inputs))()
+                    summary = []
+                    for plan, acts in zip(sess.plans, raw, strict=True):
+                        acts = np.asarray(acts, np.float32)
+                        for sample in acts:
+                            summary.append(encode_png(grid.render(grid.as_maps(sample), plan.layout)))
+                    handle.write(records.frame(encode_event(i, b"".join(summary))))
+                    handle.flush()
+                    if i:
+                        floor.append(time.perf_counter() - t)
+                    raw_bytes = sum(np.asarray(a).nbytes for a in raw)
+            result["floor_ms"] = _median_ms(floor)
+            result["raw_mb"] = round(raw_bytes / 1e6, 3)
+        out["models"][name] = result
+        print(f"# {out['backend']} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _python_for(backend: str, given: dict[str, str]) -> str:
+    if backend in given:
+        return given[backend]
+    venv = ROOT / (".venv" if backend == "tensorflow" else f".venv-{backend}") / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--models", default="mnist,mobilenetv2")
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32, help="training batch for the step time")
+    parser.add_argument("--side", type=int, default=128, help="MobileNetV2 input side (default 128)")
+    parser.add_argument("--python", action="append", default=[], metavar="BACKEND=PATH")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    models = args.models.split(",")
+    if args.child:
+        print(json.dumps(_child(models, args.events, args.batch, args.side)))
+        return 0
+
+    given = dict(item.split("=", 1) for item in args.python)
+    if os.environ.get("KERAS_BACKEND") and args.backends == ",".join(BACKENDS):
+        wanted = [os.environ["KERAS_BACKEND"]]
+    else:
+        wanted = args.backends.split(",")
+    results = []
+    for backend in wanted:
+        python = _python_for(backend, given)
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        command = [python, __file__, "--child", backend, "--models", args.models, "--events",
+                   str(args.events), "--batch", str(args.batch), "--side", str(args.side)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"{backend}: not measured ({python}): {last}")
+            continue
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+    for name in models:
+        side, k, what = MODELS[name]
+        rows = [(r["backend"], r["device"], r["models"][name]) for r in results if name in r["models"]]
+        if not rows:
+            continue
+        first = rows[0][2]
+        print(f"\n{name}: {first['layers']} layers ({what}) x {k} probes at "
+              f"{first['side']} px; ms per event, median of {args.events}")
+        print("| backend | device | step | floor | sync | sync/floor | fwd+copy | blocked | "
+              "blocked/(fwd+copy) | cpu | compiles | copied MB (raw) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for backend, device, r in rows:
+            print(
+                f"| {backend} | {device} | {r['step_ms']} | {r['floor_ms']} | {r['sync_ms']} | "
+                f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_ms']} | {r['background_ms']} | "
+                f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | {r['compiles']} | "
+                f"{r['copied_mb']} ({r['raw_mb']}) |"
+            )
+        base = {b: r for b, _, r in rows}
+        if "tensorflow" in base:
+            for backend in ("jax", "torch"):
+                if backend in base:
+                    print(f"{backend} vs tensorflow: sync {_ratio(base[backend]['sync_ms'], base['tensorflow']['sync_ms'])}, "
+                          f"blocked {_ratio(base[backend]['background_ms'], base['tensorflow']['background_ms'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
