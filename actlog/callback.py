@@ -13,7 +13,7 @@ import keras
 
 from actlog import grid, metadata, storage
 from actlog.checks import check_choice, check_int, check_optional_int
-from actlog.faults import KINDS, Faults, LoggingError
+from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
 from actlog.probes import copy_probes
 from actlog.runs import Destination
@@ -162,11 +162,12 @@ class ActivationLogger(keras.callbacks.Callback):
         self._steps_before = 0  # training steps of the epochs of this fit already done
         self._batches = 0  # training steps of the current epoch so far
 
-    misses = property(
-        lambda self: self._faults.misses,
-        doc="Logging faults met so far, by kind: " + "; ".join(f"``{k}``: {v}" for k, v in KINDS.items())
-        + ". Each kind warns once; training is never stopped unless ``strict``.",
-    )
+    @property
+    def misses(self) -> dict[str, int]:
+        """Logging faults met so far, by kind (:data:`actlog.faults.KINDS`: ``write``,
+        ``removed``, ``nonfinite``, ``skipped``, ``internal``). Each kind warns once;
+        training is never stopped unless ``strict``."""
+        return self._faults.misses
 
     @property
     def run_dirs(self) -> dict[str, str]:
@@ -178,10 +179,6 @@ class ActivationLogger(keras.callbacks.Callback):
     def pending(self) -> int:
         """Events handed to the background thread and not written yet."""
         return 0 if self._session is None else self._session.worker.pending
-
-    @property
-    def strict(self) -> bool:
-        return self._faults.strict
 
     @property
     def probe_function(self) -> Any:
