@@ -168,11 +168,19 @@ class EventAssembler:
 
     def assemble(self, results: Sequence[LayerResult], *, first: bool) -> Assembled:
         """The event's ``Summary``; with the header in front when ``first``."""
+        body, nonfinite = self.layers(range(len(self.plans)), results)
         header = self.header() if first else None
+        return Assembled((header or b"") + body, header, nonfinite)
+
+    def layers(self, indices: Sequence[int], results: Sequence[LayerResult]) -> tuple[bytes, list[str]]:
+        """The serialized ``Summary`` values of the layers ``indices`` (of :attr:`plans`), and the
+        names of those with NaN or Inf activations. Serialized summaries concatenate into one,
+        so an event can be made a few layers at a time."""
         summary = summary_pb2.Summary()
         nonfinite = []
-        for plan, result, size in zip(self.plans, results, self._sizes, strict=True):
-            layer = stats.summarize(result.sums, result.drift, size=size)
+        for index, result in zip(indices, results, strict=True):
+            plan = self.plans[index]
+            layer = stats.summarize(result.sums, result.drift, size=self._sizes[index])
             mask = None
             if not layer.finite:
                 nonfinite.append(plan.name)
@@ -190,8 +198,7 @@ class EventAssembler:
             for name, values in layer.channels().items():
                 _add(summary, metadata.stat_tag(plan.name, name),
                      _floats(np.asarray(values, np.float32)), self._stat_meta[(plan.name, name)])
-        body = summary.SerializeToString()
-        return Assembled((header or b"") + body, header, nonfinite)
+        return summary.SerializeToString(), nonfinite
 
 
 # --------------------------------------------------------------------------- protos

@@ -272,15 +272,18 @@ class ProbeFunction:
         self.plans = list(plans)
         self.inputs = inputs
         self.backend = backend
-        self.forward = Forward(runner, watched)
         k = _count(inputs)
         self.sketch_shapes = []
         for plan in self.plans:
             height, width, channels = grid.maps_shape(_channels_last_shape(plan))
             rows, cols, _, _ = stats.sketch_shape(height, width)
             self.sketch_shapes.append((k, rows, cols, channels))
-        args = (inputs, self.first_channels(), self.zero_sketches())
-        self._fn = _compile(backend, self._event, model, args, runner)
+        sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
+        self._parts = []
+        for indices in memory_groups(sizes, max(PART_BYTES, max(sizes, default=0))):
+            part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices])
+            args = (inputs, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
+            self._parts.append((indices, part, _compile(backend, part, model, args, runner)))
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
@@ -298,11 +301,16 @@ class ProbeFunction:
     @property
     def strategy(self) -> str:
         """``"symbolic"`` or ``"capture"`` (see the module docstring)."""
-        return self.forward.strategy
+        return self._parts[0][1].forward.strategy
 
     @property
     def watched(self) -> list[Watched]:
-        return self.forward.watched
+        return [w for _, part, _ in self._parts for w in part.forward.watched]
+
+    @property
+    def parts(self) -> int:
+        """Compiled functions the layers are split into (see :func:`memory_groups`)."""
+        return len(self._parts)
 
     @property
     def output_shapes(self) -> list[tuple[int, ...]]:
@@ -311,13 +319,56 @@ class ProbeFunction:
 
     @property
     def traces(self) -> int:
-        """How many times the function was traced (1 once compiled; 0 when it runs eagerly)."""
-        return self._fn.traces
+        """How many times each compiled part was traced (1 once compiled; 0 when it runs eagerly)."""
+        return max(fn.traces for _, _, fn in self._parts)
 
     def __call__(self, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
-        return self._fn(self.inputs, channels, previous)
+        results: list[Any] = [None] * len(self.plans)
+        for indices, part in self.run_parts(channels, previous):
+            for i, result in zip(indices, part, strict=True):
+                results[i] = result
+        return results
 
-    def _event(self, inputs: Any, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
+    def run_parts(self, channels: list[Any], previous: list[Any]) -> Any:
+        """Run the parts one after the other: yields ``(layer indices, their results)``, so that
+        a caller can hand each part on before the next one runs."""
+        for indices, _, fn in self._parts:
+            yield indices, fn(self.inputs, _pick(channels, indices), _pick(previous, indices))
+
+
+PART_BYTES = 32 * 2**20
+"""Raw activations (all probes) one compiled part of the probe function reaches at most,
+unless a single layer is larger: many large layers are split over several parts, run one
+after the other, so that an event's memory does not grow with the number of layers."""
+
+
+def memory_groups(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive layer indices packed into groups of at most ``budget`` bytes (a larger
+    single layer is a group of its own)."""
+    groups: list[list[int]] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if groups and total + size <= budget:
+            groups[-1].append(i)
+            total += size
+        else:
+            groups.append([i])
+            total = size
+    return groups
+
+
+def _pick(values: Sequence[Any], indices: Sequence[int]) -> list[Any]:
+    return [values[i] for i in indices]
+
+
+class _Part:
+    """The compiled body of one part: forward pass of its layers, then their reductions."""
+
+    def __init__(self, runner: Any, watched: Sequence[Watched], plans: Sequence[LayerPlan]) -> None:
+        self.forward = Forward(runner, watched)
+        self.plans = list(plans)
+
+    def __call__(self, inputs: Any, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
         ops = keras.ops
         results = []
         for output, index, before, plan in zip(

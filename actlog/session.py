@@ -113,7 +113,8 @@ class Session:
         self._writers: dict[str, RunWriter] = {}
         self.worker = Worker(
             background=options.background,
-            max_pending=options.max_pending,
+            # Jobs, not events: each event is one job per part of the probe function, then a write.
+            max_pending=options.max_pending * (self.probe_fn.parts + 1),
             on_full=options.on_full,
             on_error=lambda err: faults.report(*classify(err, "an event")),
         )
@@ -174,10 +175,23 @@ class Session:
     # -- events -----------------------------------------------------------------------
 
     def capture(self, run: str, step: int) -> None:
-        """The training thread's half of an event at ``step`` of ``run``."""
+        """The training thread's half of an event at ``step`` of ``run``.
+
+        The probe function runs part by part (one part unless many large layers are
+        watched, see :data:`actlog.probe.PART_BYTES`); each part's results go to the
+        background as soon as they are copied, so at most the queue's worth of them
+        is ever held.
+        """
         if not self.chief:
             return
         self.destination.decide(run, step, [p.name for p in self.plans])
+        if self.options.on_full == "skip" and self.worker.room() < self.probe_fn.parts + 1:
+            self.faults.report(
+                "skipped",
+                f"step {step} of run {self.destination.name(run)!r} was not logged: "
+                f"{self.options.max_pending} events were still being written (on_full='skip')",
+            )
+            return
         previous = self.continuity.previous.get(run)
         if self._channels is None:  # channels="most_active": decided once, now
             out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
@@ -185,44 +199,57 @@ class Session:
             self._choose(self.plans, [
                 grid.choose_channels(a, self.options.max_channels, "most_active") for a in activity
             ])
-        out = self.probe_fn(self._channels, previous or self.probe_fn.zero_sketches())
-        self.continuity.previous[run] = [o["sketch"] for o in out]
-        fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]} for o in out])
-        masks = [o["nonfinite"] for o in out]
-        first = run not in self._assemblers
-        if first:
+        if run not in self._assemblers:
             self._assemblers[run] = EventAssembler(
                 self.plans, probes=self.count, with_stats=self.options.stats,
                 step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
                 else metadata.STEP_AXIS_GLOBAL_STEP,
                 probe_images=self.probe_images,
             )
-        job = functools.partial(self._finish, run, step, fetch, masks, first, previous is not None)
-        if not self.worker.submit(job):
-            self.faults.report(
-                "skipped",
-                f"step {step} of run {self.destination.name(run)!r} was not logged: "
-                f"{self.options.max_pending} events were "
-                "still being written (on_full='skip')",
-            )
+            event = _Event(run, step, first=True, has_previous=previous is not None)
+        else:
+            event = _Event(run, step, first=False, has_previous=previous is not None)
+        sketches: list[Any] = [None] * len(self.plans)
+        for indices, out in self.probe_fn.run_parts(self._channels, previous or self.probe_fn.zero_sketches()):
+            for i, o in zip(indices, out, strict=True):
+                sketches[i] = o["sketch"]
+            fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
+                                        for o in out])
+            masks = [o["nonfinite"] for o in out]
+            self.worker.submit(functools.partial(self._render, event, indices, fetch, masks), wait=True)
+        self.continuity.previous[run] = sketches
+        self.worker.submit(functools.partial(self._write, event), wait=True)
 
-    def _finish(self, run: str, step: int, fetch: Any, masks: list[Any], first: bool,
-                has_previous: bool) -> None:
-        """The background half: grids, statistics, one record."""
-        what = f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"
+    def _render(self, event: _Event, indices: list[int], fetch: Any, masks: list[Any]) -> None:
+        """Background: one part's grids and statistics, serialized."""
+        if event.error is not None:
+            return
         try:
-            host = fetch()
             results = [
                 LayerResult(
-                    levels=h["levels"], sums=h["sums"], drift=h["drift"] if has_previous else None,
+                    levels=h["levels"], sums=h["sums"], drift=h["drift"] if event.has_previous else None,
                     nonfinite=functools.partial(_fetch_one, self.backend, mask),
                 )
-                for h, mask in zip(host, masks, strict=True)
+                for h, mask in zip(fetch(), masks, strict=True)
             ]
-            assembled = self._assemblers[run].assemble(results, first=first)
-            for name in assembled.nonfinite:
-                self.faults.report("nonfinite", f"layer {name!r} has NaN or Inf activations at step {step}")
-            self._writer(run).write(step, assembled.summary, header=assembled.header)
+            body, nonfinite = self._assemblers[event.run].layers(indices, results)
+            event.parts.append(body)
+            event.nonfinite += nonfinite
+        except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
+            event.error = err
+
+    def _write(self, event: _Event) -> None:
+        """Background: the event's one record."""
+        what = (f"step {event.step} of run {self.destination.name(event.run)!r} under "
+                f"{self.destination.log_dir!r}")
+        try:
+            if event.error is not None:
+                raise event.error
+            for name in event.nonfinite:
+                self.faults.report("nonfinite", f"layer {name!r} has NaN or Inf activations at step {event.step}")
+            header = self._assemblers[event.run].header() if event.first else None
+            summary = (header or b"") + b"".join(event.parts)
+            self._writer(event.run).write(event.step, summary, header=header)
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             self.faults.report(*classify(err, what), err)
 
@@ -249,6 +276,19 @@ class Session:
                 self.faults.report("write", f"could not close the event file of run {run!r}: {err}", err)
         self._writers.clear()
         return drained
+
+
+@dataclass
+class _Event:
+    """One event on its way through the background: its parts, made one by one."""
+
+    run: str
+    step: int
+    first: bool
+    has_previous: bool
+    parts: list[bytes] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)
+    error: BaseException | None = None
 
 
 def _fetch_one(backend: backends.Backend, array: Any) -> np.ndarray:

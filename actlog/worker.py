@@ -67,13 +67,17 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, job: Callable[[], Any]) -> bool:
-        """Queue ``job``; False when it was skipped because the queue was full."""
+    def submit(self, job: Callable[[], Any], *, wait: bool = False) -> bool:
+        """Queue ``job``; False when it was skipped because the queue was full.
+
+        ``wait=True`` waits for room whatever ``on_full`` says (the later parts of
+        an event already accepted).
+        """
         if not self.background:
             self._run(job)
             return True
         self._start()
-        if self.on_full == "skip":
+        if self.on_full == "skip" and not wait:
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
@@ -81,6 +85,12 @@ class Worker:
             return True
         self._queue.put(job)
         return True
+
+    def room(self) -> int:
+        """Jobs that can be queued now without waiting."""
+        if not self.background:
+            return 2**31
+        return self._queue.maxsize - self._queue.qsize()
 
     @property
     def pending(self) -> int:

@@ -37,7 +37,8 @@ import actlog
 from actlog.layers import resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits import load_digits_28  # noqa: E402
+from digits import load_digits_28
+from mnist_convnet import tensorboard_command  # noqa: E402
 
 NUM_CLASSES = 10
 
@@ -139,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         epochs=args.epochs,
         validation_data=(x_test, y_test),
-        callbacks=[*loggers, keras.callbacks.TensorBoard(logdir)],
+        # Keras' own TensorBoard callback needs TensorFlow; actlog does not.
+        callbacks=[*loggers, *([keras.callbacks.TensorBoard(logdir)]
+                                if keras.backend.backend() == "tensorflow" else [])],
         verbose=2,
     )
     seconds = time.perf_counter() - start
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Trained {args.epochs} epochs in {seconds:.1f} s on {source}.")
     print(f"Test accuracy: {accuracy:.4f}")
     print(f"Runs {', '.join(choices)} are in {logdir}. See them with:")
-    print(f"    tensorboard --logdir {logdir}")
+    print(f"    {tensorboard_command()} --logdir {logdir}")
     return 0
 
 

@@ -4,13 +4,15 @@ This is the network of the well-known "visualize the layers of a ConvNet" recipe
 (two 3 x 3 convolutions with 32 and 64 filters, max pooling, dropout, a dense
 head), rebuilt for Keras 3. Instead of building a model per layer and calling
 ``predict`` by hand after training, ``actlog.ActivationLogger`` logs the maps of
-``conv_0`` and ``conv_1`` for 8 fixed test digits at every epoch, next to the
-loss curves of Keras' own ``TensorBoard`` callback.
+``conv_0`` and ``conv_1`` for 10 fixed test digits, one of each class, at every
+epoch (next to the loss curves of Keras' own ``TensorBoard`` callback when the
+backend is TensorFlow; actlog itself runs on every Keras backend).
 
 Run it (offline it falls back to scikit-learn's bundled digits and says so)::
 
     python examples/mnist_convnet.py --logdir runs/mnist --epochs 5
-    tensorboard --logdir runs/mnist
+
+It ends by printing the ``tensorboard`` command to look at the log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 import actlog
 
@@ -94,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     logdir = os.fspath(args.logdir)
-    callbacks = [
-        # The 8 probes are fixed for the whole run: the same digits at every epoch,
-        # so changes in the grids are changes in the network, not in the input.
-        actlog.ActivationLogger(logdir, probes=x_test[:8], layers=["conv_0", "conv_1"], freq=1),
-        keras.callbacks.TensorBoard(logdir),
-    ]
+    # One probe per class, fixed for the whole run: the same digits at every epoch,
+    # so changes in the grids are changes in the network, not in the input.
+    probes = np.stack([x_test[np.flatnonzero(y_test == digit)[0]] for digit in range(NUM_CLASSES)])
+    callbacks = [actlog.ActivationLogger(logdir, probes=probes, layers=["conv_0", "conv_1"], freq=1)]
+    if keras.backend.backend() == "tensorflow":  # Keras' own TensorBoard callback needs TensorFlow
+        callbacks.append(keras.callbacks.TensorBoard(logdir))
     start = time.perf_counter()
     model.fit(
         x_train,
@@ -114,9 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     print(f"Trained {args.epochs} epochs in {seconds:.1f} s on {source}.")
     print(f"Test accuracy: {accuracy:.4f}")
-    print(f"Activation grids and curves are in {logdir}. See them with:")
-    print(f"    tensorboard --logdir {logdir}")
+    print(f"Activation grids are in {logdir}. See them with:")
+    print(f"    {tensorboard_command()} --logdir {logdir}")
     return 0
+
+
+def tensorboard_command() -> str:
+    """``tensorboard`` as it can be typed here: the script beside this Python (a virtual
+    environment's ``bin/``, on no PATH until activated), relative when that is shorter."""
+    script = Path(sys.executable).with_name("tensorboard")
+    if not script.exists():
+        return "tensorboard"
+    relative = os.path.relpath(script)
+    return relative if len(relative) < len(str(script)) else str(script)
 
 
 if __name__ == "__main__":
