@@ -309,7 +309,7 @@ function preloadSeries(signal) {
   const steps = state.series.steps;
   const order = steps.map((_, i) => i).sort((i, j) => Math.abs(i - state.index) - Math.abs(j - state.index));
   const keys = [...new Set([state.compareIndex, ...order].map((i) => steps[i].key))];
-  guard(preload(keys.slice(0, Math.floor(images.limit * 0.8)), signal));
+  guard(preload(keys, signal));
 }
 
 /** The poll in the layer view: take in steps logged (or written again) since the last look. */

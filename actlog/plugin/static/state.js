@@ -3,6 +3,7 @@
 import {getImage, isAbort} from './api.js';
 
 const IMAGE_LIMIT = 600; // decoded grids kept (a long series of one layer, plus an overview)
+const PIXEL_LIMIT = 48e6; // and at most this many decoded pixels (about 200 MB)
 const TIMING_LIMIT = 1000;
 
 export const state = {
@@ -60,8 +61,10 @@ export const timings = new Ring(TIMING_LIMIT);
  * leaves nothing behind, so asking again tries again.
  */
 export class ImageCache {
-  constructor(limit = IMAGE_LIMIT) {
+  constructor(limit = IMAGE_LIMIT, pixelLimit = PIXEL_LIMIT) {
     this.limit = limit;
+    this.pixelLimit = pixelLimit;
+    this.pixels = 0; // decoded pixels held
     this.entries = new Map(); // key -> {promise, value}
     this.onLoad = null; // (key, {url, image}) after each image arrives
   }
@@ -81,6 +84,8 @@ export class ImageCache {
         throw new DOMException('dropped from the cache', 'AbortError');
       }
       entry.value = value;
+      this.pixels += value.image.naturalWidth * value.image.naturalHeight;
+      this.trim(key);
       if (this.onLoad) this.onLoad(key, value);
       return value;
     }, (err) => {
@@ -88,7 +93,7 @@ export class ImageCache {
       throw err;
     });
     this.entries.set(key, entry);
-    this.trim();
+    this.trim(key);
     return entry.promise;
   }
 
@@ -102,28 +107,37 @@ export class ImageCache {
     return this.entries.has(key);
   }
 
+  /** Whether more images fit without pushing out others (preloading stops short of that). */
+  room() {
+    return this.entries.size < this.limit * 0.8 && this.pixels < this.pixelLimit * 0.8;
+  }
+
   drop(key) {
     const entry = this.entries.get(key);
     if (!entry) return;
     this.entries.delete(key);
-    if (entry.value) URL.revokeObjectURL(entry.value.url);
+    if (entry.value) {
+      URL.revokeObjectURL(entry.value.url);
+      this.pixels -= entry.value.image.naturalWidth * entry.value.image.naturalHeight;
+    }
   }
 
-  trim() {
-    for (const key of this.entries.keys()) {
-      if (this.entries.size <= this.limit) break;
-      this.drop(key);
+  /** Drop the least recently used images until within the limits; never `keep`. */
+  trim(keep = null) {
+    for (const key of [...this.entries.keys()]) {
+      if (this.entries.size <= this.limit && this.pixels <= this.pixelLimit) break;
+      if (key !== keep) this.drop(key);
     }
   }
 }
 
 export const images = new ImageCache();
 
-/** Fetch `keys` with a few requests at a time, in order, until `signal` aborts. */
+/** Fetch `keys` a few at a time, in order, until `signal` aborts or the cache is nearly full. */
 export async function preload(keys, signal, concurrency = 4) {
   const queue = keys.filter((key) => !images.has(key));
   const worker = async () => {
-    while (queue.length && !signal.aborted) {
+    while (queue.length && !signal.aborted && images.room()) {
       try {
         await images.get(queue.shift(), signal);
       } catch (err) {
@@ -140,6 +154,17 @@ export function nearest(steps, step) {
   let i = steps.length - 1;
   while (i > 0 && value(i) > step) i -= 1;
   return Math.max(i, 0);
+}
+
+/** The box [y, x, height, width] of `channel` in a layout from /steps, or null when it shows none. */
+export function boxOf(layout, channel) {
+  const i = layout ? layout.channels.indexOf(channel) : -1;
+  return i < 0 ? null : layout.boxes[i];
+}
+
+/** [26, 26, 32] -> "26×26×32". */
+export function describeShape(shape) {
+  return Array.isArray(shape) ? shape.map((d) => (d === null ? '?' : d)).join('\u00d7') : '';
 }
 
 /** "epoch" or "step", after the run's step axis. */

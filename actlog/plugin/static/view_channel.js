@@ -4,7 +4,7 @@
 
 import {lineChart} from './charts.js';
 import {el, onResize} from './dom.js';
-import {boxOf} from './view_layer.js';
+import {boxOf} from './state.js';
 
 const FRAME_HEIGHT = 64;
 const STATS = [

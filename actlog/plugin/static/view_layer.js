@@ -3,7 +3,7 @@
 // [y, x, height, width] per tile, per layout); nothing here works them out.
 
 import {el, field, fillOptions, onResize} from './dom.js';
-import {describeShape} from './view_overview.js';
+import {boxOf, describeShape} from './state.js';
 
 /** The tile under a point of `image` (client coordinates): {channel, box} or null. */
 export function tileAt(image, layout, clientX, clientY) {
@@ -13,12 +13,6 @@ export function tileAt(image, layout, clientX, clientY) {
   const y = (clientY - rect.top) * image.naturalHeight / rect.height;
   const i = layout.boxes.findIndex(([by, bx, h, w]) => y >= by && y < by + h && x >= bx && x < bx + w);
   return i < 0 ? null : {channel: layout.channels[i], box: layout.boxes[i]};
-}
-
-/** The box of `channel` in `layout`, or null when that layout does not show it. */
-export function boxOf(layout, channel) {
-  const i = layout ? layout.channels.indexOf(channel) : -1;
-  return i < 0 ? null : layout.boxes[i];
 }
 
 class Panel {

@@ -4,14 +4,10 @@
 import {formatNumber, sparkline} from './charts.js';
 import {el} from './dom.js';
 import {isAbort} from './api.js';
-import {images} from './state.js';
+import {describeShape, images} from './state.js';
 
 const DRIFT_COLOR = '#9334e6';
 const DEAD_COLOR = '#d93025';
-
-export function describeShape(shape) {
-  return Array.isArray(shape) ? shape.map((d) => (d === null ? '?' : d)).join('\u00d7') : '';
-}
 
 export class OverviewView {
   /** `onOpen(layerName)` when a card is chosen; `onError(err)` when an image fails. */
