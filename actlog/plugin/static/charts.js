@@ -88,9 +88,11 @@ export function lineChart({title, series, domain, current, color, stepWord, widt
     root.appendChild(svg('text', {x: m.left + plotW / 2, y: m.top + plotH / 2, 'text-anchor': 'middle', class: 'axis'}, 'not logged'));
     return root;
   }
-  const [lo, hi] = range;
+  // A little room above and below, so the line never runs along the frame.
+  const pad = (range[1] - range[0]) * 0.06;
+  const [lo, hi] = [range[0] - pad, range[1] + pad];
   const sy = (v) => m.top + plotH - (v - lo) / (hi - lo) * plotH;
-  for (const t of niceTicks(lo, hi, 3)) {
+  for (const t of niceTicks(lo, hi, 4)) {
     root.appendChild(svg('line', {x1: m.left, x2: m.left + plotW, y1: sy(t), y2: sy(t), class: 'grid-line'}));
     root.appendChild(svg('text', {x: m.left - 6, y: sy(t) + 3, 'text-anchor': 'end', class: 'axis'}, formatTick(t)));
   }
