@@ -15,7 +15,8 @@ nothing), and keeps one immutable :class:`RunIndex` per run, rebuilt only when
 the reader's :attr:`~actlog.reader.Run.version` says new data came: manifests
 and steps are read once per change of a run, never per request.
 
-One lock guards the reader: a refresh and any other use of it never overlap.
+One lock guards the reader: a refresh and any other use of it never overlap,
+except reading an image's bytes, which the reader does safely on its own.
 Requests otherwise work on the index they were handed, which never changes.
 """
 
