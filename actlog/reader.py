@@ -567,6 +567,32 @@ class Run:
             one column per channel of the layer (every channel, not only those
             shown in the grid).
         """
+        full, steps, rows = self._channel_rows(layer, stat)
+        if len({row.shape for row in rows}) > 1:
+            raise LogError(
+                f"{full!r} of layer {layer!r} changes length between steps "
+                f"({sorted({row.size for row in rows})} channels); read one channel with "
+                "Run.channel_stat()."
+            )
+        return np.asarray(steps, dtype=np.int64), np.stack(rows)
+
+    def channel_stat(self, layer: str, stat: str, channel: int) -> tuple[np.ndarray, np.ndarray]:
+        """One channel of a per-channel statistic over steps: ``(steps, float32 values)``.
+
+        Unlike :meth:`channel_stats`, a layer whose channel count changed between
+        ``fit`` calls is fine: steps at which it had no channel ``channel`` are
+        left out.
+        """
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or channel < 0:
+            raise LogError(f"channel must be a non-negative integer; received {channel!r}.")
+        _, steps, rows = self._channel_rows(layer, stat)
+        kept = [(s, row[channel]) for s, row in zip(steps, rows, strict=True) if channel < row.size]
+        return (
+            np.asarray([s for s, _ in kept], dtype=np.int64),
+            np.asarray([v for _, v in kept], dtype=np.float32),
+        )
+
+    def _channel_rows(self, layer: str, stat: str) -> tuple[str, list[int], list[np.ndarray]]:
         full = stat if stat.startswith("channel_") else f"channel_{stat}"
         if full not in metadata.CHANNEL_STATS:
             raise LogError(
@@ -584,12 +610,7 @@ class Run:
             )
         steps = series.steps()
         rows = [tensor_to_numpy(series.points[s]).astype(np.float32).reshape(-1) for s in steps]
-        if len({row.shape for row in rows}) > 1:
-            raise LogError(
-                f"{full!r} of layer {layer!r} changes length between steps "
-                f"({sorted({row.size for row in rows})} channels)."
-            )
-        return np.asarray(steps, dtype=np.int64), np.stack(rows)
+        return full, steps, rows
 
     # -- helpers -------------------------------------------------------------
 

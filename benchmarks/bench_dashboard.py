@@ -1,22 +1,24 @@
 """How responsive the Activations dashboard is on a big log.
 
 Writes a log of ``--epochs`` epochs x ``--layers`` layers x ``--probes`` probes
-(default 100 x 20 x 8: 101 steps, 16,160 grid images) through actlog's own
-writer (:class:`actlog.summary.RunWriter`, the one the callback uses) with a
-manifest from :func:`actlog.metadata.manifest`, then:
+(default 100 x 20 x 8: 101 steps, 16,160 grid images) the way the callback
+writes it: tile levels, statistics and one record per step made by
+:class:`actlog.event.EventAssembler`, written by :class:`actlog.writer.RunWriter`.
+Then:
 
-1. starts a real ``tensorboard`` process on it and times how long until the
+1. starts a real ``tensorboard`` process on it, with TensorBoard's default
+   sampling (the dashboard reads the log itself), and times how long until the
    dashboard's ``/steps`` lists every step of the last layer's last probe;
 2. times each backend route over HTTP against that process (median, p95);
-3. drives headless Chromium (as the browser tests do) and times, inside the
-   page, each step change from the key press to the new grid decoded on screen,
-   plus how long a layer switch takes to show its first grid and to preload all
-   of its steps.
+3. drives headless Chromium (as the browser tests do) and times how long the
+   page takes to show its first grids (the overview of every layer), then,
+   in one layer's view, to have all of its steps; each step change from the
+   key press to the new grid decoded on screen (measured in the page); and
+   how long a layer switch takes to show its first grid and all its steps.
 
 The grids are smooth 8 x 8 maps per channel upscaled to 32 px tiles, 32
 channels per layer (4 x 8 tiles): the shape and PNG size of real grids, not
-noise. TensorBoard is started with ``--samples_per_plugin=images=10000,actlog=0``,
-what ``ActivationsLoader`` sets by itself.
+noise.
 
 ```
 python benchmarks/bench_dashboard.py                      # ~5-10 minutes on 2 cores
@@ -48,58 +50,47 @@ TILE = MAP * SCALE
 
 
 def write_log(log_dir: Path, epochs: int, layers: int, probes: int) -> float:
-    """Write the log through actlog's writer; returns seconds taken."""
-    from actlog.summary import RunWriter
+    """Write the log as the callback would; returns seconds taken."""
+    from actlog import grid, stats, storage
+    from actlog.arrays import NUMPY
+    from actlog.event import EventAssembler, LayerPlan, LayerResult
+    from actlog.writer import RunWriter
 
     rng = np.random.default_rng(0)
     names = [f"block_{i // 2}/conv_{i % 2}" for i in range(layers)]
-    grid = {"rows": ROWS, "cols": COLS, "tile_height": TILE, "tile_width": TILE, "pad": PAD}
-    manifest = metadata.manifest(
-        actlog_version="bench",
-        step_axis=metadata.STEP_AXIS_EPOCH,
-        probes=probes,
-        layers=[
-            {
-                "name": name, "path": name, "class": "Conv2D",
-                "output_shape": [MAP, MAP, CHANNELS], "data_format": "channels_last",
-                "channels": list(range(CHANNELS)), "grid": grid, "norm": "channel",
-                "cmap": "gray", "tags": [metadata.grid_tag(name, p, probes) for p in range(probes)],
-            }
-            for name in names
-        ],
+    layout = grid.GridLayout(
+        channels=tuple(range(CHANNELS)), rows=ROWS, cols=COLS, tile_height=TILE, tile_width=TILE,
+        pad=PAD, scale=SCALE, stride=1,
     )  # fmt: skip
-    maps = rng.random((layers, probes, CHANNELS, MAP, MAP))
-    drift = rng.normal(0, 0.03, maps.shape)
-    height, width = PAD + ROWS * (TILE + PAD), PAD + COLS * (TILE + PAD)
-    writer = RunWriter(str(log_dir / metadata.EPOCH_RUN))
+    plans = [
+        LayerPlan(name, name, "Conv2D", (MAP, MAP, CHANNELS), "channels_last", layout, "channel", "gray")
+        for name in names
+    ]
+    probe_images = [
+        (rng.random((8, 8, 3)) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1) for _ in range(probes)
+    ]
+    assembler = EventAssembler(
+        plans, probes=probes, step_axis=metadata.STEP_AXIS_EPOCH, probe_images=probe_images
+    )
+    maps = rng.random((layers, probes, MAP, MAP, CHANNELS)).astype(np.float32)
+    drift = rng.normal(0, 0.03, maps.shape).astype(np.float32)
+    store = storage.for_path(str(log_dir))
+    writer = RunWriter(store, store.join(str(log_dir), metadata.EPOCH_RUN))
     started = time.perf_counter()
+    previous = None
     for step in range(epochs + 1):
         maps = np.clip(maps + drift, 0, 1)
-        images, scalars, channel_stats = [], [], []
-        if step == 0:
-            for p in range(probes):
-                probe = (rng.random((8, 8, 3)) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
-                images.append((metadata.probe_image_tag(p, probes), probe))
-        for li, name in enumerate(names):
-            for p in range(probes):
-                canvas = np.zeros((height, width, 1), np.uint8)
-                for c in range(CHANNELS):
-                    r, k = divmod(c, COLS)
-                    y, x = PAD + r * (TILE + PAD), PAD + k * (TILE + PAD)
-                    tile = np.kron(maps[li, p, c], np.ones((SCALE, SCALE)))
-                    canvas[y : y + TILE, x : x + TILE, 0] = (tile * 255).astype(np.uint8)
-                images.append((metadata.grid_tag(name, p, probes), canvas))
-            for stat in metadata.SCALAR_STATS:
-                if stat != "drift" or step:
-                    scalars.append((metadata.stat_tag(name, stat), float(maps[li].mean())))
-            for stat in metadata.CHANNEL_STATS:
-                if stat != "channel_drift" or step:
-                    values = maps[li].mean(axis=(0, 2, 3)).astype(np.float32)
-                    channel_stats.append((metadata.stat_tag(name, stat), name, stat, values))
-        writer.write(
-            step, images=images, scalars=scalars, channel_stats=channel_stats,
-            manifest=manifest if step == 0 else None,
-        )  # fmt: skip
+        results = []
+        for li in range(layers):
+            levels, _ = grid.levels(NUMPY, maps[li], layout.channels, layout, norm="channel", cmap="gray")
+            results.append(LayerResult(
+                levels=np.asarray(levels), sums=stats.reduce_layer(NUMPY, maps[li]),
+                drift=None if previous is None else stats.drift_sums(NUMPY, maps[li], previous[li]),
+                nonfinite=lambda: None,
+            ))  # fmt: skip
+        assembled = assembler.assemble(results, first=step == 0)
+        writer.write(step, assembled.summary, header=assembled.header)
+        previous = maps
     writer.close()
     return time.perf_counter() - started
 
@@ -107,7 +98,7 @@ def write_log(log_dir: Path, epochs: int, layers: int, probes: int) -> float:
 def start_tensorboard(log_dir: Path, stderr_path: Path) -> tuple[subprocess.Popen, str]:
     command = [
         str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(log_dir),
-        "--host", "127.0.0.1", "--port", "0", "--samples_per_plugin", "images=10000,actlog=0",
+        "--host", "127.0.0.1", "--port", "0",
     ]  # fmt: skip
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(
@@ -160,18 +151,23 @@ def time_routes(base: str, names: list[str], probes: int, steps: int, rng: np.ra
     def url(route: str, **params: object) -> str:
         return plugin + route + "?" + urllib.parse.urlencode({"run": run, **params})
 
+    # Image keys as the page gets them: from /steps.
+    series = {
+        (name, probe): json.loads(get(url("steps", layer=name, probe=probe))[1])["steps"]
+        for name in names[:4] for probe in range(probes)
+    }  # fmt: skip
+    keys = [entry["key"] for entries in series.values() for entry in entries]
     cases = {
         "runs": [plugin + "runs"] * 20,
-        "steps": [url("steps", layer=rng.choice(names), probe=rng.integers(probes)) for _ in range(40)],
-        "grid": [
-            url("grid", layer=rng.choice(names), probe=rng.integers(probes), step=rng.integers(steps))
-            for _ in range(200)
+        "overview": [
+            url("overview", probe=rng.integers(probes), step=rng.integers(steps)) for _ in range(40)
         ],
-        "probe": [url("probe", probe=rng.integers(probes)) for _ in range(20)],
+        "steps": [url("steps", layer=rng.choice(names), probe=rng.integers(probes)) for _ in range(40)],
+        "image": [plugin + "image?" + urllib.parse.urlencode({"key": rng.choice(keys)}) for _ in range(200)],
         "channel": [
             url("channel", layer=rng.choice(names), channel=rng.integers(CHANNELS)) for _ in range(40)
         ],
-        "bad": [url("grid", layer="../../etc/passwd", probe=0, step=0)] * 20,
+        "bad": [url("steps", layer="../../etc/passwd", probe=0)] * 20,
     }
     print("routes over HTTP (sequential requests, one client):")
     for name, urls in cases.items():
@@ -197,12 +193,16 @@ def time_browser(base: str, names: list[str], steps: int, moves: int) -> None:
     options.binary_location = "/usr/bin/chromium"
     profile = tempfile.mkdtemp(prefix="actlog-bench-chromium-")
     for argument in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-dev-shm-usage",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={profile}",
+        "--no-first-run", "--window-size=1600,1200", f"--user-data-dir={profile}",
     ):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(executable_path="/usr/bin/chromedriver"))
+    all_loaded = (
+        "const d = window.actlogDashboard;"
+        "return d.state.series !== null && d.loaded() === d.state.series.steps.length;"
+    )
     try:
         started = time.perf_counter()
         driver.get(f"{base}#actlog")
@@ -211,21 +211,24 @@ def time_browser(base: str, names: list[str], steps: int, moves: int) -> None:
         )[0]
         driver.switch_to.frame(frame)
         wait = WebDriverWait(driver, 120, poll_frequency=0.02)
-        shown = "return document.getElementById('actlog-grid-b')?.dataset.step"
-        wait.until(lambda d: d.execute_script(shown))
+        wait.until(lambda d: d.execute_script("return document.querySelector('.layer-card img[data-step]')"))
         first = time.perf_counter() - started
-        state = "window.actlogDashboard.state"
-        wait.until(lambda d: d.execute_script(f"return {state}.loaded === {state}.steps.length"))
+        count = f"document.querySelectorAll('.layer-card img[data-step]').length === {len(names)}"
+        wait.until(lambda d: d.execute_script(f"return {count}"))
+        overview = time.perf_counter() - started
+        driver.find_element(By.CSS_SELECTOR, ".layer-card").click()
+        wait.until(lambda d: d.execute_script("return document.getElementById('actlog-grid-b').dataset.step"))
+        wait.until(lambda d: d.execute_script(all_loaded))
         preload = time.perf_counter() - started
         print("browser (headless Chromium, times measured in the page unless noted):")
         print(
-            f"  page open -> first grid shown: {first:.2f} s; "
-            f"all {steps} steps preloaded: {preload:.2f} s (wall)"
+            f"  page open -> first grid shown: {first:.2f} s; all {len(names)} layers' grids (overview): "
+            f"{overview:.2f} s; one layer opened, all {steps} steps loaded: {preload:.2f} s (wall)"
         )
 
         body = driver.find_element(By.TAG_NAME, "body")
         driver.find_element(By.ID, "actlog-step-label").click()  # focus the dashboard, as a user would
-        driver.execute_script("window.actlogDashboard.timings.length = 0")
+        driver.execute_script("window.actlogDashboard.timings.clear()")
         wall = []
         for i in range(moves):
             expected = str(steps - 2 - i)
@@ -237,7 +240,7 @@ def time_browser(base: str, names: list[str], steps: int, moves: int) -> None:
                 )
             )
             wall.append(time.perf_counter() - t)
-        timings = driver.execute_script("return window.actlogDashboard.timings") or []
+        timings = driver.execute_script("return window.actlogDashboard.timings.values()") or []
         print(summary("step key", [t / 1000 for t in timings]) + "   (key -> new grid decoded)")
         print(summary("step", wall) + "   (wall, incl. WebDriver round trips)")
 
@@ -251,7 +254,7 @@ def time_browser(base: str, names: list[str], steps: int, moves: int) -> None:
                 )
             )
             shown = time.perf_counter() - t
-            wait.until(lambda d: d.execute_script(f"return {state}.loaded === {state}.steps.length"))
+            wait.until(lambda d: d.execute_script(all_loaded))
             switch.append((shown, time.perf_counter() - t))
         for shown, loaded in switch:
             print(f"  layer switch: first grid {shown * 1000:.0f} ms, all {steps} steps {loaded:.2f} s")

@@ -251,6 +251,19 @@ def test_every_step_statistics_and_drift_match_numpy(trained):
         np.testing.assert_allclose(channel_drift[-1], per_channel, rtol=1e-3, atol=1e-6)
 
 
+def test_channel_stat_is_one_column_of_channel_stats(trained):
+    run = actlog.read(trained["log_dir"]).run()
+    for stat in metadata.CHANNEL_STATS:
+        steps, values = run.channel_stats("conv_1", stat)
+        one_steps, one = run.channel_stat("conv_1", stat, 5)
+        assert one_steps.tolist() == steps.tolist()
+        assert one.dtype == np.float32
+        np.testing.assert_array_equal(one, values[:, 5])
+    # conv_1 has 6 channels: a 7th exists at no step (a layer can grow between fits).
+    steps, values = run.channel_stat("conv_1", "mean", 6)
+    assert steps.tolist() == [] and values.shape == (0,)
+
+
 # -- errors that name what exists ---------------------------------------------------------
 
 
@@ -264,6 +277,7 @@ def test_every_step_statistics_and_drift_match_numpy(trained):
         (lambda log: log.run().tile("conv_1", 0, 6), r"Channel 6 of layer 'conv_1'.*0\.\.5"),
         (lambda log: log.run().scalar("conv_0", "median"), r"Unknown statistic 'median'"),
         (lambda log: log.run().channel_stats("conv_0", "min"), r"Accepted: \['channel_mean'"),
+        (lambda log: log.run().channel_stat("conv_0", "mean", -1), r"non-negative integer; received -1"),
         (lambda log: log["nope"], r"No run 'nope'"),
     ],
 )

@@ -1,71 +1,61 @@
 """Backend of the Activations dashboard: a dynamic TensorBoard plugin.
 
-The dashboard shows, for one run, layer and probe image, the activation grid at
-every logged step (not TensorBoard's sample of ten), two steps side by side, and
-one channel followed through time with its statistics. This module serves the
-front end (``static/index.js``) and a few JSON/PNG routes under
+The dashboard shows, for one run, an overview of every watched layer at a
+step, and for one layer and probe image the activation grid at every logged
+step (not TensorBoard's sample of ten), two steps side by side, and one channel
+followed through time with its statistics. This module serves the front end
+(the ES modules in ``static/``) and a few JSON/PNG routes under
 ``/data/plugin/actlog/``.
 
-Every route reads through TensorBoard's data provider only. Request parameters
-are never used as paths: ``run`` and ``layer`` must equal a name found in the
-run's manifest (:data:`actlog.metadata.MANIFEST_TAG`), the integers must be
-small non-negative decimals within what the log holds, and the tag asked of the
-provider is rebuilt from the validated values. Anything else gets
-``400 {"error": "..."}``.
+Data comes from the log directories themselves, through :mod:`.catalog` and
+:mod:`actlog.reader`; TensorBoard's own loading and sampling are left as they
+are, for actlog's runs and everyone else's. TensorBoard's data provider is used
+for one thing only: deciding whether the tab appears (:meth:`data_plugin_names`).
 
-TensorBoard keeps only a sample of each series in memory (10 images per tag by
-default). :class:`ActivationsLoader` raises that limit for images and actlog's
-tensors unless the user set ``--samples_per_plugin`` for them; whatever was
-kept, ``/steps`` reports how many logged steps are missing so the page can say so.
+Request parameters are never used as paths: ``run`` and ``layer`` must equal a
+name the catalog lists, the integers must be small non-negative decimals
+within what the log holds, and image keys (:mod:`.keys`) are decoded and every
+part of them checked the same way. Anything else gets ``400 {"error": "..."}``
+naming what exists; a well-formed key that names nothing (any more) gets 404.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.resources
-import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
-from tensorboard import errors as tb_errors
-from tensorboard import plugin_util
 from tensorboard.backend import http_util
-from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
-from tensorboard.util import img_mime_type_detector
 from werkzeug import wrappers
 
 from actlog import metadata
+from actlog.plugin import keys
+from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
 
-logger = logging.getLogger(__name__)
-
-_IMAGES_PLUGIN = "images"
-"""Plugin name of ``tf.summary.image`` data: where grids and probe images live."""
-
-_SCALARS_PLUGIN = "scalars"
-
-KEEP_IMAGES = 10_000
-"""Images kept per tag when the user did not say: every epoch of any run
-people train, and every batch step of a long early phase."""
-
-_EVERY_STEP = 1_000_000
-"""``downsample`` large enough for every step a log can hold: the provider
-returns all points when asked for more than it has."""
+IMAGE_CACHE_SECONDS = 24 * 3600
+"""How long the browser may keep an image: a key names one written image, never another."""
 
 _MAX_INT_DIGITS = 9
 _INT_RE = re.compile(rf"^(0|[1-9][0-9]{{0,{_MAX_INT_DIGITS - 1}}})$")
 _MAX_ECHO = 80
 """Longest piece of a bad parameter repeated back in an error message."""
 
-_STATIC_FILES = {
-    "/index.js": ("index.js", "text/javascript"),
-    "/style.css": ("style.css", "text/css"),
-}
+_MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
+            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js")
+_STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
+_STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
 
 class BadRequest(ValueError):
-    """A request parameter is missing, malformed or names nothing in the log."""
+    """A request parameter is missing, malformed or names nothing in the log (400)."""
+
+
+class NotFound(LookupError):
+    """A well-formed request for something the log does not hold (any more) (404)."""
 
 
 def _echo(value: str) -> str:
@@ -75,27 +65,28 @@ def _echo(value: str) -> str:
     return repr(value)
 
 
-def _json_error(request: wrappers.Request, message: str, code: int) -> wrappers.Response:
-    return http_util.Respond(request, {"error": message}, "application/json", code=code)
+def _listed(values: list[Any]) -> str:
+    shown = values if len(values) <= 12 else [*values[:5], "...", *values[-5:]]
+    return "[" + ", ".join(str(v) for v in shown) + "]"
+
+
+def _json(request: wrappers.Request, body: Any, code: int = 200) -> wrappers.Response:
+    return http_util.Respond(request, body, "application/json", code=code)
 
 
 def _route(handler: Callable[..., wrappers.Response]) -> Callable[..., Any]:
-    """Turn a handler into a WSGI app whose :class:`BadRequest` becomes a JSON 400."""
+    """Turn a handler into a WSGI app; :class:`BadRequest` -> 400, :class:`NotFound` -> 404."""
 
     @functools.wraps(handler)
     def wrapped(self: ActivationsPlugin, request: wrappers.Request) -> wrappers.Response:
         try:
             return handler(self, request)
-        except BadRequest as err:
-            return _json_error(request, str(err), 400)
-        except _NotFound as err:
-            return _json_error(request, str(err), 404)
+        except (BadRequest, keys.BadKey) as err:
+            return _json(request, {"error": str(err)}, 400)
+        except NotFound as err:
+            return _json(request, {"error": str(err)}, 404)
 
     return wrappers.Request.application(wrapped)
-
-
-class _NotFound(LookupError):
-    """The request is valid but the log holds no such data (e.g. no probe image)."""
 
 
 def _param(request: wrappers.Request, name: str) -> str:
@@ -115,6 +106,16 @@ def _int_param(request: wrappers.Request, name: str, accepted: str) -> int:
     return int(raw)
 
 
+def _finite(values: list[float]) -> list[float | None]:
+    """Values as JSON sends them: float32's seven digits, and null for a non-finite one
+    (a layer that overflowed), JSON having no NaN."""
+    return [float(f"{v:.7g}") if math.isfinite(v) else None for v in values]
+
+
+def _series(steps: list[int], values: list[float]) -> dict[str, list]:
+    return {"steps": steps, "values": _finite(values)}
+
+
 class ActivationsPlugin(base_plugin.TBPlugin):
     """TensorBoard's "Activations" tab: actlog's grids at every logged step.
 
@@ -124,38 +125,38 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     Routes (all ``GET``; integers are decimal, ``run``/``layer`` exact names):
 
-    - ``/runs``: runs holding an actlog manifest, with their layers (tile
-      layout, channels shown) and probe count.
-    - ``/steps?run&layer&probe``: every step of that grid kept by TensorBoard
-      with its wall time, and how many logged steps (per the layer's scalar
-      statistics) are missing. The page polls it every few seconds while it
-      is visible (and ``/runs`` less often) to show steps logged while the
-      model trains; a wall time that changed marks a step written again.
-    - ``/grid?run&layer&probe&step``: the grid image at one step (PNG bytes).
-    - ``/probe?run&probe``: the probe input image, when it was image-like.
+    - ``/runs``: the log directories read, a ``problem`` when there is none
+      that can be read, and every actlog run: step axis, probe count, a key
+      per probe image, its layers (path, class, output shape, channels).
+    - ``/overview?run&probe[&step]``: every layer at ``step`` (default the
+      last): the key of its grid, and its drift and dead channels over steps.
+    - ``/steps?run&layer&probe``: every logged step of that grid, each with
+      its wall time, image key and layout; the layouts with every tile's box
+      (:meth:`actlog.grid.GridLayout.boxes`). The page polls it while it is
+      visible to show steps logged while the model trains.
+    - ``/image?key``: the PNG a key from the routes above names.
     - ``/channel?run&layer&channel``: ``channel_mean``, ``channel_max`` and
       ``channel_drift`` of one channel over every step.
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
-            TensorBoard hands every plugin; only its ``data_provider`` is used.
+            TensorBoard hands every plugin: its log directory (``logdir``, or
+            ``flags.logdir_spec``) is where the runs are read.
+        catalog: the runs to serve (tests pass their own); made from
+            ``context`` by default.
     """
 
     plugin_name = metadata.PLUGIN_NAME
 
-    def __init__(self, context: base_plugin.TBContext) -> None:
-        self._provider = context.data_provider
-        # (experiment, run, tag) -> {step: blob key}. Blob keys name a step of
-        # a series, not a copy of its bytes, so a cached key stays valid; a step
-        # that is not cached yet sends /grid back to the provider's listing.
-        self._blob_keys: dict[tuple[str, str, str], dict[int, str]] = {}
+    def __init__(self, context: base_plugin.TBContext, *, catalog: Catalog | None = None) -> None:
+        self._catalog = catalog if catalog is not None else Catalog(sources(context))
 
     def get_plugin_apps(self) -> dict[str, Callable[..., Any]]:
         apps: dict[str, Callable[..., Any]] = {
             "/runs": self._serve_runs,
+            "/overview": self._serve_overview,
             "/steps": self._serve_steps,
-            "/grid": self._serve_grid,
-            "/probe": self._serve_probe,
+            "/image": self._serve_image,
             "/channel": self._serve_channel,
         }
         for route in _STATIC_FILES:
@@ -182,239 +183,191 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         route = request.path[request.path.rfind("/") :]
         entry = _STATIC_FILES.get(route)
         if entry is None:
-            return _json_error(request, f"No static file {_echo(route)}.", 404)
+            return _json(request, {"error": f"No static file {_echo(route)}."}, 404)
         name, content_type = entry
         data = importlib.resources.files("actlog.plugin").joinpath("static", name).read_bytes()
         return http_util.Respond(request, data, content_type)
 
-    # -- reading through the data provider -----------------------------------
+    # -- parameters -----------------------------------------------------------
 
-    def _context(self, request: wrappers.Request) -> tuple[Any, str]:
-        return plugin_util.context(request.environ), plugin_util.experiment_id(request.environ)
+    def _run(self, request: wrappers.Request) -> RunIndex:
+        name = _param(request, "run")
+        runs = self._catalog.runs()
+        if name not in runs:
+            raise BadRequest(f"Unknown run {_echo(name)}. Runs with actlog data: {sorted(runs)}.")
+        return runs[name]
 
-    def _manifests(self, request: wrappers.Request) -> dict[str, dict[str, Any]]:
-        """Run name -> the last manifest written in it, for every actlog run."""
-        ctx, eid = self._context(request)
-        # One provider call: every run's manifest series (a point per `fit`).
-        data = self._provider.read_tensors(
-            ctx,
-            experiment_id=eid,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=_EVERY_STEP,
-            run_tag_filter=provider.RunTagFilter(tags=[metadata.MANIFEST_TAG]),
-        )
-        result = {}
-        for run in sorted(data):
-            points = data[run].get(metadata.MANIFEST_TAG, [])
-            if not points:
-                continue
-            raw = points[-1].numpy
-            raw = raw.item() if hasattr(raw, "item") else raw
-            try:
-                result[run] = metadata.parse_manifest(raw)
-            except ValueError as err:
-                # A newer actlog wrote this run: leave it out, say why in the log.
-                logger.warning("actlog dashboard: skipping run %r: %s", run, err)
-        return result
-
-    def _manifest(self, request: wrappers.Request) -> tuple[str, dict[str, Any]]:
-        run = _param(request, "run")
-        manifests = self._manifests(request)
-        if run not in manifests:
-            raise BadRequest(f"Unknown run {_echo(run)}. Runs with actlog data: {sorted(manifests)}.")
-        return run, manifests[run]
-
-    def _layer(self, request: wrappers.Request, manifest: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _layer(request: wrappers.Request, index: RunIndex) -> LayerIndex:
         name = _param(request, "layer")
-        for layer in manifest.get("layers", []):
-            if layer.get("name") == name:
-                return layer
-        names = [layer.get("name") for layer in manifest.get("layers", [])]
-        raise BadRequest(f"Unknown layer {_echo(name)}. Layers in this run: {names}.")
+        if name not in index.layers:
+            raise BadRequest(f"Unknown layer {_echo(name)}. Layers in this run: {list(index.layers)}.")
+        return index.layers[name]
 
-    def _probe(self, request: wrappers.Request, manifest: dict[str, Any]) -> int:
-        count = int(manifest.get("probes", 0))
+    @staticmethod
+    def _probe(request: wrappers.Request, index: RunIndex) -> int:
+        count = index.probes
         probe = _int_param(request, "probe", f"0 to {count - 1}")
         if probe >= count:
-            raise BadRequest(f"Probe {probe} does not exist; this run has {count} probes (0 to {count - 1}).")
+            raise BadRequest(
+                f"Probe {probe} does not exist; this run has {count} probes (0 to {count - 1})."
+            )
         return probe
-
-    def _blob_series(self, request: wrappers.Request, run: str, tag: str) -> list[Any]:
-        ctx, eid = self._context(request)
-        data = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=eid,
-            plugin_name=_IMAGES_PLUGIN,
-            downsample=_EVERY_STEP,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        # values = (width, height, first image); actlog writes one image per tag.
-        series = [d for d in data.get(run, {}).get(tag, []) if len(d.values) > 2]
-        self._blob_keys[(eid, run, tag)] = {d.step: d.values[2].blob_key for d in series}
-        return series
-
-    def _image_response(self, request: wrappers.Request, blob_key: str) -> wrappers.Response:
-        ctx, _ = self._context(request)
-        data = self._provider.read_blob(ctx, blob_key=blob_key)
-        return http_util.Respond(request, data, img_mime_type_detector.from_bytes(data))
 
     # -- routes ---------------------------------------------------------------
 
     @_route
     def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
-        manifests = self._manifests(request)
-        ctx, eid = self._context(request)
-        images = (
-            self._provider.list_blob_sequences(ctx, experiment_id=eid, plugin_name=_IMAGES_PLUGIN)
-            if manifests
-            else {}
-        )
-        runs = []
-        for run, manifest in manifests.items():
-            probe_tags = [str(tag) for tag in manifest.get("probe_tags", [])]
-            runs.append(
-                {
-                    "run": run,
-                    "step_axis": manifest.get("step_axis"),
-                    "probes": int(manifest.get("probes", 0)),
-                    "probe_images": [tag in images.get(run, {}) for tag in probe_tags],
-                    "layers": [
-                        {
-                            "name": layer.get("name"),
-                            "path": layer.get("path"),
-                            "class": layer.get("class"),
-                            "output_shape": layer.get("output_shape"),
-                            "channels": layer.get("channels", []),
-                            "grid": layer.get("grid", {}),
-                            "norm": layer.get("norm"),
-                            "cmap": layer.get("cmap"),
-                        }
-                        for layer in manifest.get("layers", [])
-                    ],
-                }
-            )
-        return http_util.Respond(request, {"runs": runs}, "application/json")
+        runs = self._catalog.runs()
+        body = {
+            "logdirs": [source.path for source in self._catalog.sources],
+            "problem": self._catalog.problem,
+            "runs": [_run_body(runs[name]) for name in sorted(runs)],
+        }
+        return _json(request, body)
+
+    @_route
+    def _serve_overview(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        probe = self._probe(request, index)
+        if "step" in request.args:
+            step = _int_param(request, "step", "a step of the run")
+            if step not in index.steps:
+                raise BadRequest(f"No step {step} in run {_echo(index.name)}. Steps: {_listed(index.steps)}.")
+        elif index.steps:
+            step = index.steps[-1]
+        else:
+            step = None
+        layers = []
+        for layer in index.layers.values():
+            grid = next((g for g in layer.grids.get(probe, []) if g.step == step), None)
+            layers.append({
+                **index.remember(("sparklines", layer.name), lambda layer=layer: _sparklines(layer)),
+                "grid": None if grid is None else {
+                    "step": grid.step,
+                    "key": keys.encode_grid(index.name, layer.name, probe, grid.step, grid.ref),
+                },
+            })  # fmt: skip
+        body = {
+            "run": index.name, "probe": probe, "version": index.version,
+            "step_axis": index.step_axis, "steps": index.steps, "step": step, "layers": layers,
+        }  # fmt: skip
+        return _json(request, body)
 
     @_route
     def _serve_steps(self, request: wrappers.Request) -> wrappers.Response:
-        run, manifest = self._manifest(request)
-        layer = self._layer(request, manifest)
-        probe = self._probe(request, manifest)
-        tag = metadata.grid_tag(layer["name"], probe, int(manifest["probes"]))
-        series = self._blob_series(request, run, tag)
-        steps = [d.step for d in series]
-        # Scalars are kept 1000 per tag by default, images only 10: the layer's
-        # `mean` tells how many grid steps TensorBoard dropped.
-        ctx, eid = self._context(request)
-        mean_tag = metadata.stat_tag(layer["name"], "mean")
-        scalars = self._provider.read_scalars(
-            ctx,
-            experiment_id=eid,
-            plugin_name=_SCALARS_PLUGIN,
-            downsample=_EVERY_STEP,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[mean_tag]),
-        )
-        logged = {p.step for p in scalars.get(run, {}).get(mean_tag, [])}
-        body = {
-            "run": run,
-            "layer": layer["name"],
-            "probe": probe,
-            "steps": steps,
-            "wall_times": [d.wall_time for d in series],
-            "missing_steps": len(logged - set(steps)),
-        }
-        return http_util.Respond(request, body, "application/json")
+        index = self._run(request)
+        layer = self._layer(request, index)
+        probe = self._probe(request, index)
+        body = index.remember(("steps", layer.name, probe), lambda: _steps_body(index, layer, probe))
+        return _json(request, body)
 
     @_route
-    def _serve_grid(self, request: wrappers.Request) -> wrappers.Response:
-        run, manifest = self._manifest(request)
-        layer = self._layer(request, manifest)
-        probe = self._probe(request, manifest)
-        step = _int_param(request, "step", "a step listed by /steps")
-        tag = metadata.grid_tag(layer["name"], probe, int(manifest["probes"]))
-        _, eid = self._context(request)
-        key = self._blob_keys.get((eid, run, tag), {}).get(step)
-        if key is not None:
-            try:
-                return self._image_response(request, key)
-            except tb_errors.NotFoundError:
-                pass  # the step was purged (a restarted run): list the series again
-        series = self._blob_series(request, run, tag)
-        for datum in series:
-            if datum.step == step:
-                return self._image_response(request, datum.values[2].blob_key)
-        steps = [d.step for d in series]
-        shown = steps if len(steps) <= 12 else steps[:5] + ["..."] + steps[-5:]
-        raise BadRequest(f"No grid at step {step} for this layer and probe. Steps: {shown}.")
-
-    @_route
-    def _serve_probe(self, request: wrappers.Request) -> wrappers.Response:
-        run, manifest = self._manifest(request)
-        probe = self._probe(request, manifest)
-        tag = metadata.probe_image_tag(probe, int(manifest["probes"]))
-        series = self._blob_series(request, run, tag)
-        if not series:
-            raise _NotFound(
-                f"Run {_echo(run)} has no image of probe {probe} (its inputs are not image-like)."
-            )
-        return self._image_response(request, series[-1].values[2].blob_key)
+    def _serve_image(self, request: wrappers.Request) -> wrappers.Response:
+        key = keys.decode(_param(request, "key"))
+        runs = self._catalog.runs()
+        index = runs.get(key.run)
+        if index is None:
+            raise NotFound(f"No run {_echo(key.run)} (any more). Runs: {sorted(runs)}.")
+        if key.layer is None:
+            refs = index.probe_images
+            ref = refs[key.probe] if key.probe < len(refs) else None
+            what = f"probe image {key.probe}"
+        else:
+            layer = index.layers.get(key.layer)
+            grids = layer.grids.get(key.probe, []) if layer is not None else []
+            ref = next((g.ref for g in grids if g.step == key.step), None)
+            what = f"grid of layer {_echo(key.layer)}, probe {key.probe}, step {key.step}"
+        if ref is None:
+            raise NotFound(f"Run {_echo(key.run)} holds no {what}.")
+        if keys.stamp(ref) != key.stamp:
+            raise NotFound(f"The {what} was written again since this key was handed out; "
+                           "ask /steps for the new one.")
+        return http_util.Respond(request, index.png(ref), "image/png", expires=IMAGE_CACHE_SECONDS)
 
     @_route
     def _serve_channel(self, request: wrappers.Request) -> wrappers.Response:
-        run, manifest = self._manifest(request)
-        layer = self._layer(request, manifest)
-        shape = layer.get("output_shape") or []
-        axis = 0 if layer.get("data_format") == "channels_first" else -1
-        count = shape[axis] if shape and isinstance(shape[axis], int) else None
-        accepted = f"0 to {count - 1}" if count else "a channel of this layer"
-        channel = _int_param(request, "channel", accepted)
-        if count is not None and channel >= count:
+        index = self._run(request)
+        layer = self._layer(request, index)
+        count = layer.channel_count
+        channel = _int_param(request, "channel", f"0 to {count - 1}")
+        if channel >= count:
             raise BadRequest(
-                f"Channel {channel} does not exist; layer {_echo(layer['name'])} has "
+                f"Channel {channel} does not exist; layer {_echo(layer.name)} has "
                 f"{count} channels (0 to {count - 1})."
             )
-        ctx, eid = self._context(request)
-        tags = {stat: metadata.stat_tag(layer["name"], stat) for stat in metadata.CHANNEL_STATS}
-        data = self._provider.read_tensors(
-            ctx,
-            experiment_id=eid,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=_EVERY_STEP,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(tags.values())),
-        ).get(run, {})
-        stats = {}
-        for stat, tag in tags.items():
-            points = [p for p in data.get(tag, []) if p.numpy.ndim == 1]
-            points = [p for p in points if channel < p.numpy.shape[0]]
-            stats[stat] = {
-                "steps": [p.step for p in points],
-                "values": [float(p.numpy[channel]) for p in points],
-            }
-        body = {"run": run, "layer": layer["name"], "channel": channel, "stats": stats}
-        return http_util.Respond(request, body, "application/json")
+        stats = self._catalog.channel(index, layer.name, channel)
+        body = {
+            "run": index.name, "layer": layer.name, "channel": channel, "step_axis": index.step_axis,
+            "stats": {stat: _series(*series) for stat, series in stats.items()},
+        }  # fmt: skip
+        return _json(request, body)
+
+
+def _run_body(index: RunIndex) -> dict[str, Any]:
+    def layer_body(layer: LayerIndex) -> dict[str, Any]:
+        info = layer.info
+        return {
+            "name": layer.name, "path": info.get("path"), "class": info.get("class"),
+            "output_shape": info.get("output_shape"), "channels": layer.channel_count,
+            "shown": len(info.get("channels", [])), "norm": info.get("norm"), "cmap": info.get("cmap"),
+        }  # fmt: skip
+
+    return index.remember("run", lambda: {
+        "run": index.name,
+        "version": index.version,
+        "step_axis": index.step_axis,
+        "probes": index.probes,
+        "steps": len(index.steps),
+        "last_step": index.steps[-1] if index.steps else None,
+        "probe_images": [
+            None if ref is None else keys.encode_probe(index.name, probe, ref)
+            for probe, ref in enumerate(index.probe_images)
+        ],
+        "layers": [layer_body(layer) for layer in index.layers.values()],
+    })  # fmt: skip
+
+
+def _steps_body(index: RunIndex, layer: LayerIndex, probe: int) -> dict[str, Any]:
+    def step_body(grid: GridStep) -> dict[str, Any]:
+        key = keys.encode_grid(index.name, layer.name, probe, grid.step, grid.ref)
+        return {"step": grid.step, "wall_time": grid.wall_time, "key": key, "layout": grid.layout}
+
+    layouts = []
+    for first, layout in layer.layouts:
+        layouts.append({
+            "from_step": first, **layout.to_dict(), "width": layout.width, "height": layout.height,
+            "channels": list(layout.channels), "boxes": layout.boxes(),
+        })  # fmt: skip
+    return {
+        "run": index.name, "layer": layer.name, "probe": probe, "version": index.version,
+        "step_axis": index.step_axis, "channels": layer.channel_count,
+        "steps": [step_body(g) for g in layer.grids.get(probe, [])], "layouts": layouts,
+    }  # fmt: skip
+
+
+def _sparklines(layer: LayerIndex) -> dict[str, Any]:
+    """A layer's name, shape, and drift and dead channels over steps, for the overview."""
+    drift = layer.scalars.get("drift", ([], []))
+    steps, fractions = layer.scalars.get("dead_fraction", ([], []))
+    channels = [layer.channels.get(s, 0) for s in steps]
+    dead = [round(f * c) if math.isfinite(f) else None for f, c in zip(fractions, channels, strict=True)]
+    info = layer.info
+    return {
+        "name": layer.name, "class": info.get("class"), "output_shape": info.get("output_shape"),
+        "channels": layer.channel_count, "drift": _series(*drift),
+        "dead": {"steps": steps, "values": dead, "channels": channels},
+    }  # fmt: skip
 
 
 class ActivationsLoader(base_plugin.TBLoader):
-    """Loads :class:`ActivationsPlugin` and keeps every actlog step in memory.
+    """Loads :class:`ActivationsPlugin`; changes nothing in how TensorBoard loads logs.
 
-    TensorBoard samples what it loads: 10 images and 10 tensors per tag unless
-    ``--samples_per_plugin`` says otherwise. The dashboard's promise is every
-    logged step, so unless the user chose a value themselves, this loader sets
-    ``actlog=0`` ("keep all") and ``images=`` :data:`KEEP_IMAGES` before
-    TensorBoard starts reading. Images get a large number rather than 0: the
-    standard Images tab passes the same value on as the number of images to
-    show, and with 0 it shows none (TensorBoard 2.21). The cost is memory:
-    up to that many images per tag stay loaded.
+    TensorBoard samples what it loads (10 images per tag by default). The
+    dashboard reads actlog's runs from the log directory itself, so it needs
+    no more than that, and no ``--samples_per_plugin`` of anyone else's is
+    raised: ``fix_flags`` is TensorBoard's default, which does nothing.
     """
-
-    def fix_flags(self, flags: Any) -> None:
-        hints = getattr(flags, "samples_per_plugin", None)
-        if not isinstance(hints, dict):
-            return
-        for plugin, keep in ((_IMAGES_PLUGIN, KEEP_IMAGES), (metadata.PLUGIN_NAME, 0)):
-            if plugin not in hints:
-                hints[plugin] = keep
-                logger.info("actlog: --samples_per_plugin %s=%d", plugin, keep)
 
     def load(self, context: base_plugin.TBContext) -> ActivationsPlugin:
         return ActivationsPlugin(context)

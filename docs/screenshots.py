@@ -1,0 +1,44 @@
+"""Refresh the README's screenshots in ``docs/images/`` from the MNIST example's own log.
+
+The browser tests photograph what they check into a temporary directory; this
+script runs the ones that open ``examples/mnist_convnet.py``'s log (trained
+offline on scikit-learn's digits, 3 epochs) with ``ACTLOG_SCREENSHOT_DIR``
+pointing here, at 1600 x 1200:
+
+- ``tensorboard_time_series.png``, ``tensorboard_images.png``: TensorBoard's own tabs;
+- ``dashboard_overview.png``, ``dashboard.png``, ``dashboard_channel.png``: the Activations tab.
+
+```
+python docs/screenshots.py                     # needs /usr/bin/chromium and /usr/bin/chromedriver
+python docs/screenshots.py --out /tmp/shots    # somewhere else
+```
+
+Nothing else writes into ``docs/images/``: the tests' own log (with a layer
+named like an HTML tag) is only ever photographed into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go")
+    args = parser.parse_args(argv)
+    command = [
+        sys.executable, "-m", "pytest", "-q", "-m", "browser", "-k", "mnist_example",
+        str(ROOT / "tests" / "test_dashboard_browser.py"),
+    ]  # fmt: skip
+    env = {**os.environ, "ACTLOG_SCREENSHOT_DIR": str(args.out.resolve())}
+    return subprocess.call(command, cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
