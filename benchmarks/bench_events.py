@@ -17,8 +17,10 @@ model, this prints per event (median over ``--events`` events after warm-up):
   on the device) plus the copy of its results (selected channels as uint8,
   per-channel sums) to the host: the part that must see the weights.
 - **cpu**: process CPU time per event of the background path, every thread.
-- **compiles**: how many times the probe function was traced (1 on TensorFlow
-  and JAX; 0 on PyTorch, which runs it eagerly) after all events.
+- **compiles**: how many times the probe function was traced after all events
+  (1 on TensorFlow and JAX; 0 on PyTorch, which runs it eagerly), and in how
+  many parts it runs (more than one when the watched layers' activations
+  exceed 32 MB together: see ``actlog.probe.PART_BYTES``).
 - **copied**: MB per event leaving the device, against the raw activations.
 
 Targets: sync <= 1.5x floor; blocked <= 1.5x fwd+copy (the MNIST model, CPU);
@@ -85,9 +87,8 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
     import numpy as np
 
     import actlog
-    from actlog import backends, grid, probe, probes, records, session
+    from actlog import backends, grid, probe, probes, records
     from actlog.png import encode_png
-    from actlog.runs import Destination
     from actlog.writer import encode_event
 
     backend = backends.current()
@@ -118,35 +119,30 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
         result = {"layers": len(layers), "probes": k, "side": shape[0], "step_ms": _median_ms(step)}
 
         with tempfile.TemporaryDirectory() as tmp:
-            # -- actlog, synchronous and in the background
-            for mode in ("sync", "background"):
-                logger = actlog.ActivationLogger(os.path.join(tmp, mode), x, layers=layers,
-                                                 background=mode == "background")
-                logger.set_model(model)
-                logger.on_train_begin()
-                logger.log_now(0)
-                logger.flush()
+            # -- actlog, in the background and synchronously: one logger, one compiled function
+            logger = actlog.ActivationLogger(os.path.join(tmp, "actlog"), x, layers=layers)
+            logger.set_model(model)
+            logger.on_train_begin()
+            sess = logger._session
+            logger.log_now(0)
+            logger.flush()
+            step_number = 1
+            for mode in ("background", "sync"):
+                sess.worker.background = mode == "background"
                 blocked, cpu = [], []
-                for i in range(1, events + 1):
+                for _ in range(events):
                     c = time.process_time()
                     t = time.perf_counter()
-                    logger.log_now(i)
+                    logger.log_now(step_number)
                     blocked.append(time.perf_counter() - t)
                     logger.flush()
                     cpu.append(time.process_time() - c)
-                logger.on_train_end()
+                    step_number += 1
                 result[f"{mode}_ms"] = _median_ms(blocked)
                 if mode == "background":
                     result["cpu_ms"] = _median_ms(cpu)
-                    result["compiles"] = logger.probe_function.traces
-                    assert logger.misses == {}, logger.misses
 
             # -- the device half alone: probe function + copy of its results
-            sess = logger_session = session.Session(
-                model, probes.copy_probes(x), logger.options,
-                destination=Destination(logger._storage, os.path.join(tmp, "probe")),
-                faults=logger._faults, continuity=session.Continuity(),
-            )
             fn = sess.probe_fn
             channels = fn.channels([p.layout.channels for p in sess.plans])
             previous = fn.zero_sketches()
@@ -161,9 +157,12 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
                 previous = [o["sketch"] for o in res]
                 copied = sum(np.asarray(v).nbytes for h in host for v in
                              [h["levels"], *h["sums"].values(), *h["drift"].values()])
-            logger_session.close()
             result["fwd_copy_ms"] = _median_ms(copy)
             result["copied_mb"] = round(copied / 1e6, 3)
+            result["compiles"] = fn.traces
+            result["parts"] = fn.parts
+            logger.on_train_end()
+            assert logger.misses == {}, logger.misses
 
             # -- the floor: compiled forward of raw outputs, copy, numpy grids, PNG, one write
             inputs = probe.to_tensors(model, probes.fit_to_model(probes.copy_probes(x),
@@ -258,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {backend} | {device} | {r['step_ms']} | {r['floor_ms']} | {r['sync_ms']} | "
                 f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_ms']} | {r['background_ms']} | "
-                f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | {r['compiles']} | "
+                f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | {r['compiles']} x {r['parts']} | "
                 f"{r['copied_mb']} ({r['raw_mb']}) |"
             )
         base = {b: r for b, _, r in rows}
