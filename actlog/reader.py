@@ -165,7 +165,7 @@ class _Records:
             if event is not None:
                 self._cache.move_to_end(key)
         if event is None:
-            data = self.store.read(ref.path, ref.offset)[: ref.length]
+            data = self.store.read(ref.path, ref.offset, ref.length)
             if len(data) < ref.length:
                 raise LogError(f"{ref.path} is shorter than when it was indexed (rewritten?).")
             event = event_pb2.Event()

@@ -65,8 +65,8 @@ class Storage:
     def size(self, path: str) -> int:
         raise NotImplementedError
 
-    def read(self, path: str, start: int = 0) -> bytes:
-        """The bytes of ``path`` from offset ``start`` to its current end."""
+    def read(self, path: str, start: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes of ``path`` from offset ``start`` (default: to its current end)."""
         raise NotImplementedError
 
     def appender(self, path: str) -> Appender:
@@ -126,10 +126,10 @@ class LocalStorage(Storage):
     def size(self, path: str) -> int:
         return os.path.getsize(path)
 
-    def read(self, path: str, start: int = 0) -> bytes:
+    def read(self, path: str, start: int = 0, length: int | None = None) -> bytes:
         with open(path, "rb") as handle:
             handle.seek(start)
-            return handle.read()
+            return handle.read(-1 if length is None else length)
 
     def appender(self, path: str) -> Appender:
         return _LocalAppender(path)
@@ -185,8 +185,9 @@ class FsspecStorage(Storage):
     def size(self, path: str) -> int:
         return int(self.fs.size(path))
 
-    def read(self, path: str, start: int = 0) -> bytes:
-        return bytes(self.fs.cat_file(path, start=start or None))
+    def read(self, path: str, start: int = 0, length: int | None = None) -> bytes:
+        end = None if length is None else start + length
+        return bytes(self.fs.cat_file(path, start=start or None, end=end))
 
     def appender(self, path: str) -> Appender:
         return _FsspecAppender(self.fs, path)
@@ -233,10 +234,10 @@ class GfileStorage(Storage):
     def size(self, path: str) -> int:
         return int(self.gfile.stat(path).length)
 
-    def read(self, path: str, start: int = 0) -> bytes:
+    def read(self, path: str, start: int = 0, length: int | None = None) -> bytes:
         with self.gfile.GFile(path, "rb") as handle:
             handle.seek(start)
-            return handle.read()
+            return handle.read(-1 if length is None else length)
 
     def appender(self, path: str) -> Appender:
         return _GfileAppender(self.gfile, path)

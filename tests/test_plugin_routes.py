@@ -539,8 +539,11 @@ def test_a_step_written_again_gets_a_new_key_and_the_old_one_404(tmp_path: Path)
     clock = FakeClock()
     client = make_client(tmp_path, catalog=Catalog([Source(str(tmp_path))], clock=clock))
     before = steps_of(client, "conv_1")["steps"]
-    # A new logger in the same directory starts again at step 0 (a restarted run).
-    fit(tiny_model(), [actlog.ActivationLogger(str(tmp_path), probes, layers=["conv_1"])], 1)
+    # A new logger writing steps 0.. again into the same run. actlog itself moves a second
+    # run to activations-2 (see actlog.runs); an older actlog, or another writer, would not.
+    again = actlog.ActivationLogger(str(tmp_path), probes, layers=["conv_1"])
+    again._destination.suffix = ""
+    fit(tiny_model(), [again], 1)
     clock.now += 5
     after = steps_of(client, "conv_1")["steps"]
     assert [s["step"] for s in after] == [0, 1, 2]
