@@ -13,6 +13,7 @@ CRC-32C comes from ``google-crc32c`` (a maintained C implementation: about
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import google_crc32c
@@ -25,16 +26,27 @@ OVERHEAD = _HEADER.size + _FOOTER.size
 
 def masked_crc32c(data: bytes | memoryview) -> int:
     """TFRecord's masked CRC: CRC-32C rotated right by 15 plus a constant."""
-    crc = google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    return _mask(google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data))
 
 
 def frame(data: bytes) -> bytes:
     """``data`` as one record."""
-    length = struct.pack("<Q", len(data))
-    return b"".join(
-        (length, _FOOTER.pack(masked_crc32c(length)), data, _FOOTER.pack(masked_crc32c(data)))
-    )
+    return b"".join(frame_parts([data]))
+
+
+def frame_parts(parts: Sequence[bytes]) -> list[bytes]:
+    """One record whose data is the concatenation of ``parts``, as a list of pieces to write
+    in order: a record of many megabytes is never copied into one buffer."""
+    size = sum(len(part) for part in parts)
+    length = struct.pack("<Q", size)
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    return [length + _FOOTER.pack(masked_crc32c(length)), *parts, _FOOTER.pack(_mask(crc))]
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)

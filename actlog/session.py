@@ -248,8 +248,8 @@ class Session:
             for name in event.nonfinite:
                 self.faults.report("nonfinite", f"layer {name!r} has NaN or Inf activations at step {event.step}")
             header = self._assemblers[event.run].header() if event.first else None
-            summary = (header or b"") + b"".join(event.parts)
-            self._writer(event.run).write(event.step, summary, header=header)
+            pieces = [header, *event.parts] if header is not None else event.parts
+            self._writer(event.run).write(event.step, pieces, header=header)
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             self.faults.report(*classify(err, what), err)
 

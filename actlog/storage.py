@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 REWRITE_LIMIT = 64 * 2**20
 """Size at which a file on a store that cannot append is closed and a new one started."""
+
+
+def _pieces(data: bytes | Sequence[bytes]) -> Sequence[bytes]:
+    return [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
 
 
 class Appender:
@@ -31,8 +35,8 @@ class Appender:
     full = False
     """True when the file should not grow further (a store that rewrites it whole)."""
 
-    def append(self, data: bytes) -> None:
-        """Add ``data`` at the end and make it visible to readers."""
+    def append(self, data: bytes | Sequence[bytes]) -> None:
+        """Add ``data`` (bytes, or pieces written in order) at the end and make it visible."""
         raise NotImplementedError
 
     def lost(self) -> bool:
@@ -93,8 +97,8 @@ class _LocalAppender(Appender):
         # "x": exclusive creation, so two writers never share a file.
         self._file = open(path, "xb")  # noqa: SIM115 - kept open across events
 
-    def append(self, data: bytes) -> None:
-        self._file.write(data)
+    def append(self, data: bytes | Sequence[bytes]) -> None:
+        self._file.writelines(_pieces(data))
         self._file.flush()
 
     def lost(self) -> bool:
@@ -144,15 +148,17 @@ class _FsspecAppender(Appender):
         self._content: bytearray | None = None  # set when the store cannot append
         fs.pipe_file(path, b"")
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | Sequence[bytes]) -> None:
         if self._content is None:
             try:
                 with self.fs.open(self.path, "ab") as handle:
-                    handle.write(data)
+                    for piece in _pieces(data):
+                        handle.write(piece)
                 return
             except (NotImplementedError, ValueError):
                 self._content = bytearray(self.fs.cat_file(self.path))
-        self._content += data
+        for piece in _pieces(data):
+            self._content += piece
         self.fs.pipe_file(self.path, bytes(self._content))
         self.full = len(self._content) >= REWRITE_LIMIT
 
@@ -201,8 +207,9 @@ class _GfileAppender(Appender):
         self.gfile, self.path = gfile, path
         self._file = gfile.GFile(path, "wb")
 
-    def append(self, data: bytes) -> None:
-        self._file.write(data)
+    def append(self, data: bytes | Sequence[bytes]) -> None:
+        for piece in _pieces(data):
+            self._file.write(piece)
         self._file.flush()
 
     def lost(self) -> bool:

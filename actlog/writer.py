@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tensorboard.compat.proto import event_pb2
 
@@ -39,13 +39,17 @@ class EventFileLost(OSError):
 
 
 def encode_event(step: int, summary: bytes, wall_time: float | None = None) -> bytes:
-    """A serialized ``Event`` holding the serialized ``Summary`` ``summary``.
+    """A serialized ``Event`` holding the serialized ``Summary`` ``summary``."""
+    return b"".join(encode_event_parts(step, [summary], wall_time))
 
-    The summary's bytes are appended as field 5 (``Event.summary``) without
-    being parsed again: an event of many grids is megabytes of PNG.
-    """
+
+def encode_event_parts(step: int, summary: Sequence[bytes], wall_time: float | None = None) -> list[bytes]:
+    """:func:`encode_event` as pieces: the ``Summary`` (given as pieces that concatenate into
+    it) goes in as field 5 (``Event.summary``) without being parsed or copied again: an event
+    of many grids is megabytes of PNG."""
     head = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time, step=step)
-    return head.SerializeToString() + b"\x2a" + _varint(len(summary)) + summary
+    size = sum(len(piece) for piece in summary)
+    return [head.SerializeToString() + b"\x2a" + _varint(size), *summary]
 
 
 def _varint(value: int) -> bytes:
@@ -91,12 +95,12 @@ class RunWriter:
         """The event file being appended to, if one is open."""
         return None if self._file is None else self._file.path
 
-    def write(self, step: int, summary: bytes, *, header: bytes | None = None) -> None:
+    def write(self, step: int, summary: bytes | Sequence[bytes], *, header: bytes | None = None) -> None:
         """Append one event at ``step`` and make sure it reached its file.
 
         Args:
             step: the event's step.
-            summary: the serialized ``Summary`` of the event.
+            summary: the serialized ``Summary`` of the event, or pieces that concatenate into it.
             header: the part of ``summary`` (manifest, layer table, probe images)
                 that a new file of this run must start with; remembered for later
                 files. Events without one get the last header prepended when they
@@ -107,6 +111,7 @@ class RunWriter:
                 (the event is lost; the next one opens a new file).
             OSError: the store failed (same recovery).
         """
+        pieces = [summary] if isinstance(summary, bytes) else list(summary)
         reopened = None
         if self._file is not None and (self._file.lost() or self._file.full):
             reopened = self._file.path if not self._file.full else None
@@ -117,8 +122,8 @@ class RunWriter:
             if self._file is None:
                 self._open()
                 if header is None:
-                    summary = self._header + summary  # concatenated messages merge
-            self._file.append(records.frame(encode_event(step, summary)))
+                    pieces = [self._header, *pieces]  # concatenated messages merge
+            self._file.append(records.frame_parts(encode_event_parts(step, pieces)))
         except Exception:
             # A half-written record would end every reader's pass over this file:
             # later events go to a new one.
