@@ -82,10 +82,10 @@ class LayerResult:
     """One layer at one event, on the host.
 
     Attributes:
-        levels: uint8 ``(k, n, th, tw)``: colour-map index of every tile pixel.
+        levels: uint8 ``(k, th, tw, n)``: colour-map index of every tile pixel.
         sums: per-channel sums (:func:`actlog.stats.reduce_layer`).
         drift: drift sums (:func:`actlog.stats.drift_sums`), or None at a first event.
-        nonfinite: fetches the bool ``(k, n, th, tw)`` mask of NaN/Inf pixels;
+        nonfinite: fetches the bool ``(k, th, tw, n)`` mask of NaN/Inf pixels;
             called only when the sums say there are some.
     """
 

@@ -554,7 +554,7 @@ def levels(
         norm, cmap: as in :func:`render`.
 
     Returns:
-        ``(levels, nonfinite)``: uint8 ``(k, n, th, tw)`` indices into the colour
+        ``(levels, nonfinite)``: uint8 ``(k, th, tw, n)`` indices into the colour
         map (0 where the activation is NaN or infinite) and the bool mask of
         those places.
     """
@@ -562,12 +562,13 @@ def levels(
     tiles = xp.take(maps, channels, axis=3)
     if stride > 1:
         tiles = tiles[:, ::stride, ::stride, :]
-    tiles = xp.moveaxis(tiles, 3, 1)  # (k, n, th, tw)
+    # (k, th, tw, n): channels stay last on the device (no transpose there; the host
+    # moves the axis of the uint8 result for free).
     finite = xp.isfinite(tiles)
     values = xp.where(finite, tiles, 0.0)
     one_pixel = maps.shape[1] == 1 and maps.shape[2] == 1
     # Grids of one-pixel maps (Dense): per channel, every tile would be black.
-    axis = (2, 3) if norm == "channel" and not one_pixel else (1, 2, 3)
+    axis = (1, 2) if norm == "channel" and not one_pixel else (1, 2, 3)
     if cmap == "diverging":
         # Symmetric around 0 so that 0 is the white centre; an all-zero scope
         # stays at the centre. (v / m + 1) * 0.5 rather than 0.5 + 0.5 * v / m:
@@ -605,19 +606,20 @@ def render_levels(
     """One probe's tile levels (from :func:`levels`) as the grid image.
 
     Args:
-        levels: uint8 ``(n, th, tw)``: colour-map index of every pixel of every tile.
+        levels: uint8 ``(th, tw, n)``: colour-map index of every pixel of every tile
+            (one probe of :func:`levels`).
         layout: the layer's :class:`GridLayout`.
         cmap: one of :data:`COLORMAPS`.
-        nonfinite: bool ``(n, th, tw)``, where to paint the marker colour; or None.
+        nonfinite: bool ``(th, tw, n)``, where to paint the marker colour; or None.
         pad_value: gray level (0-255) of the padding and of empty cells.
 
     Returns:
         uint8 ``(layout.height, layout.width, 1 or 3)``.
     """
     lut = _LUTS[check_cmap(cmap)]
-    colors = lut[np.asarray(levels, dtype=np.uint8)]  # (n, th, tw, depth)
+    colors = lut[np.moveaxis(np.asarray(levels, dtype=np.uint8), -1, 0)]  # (n, th, tw, depth)
     if nonfinite is not None and nonfinite.any():
-        colors[nonfinite] = MARKER_GRAY if cmap == "gray" else MARKER_RGB
+        colors[np.moveaxis(nonfinite, -1, 0)] = MARKER_GRAY if cmap == "gray" else MARKER_RGB
     n, th, tw, depth = colors.shape
     if (th * layout.scale, tw * layout.scale) != (layout.tile_height, layout.tile_width):
         raise ValueError(

@@ -246,7 +246,7 @@ class ProbeFunction:
     """The event's device half, compiled once: probes -> per watched layer, reduced.
 
     ``fn(channels, previous)`` returns, per layer, a dict of device arrays:
-    ``levels`` (uint8 ``(k, n, th, tw)``), ``nonfinite`` (its NaN/Inf mask),
+    ``levels`` (uint8 ``(k, th, tw, n)``), ``nonfinite`` (its NaN/Inf mask),
     ``sums`` (:func:`actlog.stats.reduce_layer` plus ``activity``), ``drift``
     (:func:`actlog.stats.drift_sums` against ``previous``) and ``sketch``
     (the next event's ``previous``).
