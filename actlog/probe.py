@@ -336,7 +336,7 @@ class ProbeFunction:
             yield indices, fn(self.inputs, _pick(channels, indices), _pick(previous, indices))
 
 
-PART_BYTES = 32 * 2**20
+PART_BYTES = 128 * 2**20
 """Raw activations (all probes) one compiled part of the probe function reaches at most,
 unless a single layer is larger: many large layers are split over several parts, run one
 after the other, so that an event's memory does not grow with the number of layers."""
