@@ -131,9 +131,9 @@ def _step(data: bytes, start: int, end: int) -> int | None:
     if i >= end or data[i] != 0x10:
         return None
     value, shift = 0, 0
-    for i in range(i + 1, min(end, i + 11)):
-        value |= (data[i] & 0x7F) << shift
-        if not data[i] & 0x80:
+    for j in range(i + 1, min(end, i + 11)):
+        value |= (data[j] & 0x7F) << shift
+        if not data[j] & 0x80:
             return value
         shift += 7
     return None

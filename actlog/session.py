@@ -210,7 +210,8 @@ class Session:
         else:
             event = _Event(run, step, first=False, has_previous=previous is not None)
         sketches: list[Any] = [None] * len(self.plans)
-        for indices, out in self.probe_fn.run_parts(self._channels, previous or self.probe_fn.zero_sketches()):
+        zeros = previous or self.probe_fn.zero_sketches()
+        for indices, out in self.probe_fn.run_parts(self._channels, zeros):
             for i, o in zip(indices, out, strict=True):
                 sketches[i] = o["sketch"]
             fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
@@ -246,7 +247,9 @@ class Session:
             if event.error is not None:
                 raise event.error
             for name in event.nonfinite:
-                self.faults.report("nonfinite", f"layer {name!r} has NaN or Inf activations at step {event.step}")
+                self.faults.report(
+                    "nonfinite", f"layer {name!r} has NaN or Inf activations at step {event.step}"
+                )
             header = self._assemblers[event.run].header() if event.first else None
             pieces = [header, *event.parts] if header is not None else event.parts
             self._writer(event.run).write(event.step, pieces, header=header)

@@ -168,7 +168,7 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
             inputs = probe.to_tensors(model, probes.fit_to_model(probes.copy_probes(x),
                                                                   probe.input_specs(model)))
             forward = probe.Forward(model, sess.watched)
-            compiled = backend.compile(lambda i: forward(i), model, (inputs,), eager=False)
+            compiled = backend.compile(forward, model, (inputs,), eager=False)
             path = os.path.join(tmp, "floor.tfevents")
             floor = []
             with open(path, "ab") as handle:
@@ -257,15 +257,17 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {backend} | {device} | {r['step_ms']} | {r['floor_ms']} | {r['sync_ms']} | "
                 f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_ms']} | {r['background_ms']} | "
-                f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | {r['compiles']} x {r['parts']} | "
+                f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | "
+                f"{r['compiles']} x {r['parts']} | "
                 f"{r['copied_mb']} ({r['raw_mb']}) |"
             )
         base = {b: r for b, _, r in rows}
         if "tensorflow" in base:
             for backend in ("jax", "torch"):
                 if backend in base:
-                    print(f"{backend} vs tensorflow: sync {_ratio(base[backend]['sync_ms'], base['tensorflow']['sync_ms'])}, "
-                          f"blocked {_ratio(base[backend]['background_ms'], base['tensorflow']['background_ms'])}")
+                    ours, theirs = base[backend], base["tensorflow"]
+                    print(f"{backend} vs tensorflow: sync {_ratio(ours['sync_ms'], theirs['sync_ms'])}, "
+                          f"blocked {_ratio(ours['background_ms'], theirs['background_ms'])}")
     return 0
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BACKEND, EXPECTED_TRACES
 
 import actlog
 from actlog import metadata
-from conftest import BACKEND, EXPECTED_TRACES
 
 pytestmark = pytest.mark.backend
 

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import BACKEND  # noqa: E402
 
 import actlog  # noqa: E402
 from actlog import metadata  # noqa: E402
-from conftest import BACKEND  # noqa: E402
 
 pytestmark = [pytest.mark.backend, pytest.mark.slow]
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, EXPECTED_TRACES, keras_tensorboard, tensorflow_only
 
 import actlog
 from actlog import grid, metadata
-from conftest import BACKEND, EXPECTED_TRACES, keras_tensorboard, tensorflow_only
 
 pytestmark = pytest.mark.backend
 

@@ -17,11 +17,11 @@ import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import to_numpy  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import actlog  # noqa: E402
 from actlog import grid  # noqa: E402
-from conftest import to_numpy  # noqa: E402
 
 pytestmark = pytest.mark.backend
 

@@ -13,12 +13,12 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+from conftest import EXPECTED_TRACES, to_numpy
 
 from actlog import backends, grid, metadata, probe, stats
 from actlog.arrays import NUMPY
 from actlog.event import EventAssembler, LayerPlan, LayerResult
 from actlog.layers import resolve
-from conftest import EXPECTED_TRACES, to_numpy
 
 pytestmark = pytest.mark.backend
 

@@ -67,7 +67,8 @@ REFUSED = {
     "two_batches_for_one_input": (
         [X, X], r"The model has one input of shape \(None, 12, 12, 1\), but probes is a list of 2 arrays"),
     "missing_channel_axis": (
-        X[..., 0], r"received probes of shape \(5, 12, 12\), the input accepts \(k, 12, 12, 1\) \(k probes\)\. "
+        X[..., 0],
+        r"received probes of shape \(5, 12, 12\), the input accepts \(k, 12, 12, 1\) \(k probes\)\. "
                    r"Add the channel axis: probes\[\.\.\., None\]"),
     "channels_first": (
         np.moveaxis(X, -1, 1), r"The channels seem to come first: np\.moveaxis\(probes, 1, -1\)"),

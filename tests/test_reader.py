@@ -12,13 +12,13 @@ import warnings
 
 import numpy as np
 import pytest
+from google_crc32c import value as crc32c
 from PIL import Image
 
 import actlog
 from actlog import metadata
 from actlog.reader import LogError
 from actlog.records import masked_crc32c
-from google_crc32c import value as crc32c
 
 LAYERS = ("conv_0", "conv_1")
 PROBES = 2

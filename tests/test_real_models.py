@@ -14,12 +14,12 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from conftest import BACKEND, make_classic_model, to_numpy
 from keras import layers as L
 
 import actlog
 from actlog import layers as actlog_layers
 from actlog import metadata
-from conftest import BACKEND, make_classic_model, to_numpy
 
 pytestmark = pytest.mark.backend
 RNG = np.random.default_rng(0)
@@ -166,9 +166,11 @@ def test_layers_of_two_sub_models_of_a_model_with_no_call_are_refused(tmp_path):
     gan = _gan()
     images = RNG.random((2, 8, 8, 1)).astype(np.float32)
     logger = actlog.ActivationLogger(tmp_path, images, layers=["d_conv1", "g_out"])
-    with pytest.raises(ValueError, match=r"has no call\(\) of its own, so actlog runs one of its sub-models; "
-                                         r"the watched layers \['discriminator/d_conv1', 'generator/g_out'\] "
-                                         r"are not all inside one.*Sub-models: \['discriminator', 'generator'\]"):
+    with pytest.raises(ValueError, match=(
+        r"has no call\(\) of its own, so actlog runs one of its sub-models; the watched layers "
+        r"\['discriminator/d_conv1', 'generator/g_out'\] are not all inside one.*"
+        r"Sub-models: \['discriminator', 'generator'\]"
+    )):
         gan.fit(images, epochs=1, verbose=0, callbacks=[logger])
 
 
@@ -216,8 +218,10 @@ def test_a_second_run_in_the_same_log_dir_gets_its_own_run(tmp_path, tiny_data, 
     first = actlog.ActivationLogger(tmp_path, tiny_probes, layers=["conv_0"], batch_freq=2)
     _tiny(0).fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[first])
     second = actlog.ActivationLogger(tmp_path, tiny_probes, layers=["conv_0"], batch_freq=2)
-    with pytest.warns(UserWarning, match=r"activations already holds steps 0\.\.2 written by an earlier "
-                                         r"run; this run writes to .*activations-2 \(and activations_batch-2\)"):
+    with pytest.warns(UserWarning, match=(
+        r"activations already holds steps 0\.\.2 written by an earlier run; this run writes to "
+        r".*activations-2 \(and activations_batch-2\)"
+    )):
         _tiny(1).fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[second])
     log = actlog.read(tmp_path)
     assert log.runs == ["activations", "activations-2", "activations_batch", "activations_batch-2"]
@@ -292,13 +296,15 @@ def test_probes_as_people_pass_them(form, tmp_path, tiny_model, tiny_data):
         "list_of_images": lambda: [x[i] for i in range(8)],
         "one_image": lambda: x[0],
     }[form]()
-    logger = actlog.ActivationLogger(tmp_path, probes, layers=["conv_0"], probe_count=4 if form == "dataset" else None)
-    run = fit(tiny_model, x, y, logger).run()
     count = {"dataset": 4, "x_y_tuple": 8, "list_of_images": 8, "one_image": 1}[form]
+    logger = actlog.ActivationLogger(tmp_path, probes, layers=["conv_0"],
+                                     probe_count=count if form == "dataset" else None)
+    run = fit(tiny_model, x, y, logger).run()
     assert run.probes == count
-    np.testing.assert_array_equal(run.probe_image(count - 1)[..., 0] > 0, run.probe_image(count - 1)[..., 0] > 0)
-    acts = to_numpy(tiny_model.get_layer("conv_0")(x[count - 1 : count]))
-    np.testing.assert_array_equal(run.grid("conv_0", count - 1), actlog.grid.render(acts[0], run.layout("conv_0")))
+    last = count - 1  # every form keeps the samples in order: the last probe is x[last]
+    np.testing.assert_array_equal(run.probe_image(last), actlog.grid.to_image(x[last]))
+    acts = to_numpy(tiny_model.get_layer("conv_0")(x[last : last + 1]))
+    np.testing.assert_array_equal(run.grid("conv_0", last), actlog.grid.render(acts[0], run.layout("conv_0")))
 
 
 def test_dict_probes_log_the_first_image_like_input(tmp_path):
@@ -308,7 +314,8 @@ def test_dict_probes_log_the_first_image_like_input(tmp_path):
     model = keras.Model({"meta": meta, "image": image},
                         L.Dense(1)(L.Concatenate()([L.Flatten()(conv), meta])))
     model.compile("sgd", "mse")
-    probes = {"meta": RNG.random((2, 5)).astype(np.float32), "image": RNG.random((2, 8, 8, 1)).astype(np.float32)}
+    probes = {"meta": RNG.random((2, 5)).astype(np.float32),
+              "image": RNG.random((2, 8, 8, 1)).astype(np.float32)}
     run = fit(model, probes, np.zeros(2), actlog.ActivationLogger(tmp_path, probes, layers=["conv"])).run()
     logged = run.probe_image(1)
     assert logged.shape == (8, 8, 1)

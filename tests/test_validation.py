@@ -16,10 +16,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import keras  # noqa: E402
 import numpy as np
 import pytest
-
-import keras  # noqa: E402
 
 import actlog  # noqa: E402
 
@@ -102,6 +101,45 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
      r"layer 'conv_1' .*6 channels shown.*rows=1 x cols=2 holds 2 tiles but 6 channels are shown"),
     ("max_pixels_tiny", lambda t: {"layers": ["conv_0"], "max_pixels": 4}, ValueError,
      r"layer 'conv_0' .* need 25 pixels even at one pixel per tile, over max_pixels=4"),
+    ("min_tile_zero", lambda t: {"min_tile": 0}, ValueError, r"min_tile must be an int >= 1; received 0"),
+    ("rows_zero", lambda t: {"rows": 0}, ValueError, r"rows must be an int >= 1; received 0"),
+    ("max_pending_zero", lambda t: {"max_pending": 0}, ValueError,
+     r"max_pending must be an int >= 1; received 0"),
+    ("on_full_drop", lambda t: {"on_full": "drop"}, ValueError,
+     r"Unknown on_full 'drop'\. Accepted: \['wait', 'skip'\]"),
+    ("probe_count_zero", lambda t: {"probe_count": 0}, ValueError,
+     r"probe_count must be an int >= 1; received 0"),
+    ("layers_mapping_value_float", lambda t: {"layers": {"a": 3.5}}, TypeError,
+     r"Cannot choose layers with 3\.5 \(float\)"),
+    ("layers_unknown_name_close_to_two", lambda t: {"layers": ["conv_9"]}, ValueError,
+     r"No such layer: 'conv_9'\. .* Did you mean 'conv_1' or 'conv_0'\?"),
+    ("layers_class_absent", lambda t: {"layers": keras.layers.Conv1D}, ValueError,
+     r"No spatial layer of class Conv1D in the model\. Layer classes present: "
+     r"\['Conv2D', 'Dense', 'Flatten', 'MaxPooling2D'\]"),
+    ("layers_empty_list", lambda t: {"layers": []}, ValueError, r"layers is an empty list"),
+    ("layers_mapping_value_names_two_layers", lambda t: {"layers": {"convs": keras.layers.Conv2D}},
+     ValueError,
+     r"layers\['convs'\] must name exactly one layer; .*matches \['conv_0', 'conv_1'\]"),
+    ("layers_reserved_prefix", lambda t: {"layers": {"actlog/conv": "conv_0"}}, ValueError,
+     r"Display name 'actlog/conv' is reserved"),
+    ("layers_blank_display_name", lambda t: {"layers": {" ": "conv_0"}}, ValueError,
+     r"Display name ' ' must be non-blank"),
+    ("probes_empty_batch", lambda t: {"probes": np.zeros((0, 12, 12, 1), np.float32)}, ValueError,
+     r"probes must be a non-empty batch \(k, \.\.\.\) with k >= 1; received shape \(0, 12, 12, 1\)"),
+    ("probes_scalar", lambda t: {"probes": 3.0}, ValueError,
+     r"probes must be a non-empty batch .* received shape \(\)"),
+    ("probes_objects", lambda t: {"probes": [{"x": 1}]}, TypeError,
+     r"probes must be numeric .* received dtype object"),
+    ("probes_ragged", lambda t: {"probes": [[1.0, 2.0], [3.0]]}, ValueError,
+     r"probes must be a numeric array \(k, \.\.\.\); could not convert"),
+    ("probes_empty_dict", lambda t: {"probes": {}}, ValueError, r"probes is an empty dict"),
+    ("probes_unequal_counts",
+     lambda t: {"probes": [np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32)]}, ValueError,
+     r"Every input's probes must hold the same number of samples; received \[\(2, 3\), \(3, 3\)\]"),
+    ("probes_one_sample_of_another_size", lambda t: {"probes": np.zeros((10, 10, 1), np.float32)}, ValueError,
+     r"received probes of shape \(10, 10, 1\), the input accepts \(k, 12, 12, 1\)"),
+    ("probes_two_batches_for_one_input", lambda t: {"probes": [_probes(), _probes()]}, ValueError,
+     r"The model has one input of shape \(None, 12, 12, 1\), but probes is a list of 2 arrays"),
 ]
 assert len(CASES) >= 15
 

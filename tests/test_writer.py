@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 import fsspec
-from fsspec.implementations.memory import MemoryFileSystem
 import numpy as np
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from google_crc32c import value as crc32c
 from tensorboard.compat.proto import summary_pb2
 
