@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 import actlog
 
@@ -44,7 +47,24 @@ def test_console_script_and_tensorboard_plugin_are_registered():
     assert plugin.load() is ActivationsLoader
 
 
-def test_package_data_is_shipped():
-    package = Path(actlog.__file__).parent
-    assert (package / "py.typed").is_file()
-    assert (package / "plugin" / "static" / "index.js").is_file()
+@pytest.mark.slow
+def test_a_wheel_built_from_a_clean_checkout_ships_the_package_data(tmp_path):
+    """What `git archive HEAD` holds is what a release builds from: no stray local file helps."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    source = tmp_path / "source"
+    source.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"),
+         str(source)],
+        check=True, capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("actlog-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = {p.name for p in (ROOT / "actlog" / "plugin" / "static").iterdir()}
+    assert {f"actlog/plugin/static/{name}" for name in static} <= names
+    assert "actlog/py.typed" in names and "actlog/backends/jax.py" in names
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "docs/"))]
+    assert wheel.name.startswith(f"actlog-{actlog.__version__}-")
