@@ -230,7 +230,9 @@ def channels_last(acts: Any, data_format: str) -> Any:
     return acts
 
 
-def _compile(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any) -> Any:
+def compile_function(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any) -> Any:
+    """``backend.compile(fn, model, args)``, with the model's rejection of ``args`` (its
+    inputs come first) said as such: shapes received and expected."""
     try:
         return backend.compile(fn, model, args, eager=bool(getattr(model, "run_eagerly", False)))
     except _NotCalled:
@@ -276,11 +278,11 @@ class ProbeFunction:
         k = _count(inputs)
         self.sketch_shapes = []
         for plan in self.plans:
-            height, width, channels = grid.maps_shape(_channels_last_shape(plan))
+            height, width, channels = plan.map_shape
             rows, cols, _, _ = stats.sketch_shape(height, width)
             self.sketch_shapes.append((k, rows, cols, channels))
         args = (inputs, self.first_channels(), self.zero_sketches())
-        self._fn = _compile(backend, self._event, model, args, runner)
+        self._fn = compile_function(backend, self._event, model, args, runner)
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
@@ -337,13 +339,6 @@ class ProbeFunction:
                 "sketch": sketch,
             })
         return results
-
-
-def _channels_last_shape(plan: LayerPlan) -> tuple[int, ...]:
-    shape = tuple(plan.output_shape)
-    if plan.data_format == "channels_first" and len(shape) >= 2:
-        return (*shape[1:], shape[0])
-    return shape
 
 
 def _count(inputs: Any) -> int:

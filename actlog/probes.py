@@ -318,9 +318,10 @@ def _check_shape(array: np.ndarray, spec: InputSpec, name: str) -> None:
         fix = f" Add the channel axis: {name}[..., None]."
     elif array.ndim == len(spec.shape) + 1 and _fits((*array.shape[2:], array.shape[1]), spec.shape):
         fix = f" The channels seem to come first: np.moveaxis({name}, 1, -1)."
+    count = "k probes" if name == "probes" else "k samples"
     raise ValueError(
-        f"{name} do not fit the model's input {spec.name!r}: received {name} of "
-        f"shape {tuple(array.shape)}, the input accepts {shown} (k {name}).{fix}"
+        f"{name} must fit the model's input {spec.name!r}: received {name} of "
+        f"shape {tuple(array.shape)}, the input accepts {shown} ({count}).{fix}"
     )
 
 

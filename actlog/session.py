@@ -9,6 +9,10 @@ then turns each event into two halves:
   small results to the host;
 - the rest in the background worker (:mod:`actlog.worker`): statistics,
   grids, PNGs, one record, written in step order.
+
+An atlas event (:meth:`Session.capture_atlas`) is split the same way: the pool
+through the atlas function on the training thread, crops and pictures in the
+background (:mod:`actlog.atlas_pass`), one record in the epoch run.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from actlog import backends, grid, metadata, probe, probes
-from actlog.event import EventAssembler, LayerPlan, LayerResult
+from actlog.atlas import AtlasOptions
+from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary
 from actlog.faults import Faults, classify
 from actlog.layers import resolve
 from actlog.runs import Destination
@@ -54,14 +59,16 @@ class Options:
     background: bool = True
     max_pending: int = 2
     on_full: str = "wait"
+    atlas: AtlasOptions | None = None
 
 
 @dataclass
 class Continuity:
-    """What outlives one ``fit`` of the same model: tile channels and the drift reference."""
+    """What outlives one ``fit`` of the same model: tile channels, the drift and atlas references."""
 
     channels: dict[str, tuple[int, ...]] = field(default_factory=dict)  # layer path -> tiles
     previous: dict[str, list[Any]] = field(default_factory=dict)  # run -> sketch per layer
+    atlas: dict[str, np.ndarray] = field(default_factory=dict)  # layer path -> last top-k indices
 
 
 class Session:
@@ -102,6 +109,11 @@ class Session:
         plans = [self._plan(w) for w in watched]
         self._warn_budget(plans)
         self.probe_fn = probe.ProbeFunction(model, runner, watched, inputs, plans, self.backend)
+        self.atlas = None
+        if options.atlas is not None:
+            from actlog.atlas_pass import AtlasPass
+
+            self.atlas = AtlasPass(model, runner, self.probe_fn.forward, plans, options.atlas, self.backend)
         known = [continuity.channels.get(p.path) for p in plans]
         if options.channels == "first" or all(
             k is not None and len(k) == len(p.layout.channels) for k, p in zip(known, plans, strict=True)
@@ -179,25 +191,54 @@ class Session:
             return
         self.destination.decide(run, step, [p.name for p in self.plans])
         previous = self.continuity.previous.get(run)
-        if self._channels is None:  # channels="most_active": decided once, now
-            out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
-            activity = self.backend.fetch([o["sums"]["activity"] for o in out])()
-            self._choose(self.plans, [
-                grid.choose_channels(a, self.options.max_channels, "most_active") for a in activity
-            ])
+        self._decide_channels(previous)
         out = self.probe_fn(self._channels, previous or self.probe_fn.zero_sketches())
         self.continuity.previous[run] = [o["sketch"] for o in out]
         fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]} for o in out])
         masks = [o["nonfinite"] for o in out]
-        first = run not in self._assemblers
-        if first:
-            self._assemblers[run] = EventAssembler(
-                self.plans, probes=self.count, with_stats=self.options.stats,
-                step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
-                else metadata.STEP_AXIS_GLOBAL_STEP,
-                probe_images=self.probe_images,
-            )
-        job = functools.partial(self._finish, run, step, fetch, masks, first, previous is not None)
+        first = self._assembler(run)
+        self._submit(functools.partial(self._finish, run, step, fetch, masks, first, previous is not None),
+                     run, step)
+
+    def capture_atlas(self, step: int) -> None:
+        """The training thread's half of an atlas event at ``step`` of the epoch run."""
+        if not self.chief or self.atlas is None:
+            return
+        run = metadata.EPOCH_RUN
+        self.destination.decide(run, step, [p.name for p in self.plans])
+        self._decide_channels(self.continuity.previous.get(run))
+        tops = self.atlas.stream(self._channels)
+        previous = [self.continuity.atlas.get(p.path) for p in self.plans]
+        self.continuity.atlas.update({p.path: top[0] for p, top in zip(self.plans, tops, strict=True)})
+        first = self._assembler(run)
+        self._submit(functools.partial(self._finish_atlas, step, tops, previous, first), run, step)
+
+    def _decide_channels(self, previous: list[Any] | None) -> None:
+        if self._channels is not None:
+            return
+        # channels="most_active": decided once, at the first event
+        out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
+        activity = self.backend.fetch([o["sums"]["activity"] for o in out])()
+        self._choose(self.plans, [
+            grid.choose_channels(a, self.options.max_channels, "most_active") for a in activity
+        ])
+
+    def _assembler(self, run: str) -> bool:
+        """Make the run's assembler at its first event of this session: True then (the
+        run's header goes with that event)."""
+        if run in self._assemblers:
+            return False
+        with_atlas = self.atlas is not None and run == metadata.EPOCH_RUN
+        self._assemblers[run] = EventAssembler(
+            self.plans, probes=self.count, with_stats=self.options.stats,
+            step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
+            else metadata.STEP_AXIS_GLOBAL_STEP,
+            probe_images=self.probe_images,
+            atlas=self.atlas.manifest_entries(self.plans) if with_atlas else None,
+        )
+        return True
+
+    def _submit(self, job: Any, run: str, step: int) -> None:
         if not self.worker.submit(job):
             self.faults.report(
                 "skipped",
@@ -206,10 +247,27 @@ class Session:
                 "still being written (on_full='skip')",
             )
 
+    def _what(self, run: str, step: int) -> str:
+        return f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"
+
+    def _finish_atlas(self, step: int, tops: list[Any], previous: list[Any], first: bool) -> None:
+        """The background half of an atlas event: crops, pictures, one record."""
+        run = metadata.EPOCH_RUN
+        try:
+            results = self.atlas.finish(self.plans, tops, previous)
+            for r in results:
+                if (np.isneginf(r.value) & (r.index >= 0)).any():
+                    self.faults.report("nonfinite", f"layer {r.name!r} has NaN or Inf activations "
+                                       f"on the atlas pool at step {step}")
+            header = self._assemblers[run].header() if first else None
+            self._writer(run).write(step, (header or b"") + atlas_summary(results), header=header)
+        except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
+            self.faults.report(*classify(err, f"the atlas at {self._what(run, step)}"), err)
+
     def _finish(self, run: str, step: int, fetch: Any, masks: list[Any], first: bool,
                 has_previous: bool) -> None:
         """The background half: grids, statistics, one record."""
-        what = f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"
+        what = self._what(run, step)
         try:
             host = fetch()
             results = [

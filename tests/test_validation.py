@@ -102,6 +102,23 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
      r"layer 'conv_1' .*6 channels shown.*rows=1 x cols=2 holds 2 tiles but 6 channels are shown"),
     ("max_pixels_tiny", lambda t: {"layers": ["conv_0"], "max_pixels": 4}, ValueError,
      r"layer 'conv_0' .* need 25 pixels even at one pixel per tile, over max_pixels=4"),
+    ("atlas_k_zero", lambda t: {"atlas": _probes(), "atlas_k": 0}, ValueError,
+     r"atlas_k must be an int >= 1; received 0"),
+    ("atlas_k_above_the_pool", lambda t: {"atlas": _probes(), "atlas_k": 3}, ValueError,
+     r"atlas_k must be an int from 1 to the pool's size \(2 samples\); received 3"),
+    ("atlas_freq_negative", lambda t: {"atlas": _probes(), "atlas_freq": -1}, ValueError,
+     r"atlas_freq must be an int >= 0; received -1"),
+    ("atlas_batch_float", lambda t: {"atlas": _probes(), "atlas_batch": 2.5}, TypeError,
+     r"atlas_batch must be an int >= 1; received 2\.5 \(float\)"),
+    ("atlas_a_path", lambda t: {"atlas": "images/"}, TypeError,
+     r"atlas must be a pool of inputs: an array \(N, \.\.\.\), .*; received 'images/' \(str\)"),
+    ("atlas_nan", lambda t: {"atlas": _nan_probes()}, ValueError,
+     r"atlas contains NaN or Inf; atlas must be finite"),
+    ("atlas_empty", lambda t: {"atlas": []}, ValueError,
+     r"atlas must be a non-empty batch \(k, \.\.\.\) with k >= 1; received shape \(0,\)"),
+    ("atlas_wrong_size", lambda t: {"atlas": _probes((4, 10, 10, 1)), "atlas_k": 2}, ValueError,
+     r"atlas must fit the model's input '.*': received atlas of shape \(4, 10, 10, 1\), the input "
+     r"accepts \(k, 12, 12, 1\)"),
 ]
 assert len(CASES) >= 15
 
