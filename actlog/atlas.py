@@ -79,8 +79,13 @@ MIN_CROP = 32
 MAX_CROP = 64
 """A crop whose long side is larger than this is subsampled (integer stride) to fit it."""
 
-MAX_PIXELS = 2**22
-"""Pixel budget of one atlas picture; crops are drawn smaller to fit it."""
+MAX_PIXELS = 2**21
+"""Pixel budget of one layer's atlas picture; crops are drawn smaller to fit it."""
+
+EVENT_PIXELS = 2**23
+"""Pixel budget of all the atlas pictures of one event (about 25 MB of raw RGB, a few MB
+of PNG): shared by the layers, so that watching many layers makes crops smaller, not the
+log larger."""
 
 GAP = 1
 """Pixels between the crops of a cell."""
@@ -186,11 +191,13 @@ def _map(tree: Any, fn: Callable[[np.ndarray], np.ndarray]) -> Any:
 
 
 def peaks(xp: Any, maps: Any, channels: Any) -> tuple[Any, Any]:
-    """Per image and shown channel: its largest finite activation and where.
+    """Per image and shown channel: its largest activation and where.
 
     Written once for numpy and ``keras.ops`` (see :func:`actlog.grid.levels`):
     the atlas function runs it on the device, so only ``2 x b x n`` numbers per
-    batch reach the host.
+    batch reach the host. Every channel is reduced, then the shown ones are
+    taken: cheaper than gathering the maps first. A map holding NaN gives NaN
+    (the image then ranks last in :class:`TopK`).
 
     Args:
         xp: :data:`actlog.arrays.NUMPY` or ``keras.ops``.
@@ -198,15 +205,16 @@ def peaks(xp: Any, maps: Any, channels: Any) -> tuple[Any, Any]:
         channels: int ``(n,)``: the shown channels, in tile order.
 
     Returns:
-        ``(value, where)``: float32 ``(b, n)`` (``-inf`` where a map has no
-        finite value) and int32 ``(b, n)``, the flat position ``y * W + x``
-        of the first maximum.
+        ``(value, where)``: float32 ``(b, n)`` and int32 ``(b, n)``, the flat
+        position ``y * W + x`` of the first maximum (``H * W`` where there is none).
     """
-    b, height, width = maps.shape[0], maps.shape[1], maps.shape[2]
-    tiles = xp.take(maps, channels, axis=3)
-    flat = xp.reshape(tiles, (b, height * width, channels.shape[0]))
-    clean = xp.where(xp.isfinite(flat), flat, -np.inf)
-    return xp.max(clean, axis=1), xp.cast(xp.argmax(clean, axis=1), "int32")
+    b, height, width, depth = maps.shape
+    flat = xp.reshape(maps, (b, height * width, depth))
+    top = xp.max(flat, axis=1)
+    # The first position holding the maximum: argmax is several times slower on a CPU.
+    positions = xp.reshape(xp.arange(height * width, dtype="int32"), (1, height * width, 1))
+    first = xp.min(xp.where(xp.equal(flat, xp.expand_dims(top, 1)), positions, height * width), axis=1)
+    return xp.take(top, channels, axis=1), xp.cast(xp.take(first, channels, axis=1), "int32")
 
 
 class TopK:

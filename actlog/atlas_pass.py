@@ -17,6 +17,7 @@ receptive fields (:mod:`actlog.receptive`) and draws each layer's atlas.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -108,6 +109,8 @@ class AtlasPass:
         self.function = AtlasFunction(model, runner, forward, plans, probe.to_tensors(runner, first),
                                       every, backend)
         self.fields = self._fields(model, runner, forward, plans)
+        self.max_pixels = min(atlas.MAX_PIXELS, atlas.EVENT_PIXELS // max(1, len(plans)))
+        self._warn_budget(plans)
 
     # -- setup ------------------------------------------------------------------------
 
@@ -140,12 +143,31 @@ class AtlasPass:
                 fields[i] = measured[i]
         return fields
 
+    def _warn_budget(self, plans: Sequence[LayerPlan]) -> None:
+        strides = {
+            plan.name: layout.stride for plan, field in zip(plans, self.fields, strict=True)
+            if (layout := self.layout(plan, field)).stride > atlas.display(*self._crop_hw(field))[1]
+        }
+        if strides:
+            names = ", ".join(repr(name) for name in list(strides)[:3])
+            names += ", ..." if len(strides) > 3 else ""
+            warnings.warn(
+                f"actlog: the feature atlas draws the crops of {len(strides)} layer(s) ({names}) at "
+                f"1/{min(strides.values())} to 1/{max(strides.values())} of their resolution, to keep an "
+                f"event's atlas pictures within {atlas.EVENT_PIXELS / 2**20:.0f} Mpixel; give the atlas "
+                "fewer layers (or channels, or a smaller atlas_k) for more.",
+                UserWarning,
+                stacklevel=5,
+            )
+
+    def _crop_hw(self, field: Field | None) -> tuple[int, int]:
+        return self.image_hw if field is None else atlas.shown_box(field.box(0, 0), self.image_hw)[2:]
+
     def layout(self, plan: LayerPlan, field: Field | None) -> AtlasLayout:
         """The atlas picture's geometry for ``plan`` (its grid's cells and tile order)."""
-        crop_hw = self.image_hw if field is None else atlas.shown_box(field.box(0, 0), self.image_hw)[2:]
         grid_layout = plan.layout
         return atlas.plan_atlas(grid_layout.channels, grid_layout.rows, grid_layout.cols,
-                                self.options.k, crop_hw)
+                                self.options.k, self._crop_hw(field), max_pixels=self.max_pixels)
 
     def manifest_entries(self, plans: Sequence[LayerPlan]) -> list[dict[str, Any]]:
         """The ``atlas`` entry of each layer in the manifest (see :mod:`actlog.metadata`)."""
@@ -197,15 +219,16 @@ class AtlasPass:
         results = []
         layers = zip(plans, self.fields, tops, previous, strict=True)
         for plan, field, (index, where, value), before in layers:
-            y, x = np.divmod(where, plan.map_shape[1])
+            y, x = np.divmod(np.minimum(where, plan.map_shape[0] * plan.map_shape[1] - 1), plan.map_shape[1])
             if field is None:
                 boxes = np.broadcast_to(np.asarray([0, 0, *self.image_hw]), (*index.shape, 4))
             else:
                 boxes = np.stack([field.start[0] + y * field.jump[0], field.start[1] + x * field.jump[1],
                                   np.full_like(y, field.size[0]), np.full_like(x, field.size[1])], axis=-1)
             layout = self.layout(plan, field)
-            # A channel that never fires on the pool (a dead ReLU: every value 0) ranks nothing.
-            shown = np.where((value == 0).all(axis=1, keepdims=True), -1, index)
+            # A channel that never fires on the pool (a dead ReLU: every value 0) ranks nothing;
+            # nor does an image whose map held NaN or Inf.
+            shown = np.where((value == 0).all(axis=1, keepdims=True) | ~np.isfinite(value), -1, index)
             crops = [
                 [
                     None if i < 0 else atlas.crop(

@@ -256,7 +256,7 @@ class Session:
         try:
             results = self.atlas.finish(self.plans, tops, previous)
             for r in results:
-                if (np.isneginf(r.value) & (r.index >= 0)).any():
+                if (~np.isfinite(r.value) & (r.index >= 0)).any():
                     self.faults.report("nonfinite", f"layer {r.name!r} has NaN or Inf activations "
                                        f"on the atlas pool at step {step}")
             header = self._assemblers[run].header() if first else None

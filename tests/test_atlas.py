@@ -46,16 +46,18 @@ def test_topk_keeps_empty_slots_and_ranks_nan_last():
     assert flat[0, 0] == 6 and flat[1, 0] == 5
 
 
-def test_peaks_are_the_largest_finite_value_and_its_flat_position():
+def test_peaks_are_the_largest_value_and_its_first_flat_position():
     maps = rng.normal(size=(3, 4, 5, 6)).astype(np.float32)
     maps[1, 2, 3, 4] = 50.0
-    maps[2, :, :, 1] = np.nan
-    maps[2, 0, 1, 1] = -3.0  # the only finite value of that map
+    maps[0, :, :, 1] = 2.0  # a tie everywhere: the first position
+    maps[2, 1, 1, 1] = np.nan
     value, where = atlas.peaks(NUMPY, maps, np.array([4, 1]))
     assert value.shape == where.shape == (3, 2) and where.dtype == np.int32
     assert value[1, 0] == 50.0 and where[1, 0] == 2 * 5 + 3
-    assert value[2, 1] == -3.0 and where[2, 1] == 1
-    np.testing.assert_array_equal(value[0], maps[0].reshape(-1, 6).max(axis=0)[[4, 1]])
+    assert value[0, 1] == 2.0 and where[0, 1] == 0
+    assert np.isnan(value[2, 1]) and where[2, 1] == 4 * 5  # none: ranks last in TopK
+    np.testing.assert_array_equal(value[:, 0], maps.reshape(3, -1, 6).max(axis=1)[:, 4])
+    np.testing.assert_array_equal(where[:, 0], maps.reshape(3, -1, 6).argmax(axis=1)[:, 4])
 
 
 def test_jaccard_distance_of_image_sets():
