@@ -26,8 +26,9 @@ The rest of this module is the geometry, in numpy only:
   of padding and of cropping; :func:`union` joins the branches of a merge;
   :func:`fit_measured` turns measured intervals into a field where no rule
   applies.
-- :func:`crop`: a unit's box, upscaled by nearest neighbour; what it does not
-  see (outside the image, or over padding) is a blue checkerboard
+- :func:`crop`: a unit's field with :data:`CONTEXT` field-widths of context
+  around it, upscaled by nearest neighbour: what the unit sees as it is, the
+  context faded, and what lies outside the image a blue checkerboard
   (:data:`OUTSIDE`), so a clipped crop reads as one.
 - :class:`AtlasLayout` owns the picture's geometry: one cell per shown
   channel, at the place of that channel's tile in the layer's grid (same rows,
@@ -79,6 +80,13 @@ MIN_CROP = 32
 MAX_CROP = 64
 """A crop whose long side is larger than this is subsampled (integer stride) to fit it."""
 
+CONTEXT = 1
+"""Box widths of context a crop shows on each side of what the unit sees (faded), within
+the image: a 3 x 3 field is hard to read alone, and easy inside the stroke it sits on."""
+
+FADE = 0.6
+"""How far context pixels are faded towards mid gray: they keep 40% of their contrast."""
+
 MAX_PIXELS = 2**21
 """Pixel budget of one layer's atlas picture; crops are drawn smaller to fit it."""
 
@@ -87,14 +95,14 @@ EVENT_PIXELS = 2**23
 of PNG): shared by the layers, so that watching many layers makes crops smaller, not the
 log larger."""
 
-GAP = 1
+GAP = 2
 """Pixels between the crops of a cell."""
 
-PAD = 4
+PAD = 8
 """Pixels between cells and around the picture."""
 
 BACKGROUND = 255
-"""Gray level of gaps, padding and empty slots (white: cells stand apart)."""
+"""Gray level of gaps, padding and empty slots: white, apart from the faded context."""
 
 OUTSIDE = ((40, 64, 120), (96, 128, 184))
 """The two colours of the checkerboard drawn where a crop lies outside the image."""
@@ -442,15 +450,17 @@ def _fit_axis(found: np.ndarray, extent: int) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- crops and pictures
 
 
-def shown_box(box: Sequence[int], image_hw: Sequence[int]) -> tuple[int, int, int, int]:
-    """The part of a unit's ``box`` an atlas shows: all of it, or, where it is larger than
-    the image, an image-sized window centred on it."""
+def shown_box(
+    box: Sequence[int], image_hw: Sequence[int], context: int = CONTEXT,
+) -> tuple[int, int, int, int]:
+    """The window an atlas crop shows around a unit's ``box``: ``context`` box widths more on
+    each side, centred on the box, and never larger than the image (a box larger than the
+    image gets an image-sized window centred on it)."""
     top, left, height, width = (int(v) for v in box)
     out = []
-    for origin, extent, limit in ((top, height, image_hw[0]), (left, width, image_hw[1])):
-        if extent > limit:
-            origin, extent = origin + (extent - limit) // 2, int(limit)
-        out.append((origin, extent))
+    for origin, extent, limit in ((top, height, int(image_hw[0])), (left, width, int(image_hw[1]))):
+        wanted = min(extent * (1 + 2 * context), limit) if extent < limit else limit
+        out.append((origin + (extent - wanted) // 2, wanted))
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
@@ -463,18 +473,20 @@ def display(height: int, width: int) -> tuple[int, int]:
 
 
 def crop(
-    image: np.ndarray, box: Sequence[int], *, seen: Sequence[int] | None = None, scale: int = 1,
+    image: np.ndarray, window: Sequence[int], *, seen: Sequence[int] | None = None, scale: int = 1,
     stride: int = 1,
 ) -> np.ndarray:
-    """The pixels of ``image`` in ``box``, drawn at ``scale`` (or every ``stride``-th pixel).
+    """The pixels of ``image`` in ``window``, drawn at ``scale`` (or every ``stride``-th pixel).
+
+    What the unit sees (``seen``) is drawn as it is; the rest of the window
+    inside the image is context, faded towards mid gray (:data:`FADE`);
+    anything outside the image is the :data:`OUTSIDE` checkerboard.
 
     Args:
         image: uint8 ``(H, W, c)`` with c in 1, 3, 4 (gray is drawn as RGB; alpha dropped).
-        box: ``(top, left, height, width)``, anywhere.
-        seen: ``(top, left, bottom, right)``, inclusive: the pixels shown as
-            they are (:meth:`Field.seen`); the rest of the box, and anything
-            outside the image, is the :data:`OUTSIDE` checkerboard. Default:
-            the whole image.
+        window: ``(top, left, height, width)``, anywhere (:func:`shown_box`).
+        seen: ``(top, left, bottom, right)``, inclusive (:meth:`Field.seen`).
+            Default: the whole image.
         scale, stride: nearest-neighbour upscaling factor, subsampling step.
 
     Returns:
@@ -482,19 +494,18 @@ def crop(
         ``image`` is not modified.
     """
     rgb = np.repeat(image[:, :, :1], 3, axis=2) if image.shape[2] < 3 else image[:, :, :3]
-    top, left, height, width = (int(v) for v in box)
+    rows, cols = rgb.shape[:2]
+    top, left, height, width = (int(v) for v in window)
     ys = top + (np.arange(-(-height // stride) * scale) // scale) * stride
     xs = left + (np.arange(-(-width // stride) * scale) // scale) * stride
-    top, left, bottom, right = seen if seen is not None else (0, 0, rgb.shape[0] - 1, rgb.shape[1] - 1)
-    inside_y = (ys >= max(top, 0)) & (ys <= min(bottom, rgb.shape[0] - 1))
-    inside_x = (xs >= max(left, 0)) & (xs <= min(right, rgb.shape[1] - 1))
-    out = rgb[np.clip(ys, 0, rgb.shape[0] - 1)][:, np.clip(xs, 0, rgb.shape[1] - 1)]
-    outside = ~(inside_y[:, None] & inside_x[None, :])
-    if outside.any():
-        checks = ((np.arange(len(ys))[:, None] // CHECK) + (np.arange(len(xs))[None, :] // CHECK)) % 2
-        colours = np.asarray(OUTSIDE, np.uint8)[checks]
-        out = np.where(outside[:, :, None], colours, out)
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    out = rgb[np.clip(ys, 0, rows - 1)][:, np.clip(xs, 0, cols - 1)].astype(np.float32)
+    first_y, first_x, last_y, last_x = seen if seen is not None else (0, 0, rows - 1, cols - 1)
+    sees = ((ys >= first_y) & (ys <= last_y))[:, None] & ((xs >= first_x) & (xs <= last_x))[None, :]
+    out = np.where(sees[:, :, None], out, out + (128.0 - out) * FADE)
+    inside = ((ys >= 0) & (ys < rows))[:, None] & ((xs >= 0) & (xs < cols))[None, :]
+    checks = ((np.arange(len(ys))[:, None] // CHECK) + (np.arange(len(xs))[None, :] // CHECK)) % 2
+    out = np.where(inside[:, :, None], out, np.asarray(OUTSIDE, np.float32)[checks])
+    return np.ascontiguousarray(np.rint(out), dtype=np.uint8)
 
 
 def cell_shape(k: int) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actlog import atlas
 from actlog.reader import Run
 
 __all__ = ["ExportError", "ExportResult", "FORMATS", "atlas_frames", "export", "export_atlas", "frames",
@@ -131,7 +132,8 @@ def atlas_frames(
     progress: Progress | None = None,
 ) -> tuple[list[int], list[np.ndarray]]:
     """The unlabelled frames of an atlas export: per atlas step, ``channel``'s top-k crops
-    side by side (best first, ``GAP`` pixels apart), uint8 ``(H, W, 3)``.
+    side by side (best first, ``GAP`` pixels of :data:`actlog.atlas.BACKGROUND` apart),
+    uint8 ``(H, W, 3)``.
 
     Args:
         run: a run from :func:`actlog.read`.
@@ -151,7 +153,7 @@ def atlas_frames(
     for step in _each(steps, progress):
         crops = run.atlas(layer, step).crops(channel)
         k, height, width, depth = crops.shape
-        strip = np.full((height, k * width + (k - 1) * GAP, depth), _BACKGROUND, np.uint8)
+        strip = np.full((height, k * width + (k - 1) * GAP, depth), atlas.BACKGROUND, np.uint8)
         for rank, pixels in enumerate(crops):
             strip[:, rank * (width + GAP) : rank * (width + GAP) + width] = pixels
         images.append(_upscale(strip, scale or 1))

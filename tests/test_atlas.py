@@ -154,23 +154,17 @@ def test_crop_inside_the_image_is_the_pixels_upscaled():
     np.testing.assert_array_equal(image, before)
 
 
-def test_crop_marks_what_the_unit_does_not_see():
-    image = np.full((6, 6, 1), 90, np.uint8)
-    out = crop(image, (1, 1, 3, 3), seen=(1, 1, 3, 2))  # the last column lies over padding
-    assert (out[:, :2] == 90).all()
-    assert {tuple(c) for c in out[:, 2]} <= {tuple(OUTSIDE[0]), tuple(OUTSIDE[1])}
-
-
-def test_crop_outside_the_image_is_a_checkerboard():
-    image = np.full((6, 6, 3), 200, np.uint8)
-    out = crop(image, (-2, 4, 4, 4), scale=4)  # rows -2..1, cols 4..7: two rows and two cols outside
-    outside = np.zeros((16, 16), bool)
-    outside[:8] = True
-    outside[:, 8:] = True
-    colours = {tuple(c) for c in out[outside]}
-    assert colours == {tuple(OUTSIDE[0]), tuple(OUTSIDE[1])}
-    assert (out[~outside] == 200).all()
-    assert tuple(out[0, 0]) != tuple(out[0, atlas.CHECK])  # checks alternate
+def test_crop_fades_the_context_and_checks_what_lies_outside_the_image():
+    image = np.full((6, 6, 1), 100, np.uint8)
+    out = crop(image, (-2, 2, 6, 6), seen=(1, 3, 2, 4), scale=4)  # rows -2..3, cols 2..7
+    pixels = out[::4, ::4]
+    checker = {tuple(OUTSIDE[0]), tuple(OUTSIDE[1])}
+    faded = round(100 + 28 * atlas.FADE)
+    assert {tuple(p) for p in pixels[:2].reshape(-1, 3)} <= checker  # rows -2, -1
+    assert {tuple(p) for p in pixels[:, 4:].reshape(-1, 3)} <= checker  # cols 6, 7
+    assert (pixels[3:5, 1:3] == 100).all()  # rows 1..2, cols 3..4: what the unit sees
+    assert (pixels[2, :4] == faded).all() and (pixels[5, :4] == faded).all()  # context rows 0 and 3
+    assert tuple(out[0, 0]) != tuple(out[0, atlas.CHECK])  # the checks alternate
 
 
 def test_crop_subsamples_a_large_box():
@@ -180,9 +174,11 @@ def test_crop_subsamples_a_large_box():
     np.testing.assert_array_equal(out[:, :, 0], image[::2, ::2, 0])
 
 
-def test_shown_box_caps_a_field_larger_than_the_image_centred():
-    assert atlas.shown_box((-10, 2, 40, 5), (20, 20)) == (0, 2, 20, 5)
-    assert atlas.shown_box((3, 4, 5, 6), (20, 20)) == (3, 4, 5, 6)
+def test_shown_box_adds_context_and_never_exceeds_the_image():
+    assert atlas.shown_box((3, 4, 3, 5), (20, 20)) == (0, -1, 9, 15)  # one box width each side
+    assert atlas.shown_box((3, 4, 8, 5), (20, 20)) == (-3, -1, 20, 15)  # 24 rows capped at 20
+    assert atlas.shown_box((-10, 2, 40, 5), (20, 20)) == (0, -3, 20, 15)  # larger than the image
+    assert atlas.shown_box((3, 4, 5, 6), (20, 20), context=0) == (3, 4, 5, 6)
 
 
 @pytest.mark.parametrize("k, shape", [(1, (1, 1)), (4, (1, 4)), (8, (2, 4)), (9, (3, 3)), (12, (2, 6)),

@@ -143,16 +143,26 @@ def test_planted_receptive_fields_and_boxes(planted):
             assert tuple(box) == field.box(y, x)
 
 
+CHECKER = {tuple(OUTSIDE[0]), tuple(OUTSIDE[1])}
+
+
 def test_planted_crops_show_the_pattern(planted):
     atlas_ = planted["read"].atlas("detect")
     pool = planted["pool"]
     crops = atlas_.crops(0)
     scale = atlas_.layout.scale
-    assert crops.shape == (3, 3 * scale, 3 * scale, 3)
+    # a 3 x 3 field, with one field width of context on each side: 9 x 9 pixels
+    assert crops.shape == (3, 9 * scale, 9 * scale, 3)
     for crop, (image, (y, x), _) in zip(crops, PLANTED_PLUS, strict=True):
-        small = crop[::scale, ::scale, 0]
-        np.testing.assert_array_equal(small, to_image(pool[image])[y : y + 3, x : x + 3, 0])
-        assert ((small > 128) == PLUS.astype(bool)).all()  # the plus, bright on dark
+        small = crop[::scale, ::scale]
+        seen = small[3:6, 3:6, 0]  # what the unit sees, in the middle, as it is
+        np.testing.assert_array_equal(seen, to_image(pool[image])[y : y + 3, x : x + 3, 0])
+        assert ((seen > 128) == PLUS.astype(bool)).all()  # the plus, bright on dark
+        for row in range(9):  # the context, faded; outside the image, the checkerboard
+            for col in range(9):
+                if not (3 <= row < 6 and 3 <= col < 6):
+                    inside = 0 <= y - 3 + row < SIDE and 0 <= x - 3 + col < SIDE
+                    assert (tuple(small[row, col]) in CHECKER) != inside
     # what TensorBoard shows is the same picture
     _, picture = planted["run"]["detect/atlas"][-1]
     np.testing.assert_array_equal(picture, atlas_.image)
@@ -160,13 +170,13 @@ def test_planted_crops_show_the_pattern(planted):
 
 def test_clipping_at_the_border_is_visible(planted):
     atlas_ = planted["read"].atlas("corner")
-    top = atlas_.crops(0)[0]  # the corner blob's unit at (0, 0): its field starts at (-1, -1)
-    scale = atlas_.layout.scale
-    outside = {tuple(OUTSIDE[0]), tuple(OUTSIDE[1])}
-    assert {tuple(p) for p in top[:scale].reshape(-1, 3)} <= outside  # the first row of pixels
-    assert {tuple(p) for p in top[:, :scale].reshape(-1, 3)} <= outside  # the first column
-    inside = top[scale::scale, scale::scale, 0]
-    np.testing.assert_array_equal(inside, to_image(planted["pool"][CORNER_IMAGE])[:2, :2, 0])
+    top = atlas_.crops(0)[0][:: atlas_.layout.scale, :: atlas_.layout.scale]
+    # the corner blob's unit sits at (0, 0): its field starts at (-1, -1), its 9 x 9 window at (-4, -4)
+    assert {tuple(p) for p in top[:4].reshape(-1, 3)} <= CHECKER  # rows -4..-1
+    assert {tuple(p) for p in top[:, :4].reshape(-1, 3)} <= CHECKER  # cols -4..-1
+    assert not {tuple(p) for p in top[4:, 4:].reshape(-1, 3)} & CHECKER
+    seen = top[4:6, 4:6, 0]  # the field's rows and cols 0..1: inside the image, as they are
+    np.testing.assert_array_equal(seen, to_image(planted["pool"][CORNER_IMAGE])[:2, :2, 0])
 
 
 def test_atlas_cells_follow_the_grid_tiles(planted):

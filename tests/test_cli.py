@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import actlog
-from actlog import metadata, records
+from actlog import atlas, metadata, records
 from actlog.cli import main
 from actlog.export import GAP
 
@@ -247,7 +247,7 @@ def test_atlas_export_shows_one_channels_crops_at_every_atlas_step(log_dir, run,
         crops = run.atlas("conv_1", step).crops(5)  # (3, h, w, 3), best first
         k, height, width, _ = crops.shape
         side_by_side = np.concatenate(
-            [np.pad(c, ((0, 0), (0, GAP if r < k - 1 else 0), (0, 0)), constant_values=255)
+            [np.pad(c, ((0, 0), (0, GAP if r < k - 1 else 0), (0, 0)), constant_values=atlas.BACKGROUND)
              for r, c in enumerate(crops)], axis=1)
         np.testing.assert_array_equal(cell(strip, index, 1, (frame_h, frame_w), side_by_side.shape[:2]),
                                       side_by_side)
