@@ -5,7 +5,10 @@ This is the network of the well-known "visualize the layers of a ConvNet" recipe
 head), rebuilt for Keras 3. Instead of building a model per layer and calling
 ``predict`` by hand after training, ``actlog.ActivationLogger`` logs the maps of
 ``conv_0`` and ``conv_1`` for 8 fixed test digits at every epoch, next to the
-loss curves of Keras' own ``TensorBoard`` callback.
+loss curves of Keras' own ``TensorBoard`` callback, and the feature atlas of
+both layers: the test digits (up to 1024 of them) that excite each channel
+most, cropped to what the channel sees, before training and every 5 epochs
+(and at the last one).
 
 Run it (offline it falls back to scikit-learn's bundled digits and says so)::
 
@@ -97,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     callbacks = [
         # The 8 probes are fixed for the whole run: the same digits at every epoch,
         # so changes in the grids are changes in the network, not in the input.
-        actlog.ActivationLogger(logdir, probes=x_test[:8], layers=["conv_0", "conv_1"], freq=1),
+        # The atlas pool is read once too: the same digits compete at every atlas event.
+        actlog.ActivationLogger(
+            logdir, probes=x_test[:8], layers=["conv_0", "conv_1"], freq=1, atlas=x_test[:1024]
+        ),
         keras.callbacks.TensorBoard(logdir),
     ]
     start = time.perf_counter()
