@@ -579,6 +579,11 @@ class AtlasLayout:
             self.crop_width,
         )
 
+    def boxes(self) -> list[list[list[int]]]:
+        """Per cell (tile order), ``[y, x, height, width]`` of each crop, best first: where a
+        channel's crops are in the picture (what a dashboard needs to cut them out)."""
+        return [[list(self.crop_box(t, r)) for r in range(self.k)] for t in range(len(self.channels))]
+
     def to_dict(self) -> dict[str, int]:
         """The manifest's ``atlas.layout`` entry (channels are stored beside it)."""
         data = asdict(self)

@@ -199,6 +199,7 @@ def test_layout_places_cells_like_the_grid_tiles_and_crops_in_rank_order():
     assert layout.cell_box(2)[:2] == (layout.pad * 2 + layout.cell_height, layout.pad)  # row 1, col 0
     assert layout.crop_box(0, 1)[1] == layout.crop_box(0, 0)[1] + 33 + layout.gap
     assert AtlasLayout.from_dict(layout.to_dict(), [5, 2, 7]) == layout
+    assert layout.boxes()[2][3] == list(layout.crop_box(2, 3)) and len(layout.boxes()) == 3
     with pytest.raises(IndexError):
         layout.cell_box(3)
 
