@@ -49,7 +49,7 @@ index, flat, value = top.result()                           # (32, 8) each
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -184,15 +184,7 @@ def batches(pool: Any, size: int) -> Iterator[tuple[int, int, Any]]:
                 return part
             return np.concatenate([part, np.zeros((size - count, *a.shape[1:]), a.dtype)])
 
-        yield start, count, _map(pool, cut)
-
-
-def _map(tree: Any, fn: Callable[[np.ndarray], np.ndarray]) -> Any:
-    if isinstance(tree, Mapping):
-        return {key: fn(value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [fn(value) for value in tree]
-    return fn(tree)
+        yield start, count, probes_.map_tree(pool, cut)
 
 
 # --------------------------------------------------------------------------- top-k

@@ -95,7 +95,7 @@ class AtlasPass:
         self.pool = probes.fit_to_model(options.pool, specs, name="atlas")
         found = probes.image_input(self.pool, specs)
         if found is None:
-            shapes = [tuple(a.shape) for a in keras.tree.flatten(self.pool)]
+            shapes = [tuple(a.shape) for a in probes.leaves(self.pool)]
             raise ValueError(
                 f"atlas needs a model input that is an image (H, W, c) with c in 1, 3, 4, to crop "
                 f"what each channel sees; received a pool of shapes {shapes}. Accepted: a pool "

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 
 from actlog import atlas as atlas_
-from actlog import grid, metadata, storage
+from actlog import backends, grid, maximize, metadata, storage
 from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
@@ -101,6 +101,9 @@ class ActivationLogger(keras.callbacks.Callback):
             end of training), the ``atlas_k`` (default 8) pool examples that
             excite each shown channel most, cropped to its receptive field,
             streamed ``atlas_batch`` (default 64) at a time. See :mod:`actlog.atlas`.
+        actmax, actmax_freq: optional activation maximisation of the channels
+            ``{layer: [channels]}``, on the atlas' schedule every ``actmax_freq``
+            epochs (default 5). See :mod:`actlog.maximize`.
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class ActivationLogger(keras.callbacks.Callback):
         atlas_k: int = atlas_.DEFAULT_K,
         atlas_freq: int = atlas_.DEFAULT_FREQ,
         atlas_batch: int = atlas_.DEFAULT_BATCH,
+        actmax: Any = None,
+        actmax_freq: int = 5,
     ) -> None:
         super().__init__()
         self.log_dir, self._storage = storage.check_log_dir(log_dir)
@@ -158,6 +163,7 @@ class ActivationLogger(keras.callbacks.Callback):
             max_pending=check_int("max_pending", max_pending, minimum=1),
             on_full=check_choice("on_full", on_full, ON_FULL),
             atlas=atlas_.check_options(atlas, k=atlas_k, freq=atlas_freq, batch=atlas_batch),
+            maximize=maximize.check_options(actmax, freq=actmax_freq),
         )
         self._faults = Faults(strict=bool(strict))
         self._destination = Destination(self._storage, self.log_dir)
@@ -169,7 +175,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._epoch = 0  # epoch index Keras gave the current epoch
         self._offset = 0  # added to Keras' epoch index so that steps never repeat
         self._last_epoch_step: int | None = None
-        self._last_atlas_step: int | None = None
+        self._last_rare: dict[str, int] = {}  # "atlas" / "actmax" -> the step of its last event
         self._epochs_done: int | None = None  # epochs completed under this logger, across fits
         self._step0 = 0  # global training step when this fit began
         self._steps_before = 0  # training steps of the epochs of this fit already done
@@ -211,9 +217,9 @@ class ActivationLogger(keras.callbacks.Callback):
         self._close()
         self._fit_started, self._epoch, self._offset = True, 0, 0
         model = self._model  # not self.model: on JAX that forces a state sync
-        self._step0 = _iterations(model, default=self._step0)
+        self._step0 = backends.iterations(model, default=self._step0)
         self._steps_before = 0
-        if self.freq or self.batch_freq or self.options.atlas:
+        if self.freq or self.batch_freq or self.options.rare():
             self._session = Session(
                 model, self.probes, self.options, destination=self._destination,
                 faults=self._faults, continuity=self._continuity,
@@ -249,8 +255,9 @@ class ActivationLogger(keras.callbacks.Callback):
         self._faults.deliver()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if self.options.atlas and self._epochs_done not in (None, self._last_atlas_step):
-            self._event(metadata.EPOCH_RUN, self._epochs_done, atlas=True)  # the last epoch's atlas
+        for kind in self.options.rare():  # the last epoch always gets its atlas and maximisation
+            if self._epochs_done not in (None, self._last_rare.get(kind)):
+                self._event(metadata.EPOCH_RUN, self._epochs_done, kind=kind)
         self._close()
 
     # -- events ------------------------------------------------------------------------
@@ -271,20 +278,21 @@ class ActivationLogger(keras.callbacks.Callback):
     def _epoch_events(self, step: int) -> None:
         if self.freq and step % self.freq == 0:
             self._event(metadata.EPOCH_RUN, step)
-        if self.options.atlas and step % self.options.atlas.freq == 0:
-            self._event(metadata.EPOCH_RUN, step, atlas=True)
+        for kind, freq in self.options.rare().items():
+            if step % freq == 0:
+                self._event(metadata.EPOCH_RUN, step, kind=kind)
 
-    def _event(self, run: str, step: int, *, atlas: bool = False) -> None:
-        if atlas:
-            self._last_atlas_step = step
+    def _event(self, run: str, step: int, *, kind: str = "grids") -> None:
+        if kind != "grids":
+            self._last_rare[kind] = step
         elif run == metadata.EPOCH_RUN:
             self._last_epoch_step = step
         if self._session is None:
             return
         try:
-            self._session.capture_atlas(step) if atlas else self._session.capture(run, step)
+            self._session.capture(run, step, kind)
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
-            what = f"the atlas at step {step}" if atlas else f"step {step} of run {run!r}"
+            what = f"step {step} of run {run!r}" if kind == "grids" else f"the {kind} at step {step}"
             self._faults.report("internal", f"could not log {what}: {type(err).__name__}: {err}", err)
         self._faults.deliver()
 
@@ -293,19 +301,3 @@ class ActivationLogger(keras.callbacks.Callback):
         if session is not None:
             session.close()
             self._faults.deliver()
-
-
-# -- helpers -----------------------------------------------------------------------
-
-
-def _iterations(model: Any, default: int) -> int:
-    """The optimizer's step count, read without a JAX state sync; ``default`` if there is none."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return default
-    try:
-        return int(keras.ops.convert_to_numpy(optimizer.iterations))
-    except Exception:  # noqa: BLE001 - a model with its own optimizers (GAN) or none built yet
-        return default
-
-

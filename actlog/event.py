@@ -124,8 +124,8 @@ class EventAssembler:
         with_stats: also write the statistics.
         probe_images: uint8 images of the probes (``None`` for one that is not
             image-like), written in the header.
-        atlas: per layer, the manifest's ``atlas`` entry (see :mod:`actlog.metadata`),
-            or ``None`` when the run has no atlas.
+        extras: per layer, more entries for its manifest entry (``atlas``,
+            ``actmax``: see :mod:`actlog.metadata`), or ``None``.
     """
 
     def __init__(
@@ -136,10 +136,10 @@ class EventAssembler:
         step_axis: str,
         with_stats: bool = True,
         probe_images: Sequence[np.ndarray | None] = (),
-        atlas: Sequence[dict[str, Any]] | None = None,
+        extras: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         self.plans = list(plans)
-        self.atlas = list(atlas) if atlas is not None else [None] * len(self.plans)
+        self.extras = list(extras) if extras is not None else [{} for _ in self.plans]
         self.probes = probes
         self.step_axis = step_axis
         self.with_stats = with_stats
@@ -157,8 +157,8 @@ class EventAssembler:
             step_axis=self.step_axis,
             probes=self.probes,
             layers=[
-                {**plan.manifest_entry(self.probes), **({"atlas": atlas} if atlas else {})}
-                for plan, atlas in zip(self.plans, self.atlas, strict=True)
+                {**plan.manifest_entry(self.probes), **extra}
+                for plan, extra in zip(self.plans, self.extras, strict=True)
             ],
         )
 
@@ -226,6 +226,14 @@ def atlas_summary(results: Sequence[AtlasResult]) -> bytes:
         for field_name, tensor in tensors.items():
             _add(summary, metadata.atlas_tag(name, field_name), tensor,
                  _actlog_metadata(metadata.KIND_ATLAS, layer=name, field=field_name))
+    return summary.SerializeToString()
+
+
+def images_summary(images: dict[str, np.ndarray]) -> bytes:
+    """The serialized ``Summary`` of images by tag (activation maximisation's pictures)."""
+    summary = summary_pb2.Summary()
+    for tag, image in images.items():
+        _add_image(summary, tag, image)
     return summary.SerializeToString()
 
 

@@ -47,7 +47,14 @@ event, beside the grid event of the same step):
 - ``{layer}/atlas_channel_change``: float32 ``(n,)``, the Jaccard distance
   between each channel's top-k image set and the previous atlas event's.
 
-The tensors carry kind :data:`KIND_ATLAS` with ``layer`` and ``field`` (the
+With activation maximisation on (``ActivationLogger(actmax=...)``, see
+:mod:`actlog.maximize`), the epoch run also holds, at each of its steps,
+``{layer}/actmax``: image, the optimised input of each chosen channel of the
+layer, side by side in the order of the manifest entry's ``actmax.channels``
+(2 white pixels apart); the entry's ``actmax`` also records ``steps``,
+``step_size``, ``jitter``, ``l2``, ``tv`` and ``seed``.
+
+The atlas tensors carry kind :data:`KIND_ATLAS` with ``layer`` and ``field`` (the
 part of the tag after ``atlas_``). A layer's manifest entry gains ``atlas``:
 ``k``, ``pool`` (pool size), ``input`` (``[H, W]`` of the image input),
 ``field`` (the receptive field: ``jump``, ``start``, ``size`` per axis and
@@ -125,6 +132,15 @@ def atlas_tag(layer: str, field: str | None = None) -> str:
     if field not in ATLAS_FIELDS:
         raise ValueError(f"Unknown atlas field {field!r}. Accepted: {list(ATLAS_FIELDS)}.")
     return f"{layer}/atlas_{field}"
+
+
+ACTMAX_GAP = 2
+"""White pixels between the images of an activation-maximisation picture."""
+
+
+def actmax_tag(layer: str) -> str:
+    """``"conv_1/actmax"``: the activation-maximisation picture of a layer."""
+    return f"{layer}/actmax"
 
 
 def parse_grid_tag(tag: str) -> tuple[str, int] | None:

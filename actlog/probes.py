@@ -61,8 +61,8 @@ def copy_probes(probes: Any, *, count: int | None = None) -> Any:
         probes = _take(probes, DEFAULT_COUNT if count is None else count)
     copied = _copy_tree("probes", probes)
     if count is not None:
-        copied = _map(copied, lambda a: _frozen(a[:count]))
-    _check_counts("probes", _leaves(copied))
+        copied = map_tree(copied, lambda a: _frozen(a[:count]))
+    _check_counts("probes", leaves(copied))
     return copied
 
 
@@ -76,7 +76,7 @@ def copy_pool(pool: Any, *, name: str, limit: int) -> Any:
     if _is_batch_source(pool):
         pool = _take(pool, limit + 1, name=name, batches=limit + 1)
     copied = _copy_tree(name, pool)
-    _check_counts(name, _leaves(copied))
+    _check_counts(name, leaves(copied))
     if count_of(copied) > limit:
         raise ValueError(
             f"{name} holds more than {limit} samples; accepted: a finite pool of at most {limit} "
@@ -114,7 +114,7 @@ def _take(source: Iterable, count: int, *, name: str = "probes", batches: int = 
             batch = batch[0]  # (x, y[, sample_weight]), as Keras' fit reads it
         batch = _copy_tree(name, batch, frozen=False)
         taken_batches.append(batch)
-        taken += len(_leaves(batch)[0])
+        taken += len(leaves(batch)[0])
         if taken >= count:
             break
     if not taken_batches:
@@ -184,21 +184,34 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _leaves(tree: Any) -> list[np.ndarray]:
+def leaves(tree: Any) -> list[np.ndarray]:
+    """The arrays of a tree of them (lists, tuples and dicts, nested), in order; a dict's in
+    its own order (a fitted dict follows the model's inputs)."""
     if isinstance(tree, Mapping):
-        return [leaf for item in tree.values() for leaf in _leaves(item)]
+        return [leaf for item in tree.values() for leaf in leaves(item)]
     if isinstance(tree, (list, tuple)):
-        return [leaf for item in tree for leaf in _leaves(item)]
+        return [leaf for item in tree for leaf in leaves(item)]
     return [tree]
 
 
-def _map(tree: Any, fn: Any) -> Any:
+def map_tree(tree: Any, fn: Any) -> Any:
+    """``tree`` with ``fn`` applied to each of its arrays, nested as it was."""
     if isinstance(tree, Mapping):
-        return {key: _map(item, fn) for key, item in tree.items()}
+        return {key: map_tree(item, fn) for key, item in tree.items()}
     if isinstance(tree, (list, tuple)):
-        items = [_map(item, fn) for item in tree]
+        items = [map_tree(item, fn) for item in tree]
         return tuple(items) if isinstance(tree, tuple) else items
     return fn(tree)
+
+
+def rebuild(tree: Any, new: Sequence[Any]) -> Any:
+    """A flat ``tree`` (one array, or a list / tuple / dict of arrays) with its arrays,
+    in :func:`leaves` order, replaced by ``new``."""
+    if isinstance(tree, Mapping):
+        return dict(zip(tree, new, strict=True))
+    if isinstance(tree, (list, tuple)):
+        return list(new)
+    return new[0]
 
 
 # --------------------------------------------------------------------------- matching
@@ -327,7 +340,7 @@ def _check_shape(array: np.ndarray, spec: InputSpec, name: str) -> None:
 
 def count_of(probes: Any) -> int:
     """Number of probes (samples) in a fitted batch."""
-    return len(_leaves(probes)[0])
+    return len(leaves(probes)[0])
 
 
 def image_input(probes: Any, specs: Sequence[InputSpec] | None = None) -> tuple[int, np.ndarray] | None:
@@ -339,7 +352,7 @@ def image_input(probes: Any, specs: Sequence[InputSpec] | None = None) -> tuple[
         order = [s.name for s in specs or () if s.name in probes] or list(probes)
         candidates = [probes[name] for name in order]
     else:
-        candidates = _leaves(probes)
+        candidates = leaves(probes)
     for position, batch in enumerate(candidates):
         if to_image(batch[0]) is not None:
             return position, batch

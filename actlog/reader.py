@@ -749,6 +749,31 @@ class Run:
         return (np.asarray(steps, dtype=np.int64),
                 np.asarray([series.points[s] for s in steps], dtype=np.float64))
 
+    def actmax_steps(self, layer: str) -> list[int]:
+        """Steps at which ``layer``'s activation maximisation was logged (empty when none)."""
+        self._layer(layer)
+        series = self._series.get(metadata.actmax_tag(layer))
+        return series.steps() if series is not None and series.kind == "image" else []
+
+    def actmax(self, layer: str, step: int | None = None) -> tuple[list[int], np.ndarray]:
+        """The optimised inputs of ``layer``'s chosen channels at ``step`` (default: the last).
+
+        Returns:
+            ``(channels, images)``: the channels, and uint8 ``(n, h, w, c)``,
+            one image per channel (upscaled as logged).
+        """
+        series = self._series.get(metadata.actmax_tag(layer))
+        if series is None or series.kind != "image":
+            self._layer(layer)
+            raise LogError(f"No activation maximisation logged for layer {layer!r} in run {self.name!r}.")
+        step = self._check_step(series, step, f"the activation maximisation of {layer!r}")
+        channels = [int(c) for c in self.layer_info(layer, step)["actmax"]["channels"]]
+        picture = decode_png(self.png(series.points[step]))
+        gap = metadata.ACTMAX_GAP
+        width = (picture.shape[1] - gap * (len(channels) - 1)) // len(channels)
+        return channels, np.stack([picture[:, i * (width + gap) : i * (width + gap) + width]
+                                   for i in range(len(channels))])
+
     # -- helpers -------------------------------------------------------------
 
     def _layer(self, layer: str) -> dict[str, Any]:
@@ -769,7 +794,7 @@ class Run:
             tags += list(info.get("tags") or [])
         tags += [metadata.stat_tag(layer, s) for s in metadata.SCALAR_STATS]
         tags += [metadata.stat_tag(layer, s) for s in metadata.CHANNEL_STATS]
-        tags += [metadata.atlas_tag(layer)]
+        tags += [metadata.atlas_tag(layer), metadata.actmax_tag(layer)]
         return tags
 
     def _check_probe(self, probe: int) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from actlog import probes
 from actlog.atlas import EMPTY, Field, fit_measured, union
 
 _POINTWISE = frozenset({
@@ -135,7 +136,7 @@ def measure(
         One :class:`Field` per output (``measured=True``), ``None`` where the
         output is not a spatial map.
     """
-    leaves = _leaves(pool)
+    leaves = probes.leaves(pool)
     image = leaves[image_input]
     height, width = image.shape[1:3]
     rng = np.random.default_rng(seed)
@@ -170,9 +171,9 @@ def _run(forward: Any, pool: Any, image_input: int, samples: np.ndarray, batch: 
             part = np.concatenate([part, np.repeat(part[:1], batch - count, axis=0)])
         leaves = [
             part if i == image_input else np.repeat(leaf[:1], batch, axis=0)
-            for i, leaf in enumerate(_leaves(pool))
+            for i, leaf in enumerate(probes.leaves(pool))
         ]
-        chunks.append([None if o is None else o[:count] for o in forward(_rebuild(pool, leaves))])
+        chunks.append([None if o is None else o[:count] for o in forward(probes.rebuild(pool, leaves))])
     return [
         None if chunks[0][i] is None else np.concatenate([c[i] for c in chunks])
         for i in range(len(chunks[0]))
@@ -203,19 +204,3 @@ def _intervals(hit: np.ndarray) -> np.ndarray:
         lines = np.flatnonzero(hit[:, j])
         out[j] = (lines[0], lines[-1]) if lines.size else EMPTY
     return out
-
-
-def _leaves(tree: Any) -> list[np.ndarray]:
-    if isinstance(tree, dict):
-        return list(tree.values())
-    if isinstance(tree, (list, tuple)):
-        return list(tree)
-    return [tree]
-
-
-def _rebuild(tree: Any, leaves: Sequence[np.ndarray]) -> Any:
-    if isinstance(tree, dict):
-        return dict(zip(tree, leaves, strict=True))
-    if isinstance(tree, (list, tuple)):
-        return list(leaves)
-    return leaves[0]

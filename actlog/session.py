@@ -12,7 +12,9 @@ then turns each event into two halves:
 
 An atlas event (:meth:`Session.capture_atlas`) is split the same way: the pool
 through the atlas function on the training thread, crops and pictures in the
-background (:mod:`actlog.atlas_pass`), one record in the epoch run.
+background (:mod:`actlog.atlas_pass`), one record in the epoch run. So is an
+activation-maximisation event (:meth:`Session.capture_maximize`, optional:
+:mod:`actlog.maximize`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import numpy as np
 
 from actlog import backends, grid, metadata, probe, probes
 from actlog.atlas import AtlasOptions
-from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary
+from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary, images_summary
 from actlog.faults import Faults, classify
 from actlog.layers import resolve
+from actlog.maximize import MaximizeOptions, MaximizePass
 from actlog.runs import Destination
 from actlog.worker import Worker
 from actlog.writer import RunWriter
@@ -60,6 +63,12 @@ class Options:
     max_pending: int = 2
     on_full: str = "wait"
     atlas: AtlasOptions | None = None
+    maximize: MaximizeOptions | None = None
+
+    def rare(self) -> dict[str, int]:
+        """``{"atlas": freq, "actmax": freq}`` for those of the two that are on."""
+        found = {"atlas": self.atlas, "actmax": self.maximize}
+        return {kind: options.freq for kind, options in found.items() if options is not None}
 
 
 @dataclass
@@ -114,6 +123,10 @@ class Session:
             from actlog.atlas_pass import AtlasPass
 
             self.atlas = AtlasPass(model, runner, self.probe_fn.forward, plans, options.atlas, self.backend)
+        self.maximize = None
+        if options.maximize is not None:
+            self.maximize = MaximizePass(model, runner, self.probe_fn.forward, plans, options.maximize,
+                                         self.backend, fitted)
         known = [continuity.channels.get(p.path) for p in plans]
         if options.channels == "first" or all(
             k is not None and len(k) == len(p.layout.channels) for k, p in zip(known, plans, strict=True)
@@ -185,8 +198,11 @@ class Session:
 
     # -- events -----------------------------------------------------------------------
 
-    def capture(self, run: str, step: int) -> None:
-        """The training thread's half of an event at ``step`` of ``run``."""
+    def capture(self, run: str, step: int, kind: str = "grids") -> None:
+        """The training thread's half of an event at ``step`` of ``run``: grids, or (in the
+        epoch run) the ``"atlas"`` or the ``"actmax"`` maximisation."""
+        if kind != "grids":
+            return self.capture_atlas(step) if kind == "atlas" else self.capture_maximize(step)
         if not self.chief:
             return
         self.destination.decide(run, step, [p.name for p in self.plans])
@@ -202,16 +218,33 @@ class Session:
 
     def capture_atlas(self, step: int) -> None:
         """The training thread's half of an atlas event at ``step`` of the epoch run."""
-        if not self.chief or self.atlas is None:
+        if self.atlas is not None:
+            self._capture_rare(step, "the atlas", self._stream_atlas)
+
+    def capture_maximize(self, step: int) -> None:
+        """The training thread's half of an activation-maximisation event at ``step``."""
+        if self.maximize is not None:
+            self._capture_rare(step, "the maximisation", self._run_maximize)
+
+    def _capture_rare(self, step: int, what: str, work: Any) -> None:
+        """``work()`` on the training thread; the summary it returns, in the background."""
+        if not self.chief:
             return
         run = metadata.EPOCH_RUN
         self.destination.decide(run, step, [p.name for p in self.plans])
-        self._decide_channels(self.continuity.previous.get(run))
+        summary = work(step)
+        job = functools.partial(self._finish_rare, step, self._assembler(run), what, summary)
+        self._submit(job, run, step)
+
+    def _stream_atlas(self, step: int) -> Any:
+        self._decide_channels(self.continuity.previous.get(metadata.EPOCH_RUN))
         tops = self.atlas.stream(self._channels)
         previous = [self.continuity.atlas.get(p.path) for p in self.plans]
         self.continuity.atlas.update({p.path: top[0] for p, top in zip(self.plans, tops, strict=True)})
-        first = self._assembler(run)
-        self._submit(functools.partial(self._finish_atlas, step, tops, previous, first), run, step)
+        return functools.partial(self._atlas_summary, step, tops, previous)
+
+    def _run_maximize(self, step: int) -> Any:
+        return functools.partial(self._maximize_summary, self.maximize.run())
 
     def _decide_channels(self, previous: list[Any] | None) -> None:
         if self._channels is not None:
@@ -228,13 +261,18 @@ class Session:
         run's header goes with that event)."""
         if run in self._assemblers:
             return False
-        with_atlas = self.atlas is not None and run == metadata.EPOCH_RUN
+        extras: list[dict[str, Any]] = [{} for _ in self.plans]
+        if self.atlas is not None and run == metadata.EPOCH_RUN:
+            for extra, entry in zip(extras, self.atlas.manifest_entries(self.plans), strict=True):
+                extra["atlas"] = entry
+        if self.maximize is not None and run == metadata.EPOCH_RUN:
+            for extra, plan in zip(extras, self.plans, strict=True):
+                extra.update(self.maximize.manifest_entry(plan.name))
         self._assemblers[run] = EventAssembler(
             self.plans, probes=self.count, with_stats=self.options.stats,
             step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
             else metadata.STEP_AXIS_GLOBAL_STEP,
-            probe_images=self.probe_images,
-            atlas=self.atlas.manifest_entries(self.plans) if with_atlas else None,
+            probe_images=self.probe_images, extras=extras,
         )
         return True
 
@@ -250,19 +288,27 @@ class Session:
     def _what(self, run: str, step: int) -> str:
         return f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"
 
-    def _finish_atlas(self, step: int, tops: list[Any], previous: list[Any], first: bool) -> None:
-        """The background half of an atlas event: crops, pictures, one record."""
+    def _atlas_summary(self, step: int, tops: list[Any], previous: list[Any]) -> bytes:
+        results = self.atlas.finish(self.plans, tops, previous)
+        for r in results:
+            if (~np.isfinite(r.value) & (r.index >= 0)).any():
+                self.faults.report("nonfinite", f"layer {r.name!r} has NaN or Inf activations "
+                                   f"on the atlas pool at step {step}")
+        return atlas_summary(results)
+
+    def _maximize_summary(self, images: Any) -> bytes:
+        pictures = self.maximize.pictures(images)
+        return images_summary({metadata.actmax_tag(layer): image for layer, (_, image) in pictures.items()})
+
+    def _finish_rare(self, step: int, first: bool, what: str, summary: Any) -> None:
+        """The background half of an atlas or maximisation event: ``summary()``, one record."""
         run = metadata.EPOCH_RUN
         try:
-            results = self.atlas.finish(self.plans, tops, previous)
-            for r in results:
-                if (~np.isfinite(r.value) & (r.index >= 0)).any():
-                    self.faults.report("nonfinite", f"layer {r.name!r} has NaN or Inf activations "
-                                       f"on the atlas pool at step {step}")
+            body = summary()
             header = self._assemblers[run].header() if first else None
-            self._writer(run).write(step, (header or b"") + atlas_summary(results), header=header)
+            self._writer(run).write(step, (header or b"") + body, header=header)
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
-            self.faults.report(*classify(err, f"the atlas at {self._what(run, step)}"), err)
+            self.faults.report(*classify(err, f"{what} at {self._what(run, step)}"), err)
 
     def _finish(self, run: str, step: int, fetch: Any, masks: list[Any], first: bool,
                 has_previous: bool) -> None:

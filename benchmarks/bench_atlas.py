@@ -10,6 +10,10 @@ JAX or PyTorch; no TensorFlow needed for the last two), on the CPU or a GPU:
   ``fit`` on ``--epoch-samples`` images at batch 64 (default 4000: the
   training set of ``examples/mnist_convnet.py``), and with an epoch of full
   MNIST (60000 images, extrapolated per sample from the measured epoch).
+- **actmax**: the optional activation maximisation on the same MNIST model:
+  8 channels of ``conv_1`` (``actmax={"conv_1": range(8)}``), one event
+  (:data:`actlog.maximize.STEPS` gradient steps on a batch of 8 images),
+  against the same epoch.
 - **mobilenet**: ``keras.applications.MobileNetV2(weights=None,
   input_shape=(96, 96, 3))``, every convolution (``Conv2D`` and
   ``DepthwiseConv2D``, 52 layers, 64 channels shown each), a pool of
@@ -29,7 +33,7 @@ on them. Random images: neither does it depend on the pixels.
 ```
 python benchmarks/bench_atlas.py                          # about 2-4 minutes on 2 CPU cores
 KERAS_BACKEND=jax python benchmarks/bench_atlas.py         # JAX, no TensorFlow needed
-python benchmarks/bench_atlas.py --models mnist --events 3
+python benchmarks/bench_atlas.py --models mnist,actmax --events 3
 ```
 """
 
@@ -143,6 +147,35 @@ def bench_mnist(args: argparse.Namespace) -> None:
           f"  (per epoch at atlas_freq=5: {event / full / 5:.2%})")
 
 
+def bench_actmax(args: argparse.Namespace) -> None:
+    from conftest import make_classic_model
+
+    import actlog
+
+    rng = np.random.default_rng(0)
+    model = make_classic_model(0)
+    x = rng.random((args.epoch_samples, 28, 28, 1), dtype=np.float32)
+    epoch = epoch_seconds(model, x, rng.integers(0, 10, size=args.epoch_samples), 64)
+    times = []
+    with tempfile.TemporaryDirectory() as log_dir:
+        logger = actlog.ActivationLogger(log_dir, x[:8], layers=["conv_1"], freq=0,
+                                         actmax={"conv_1": list(range(8))}, actmax_freq=1)
+        logger.set_model(model)
+        logger.on_train_begin()
+        logger.on_epoch_begin(1)
+        for epoch_index in range(1, args.events + 1):
+            start = time.perf_counter()
+            logger.on_epoch_end(epoch_index)
+            logger.flush()
+            times.append(time.perf_counter() - start)
+        logger.on_train_end()
+    event = statistics.median(times[1:] or times)
+    print("\nactmax: classic ConvNet, 8 channels of conv_1, one event")
+    print(f"  first event (compiles the gradient):            {times[0] * 1000:9.1f} ms")
+    print(f"  event (steps of forward + backward, pictures):  {event * 1000:9.1f} ms")
+    print(f"  one event / the epoch of {args.epoch_samples} images:          {event / epoch:9.1%}")
+
+
 def bench_mobilenet(args: argparse.Namespace) -> None:
     import keras
 
@@ -171,7 +204,8 @@ def _print_event(found: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mnist,mobilenet", help="comma-separated: mnist, mobilenet")
+    parser.add_argument("--models", default="mnist,actmax,mobilenet",
+                        help="comma-separated: mnist, actmax, mobilenet")
     parser.add_argument("--pool", type=int, default=1024, help="pool size for mnist")
     parser.add_argument("--mobilenet-pool", type=int, default=256, help="pool size for mobilenet")
     parser.add_argument("--epoch-samples", type=int, default=4000, help="images in the compared epoch")
@@ -183,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"actlog atlas benchmark: Keras {keras.__version__}, backend {_device()}, "
           f"{os.cpu_count()} CPU cores")
     for name in args.models.split(","):
-        {"mnist": bench_mnist, "mobilenet": bench_mobilenet}[name.strip()](args)
+        {"mnist": bench_mnist, "actmax": bench_actmax, "mobilenet": bench_mobilenet}[name.strip()](args)
     return 0
 
 

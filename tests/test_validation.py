@@ -116,6 +116,15 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
      r"atlas contains NaN or Inf; atlas must be finite"),
     ("atlas_empty", lambda t: {"atlas": []}, ValueError,
      r"atlas must be a non-empty batch \(k, \.\.\.\) with k >= 1; received shape \(0,\)"),
+    ("actmax_a_name", lambda t: {"actmax": "conv_0"}, TypeError,
+     r"actmax must be \{layer: channel or \[channels\]\} or a list of \(layer, channel\) pairs; "
+     r"received 'conv_0' \(str\)"),
+    ("actmax_negative_channel", lambda t: {"actmax": {"conv_0": [-1]}}, ValueError,
+     r"actmax channel of 'conv_0' must be an int >= 0; received -1"),
+    ("actmax_freq_float", lambda t: {"actmax": {"conv_0": 1}, "actmax_freq": 0.5}, TypeError,
+     r"actmax_freq must be an int >= 0; received 0\.5 \(float\)"),
+    ("actmax_unwatched_layer", lambda t: {"actmax": {"conv_1": 0}}, ValueError,
+     r"actmax names layer 'conv_1', which is not watched; watched: \['conv_0'\]"),
     ("atlas_wrong_size", lambda t: {"atlas": _probes((4, 10, 10, 1)), "atlas_k": 2}, ValueError,
      r"atlas must fit the model's input '.*': received atlas of shape \(4, 10, 10, 1\), the input "
      r"accepts \(k, 12, 12, 1\)"),
