@@ -3,8 +3,8 @@
 A grid shows where a channel fires on a few probes; the atlas answers what it
 responds to *most*: the examples of a pool (typically a few thousand
 validation images) that excite it most, each cropped to the region the unit
-at its strongest position sees (Zeiler & Fergus, 2014). Every ``freq`` epochs
-the pool streams through the model in batches; a compiled function
+at its strongest position sees (Zeiler & Fergus, 2014). Every ``atlas_freq``
+epochs the pool streams through the model in batches; a compiled function
 (:class:`actlog.atlas_pass.AtlasFunction`) reduces each batch on the device to
 one number per image and shown channel, its largest activation, and where
 (:func:`peaks`); the host merges those into a running top-k (:class:`TopK`),
@@ -39,10 +39,10 @@ The rest of this module is the geometry, in numpy only:
 
 ```python
 top = TopK(channels=32, k=8)
-for start, batch in batches(pool, 64):                     # pool: (N, H, W, C)
-    value, where = peaks(NUMPY, maps_of(batch), channels)   # (b, 32) each
-    top.add(value, where, start)
-index, flat, value = top.result()                           # (32, 8) each
+for start, count, batch in batches(pool, 64):               # pool: (N, H, W, c)
+    value, where = peaks(NUMPY, maps_of(batch), channels)   # (64, 32) each
+    top.add(value[:count], where[:count], start)            # the last batch is padded
+index, flat, value = top.result()                           # (32, 8) each, best first
 ```
 """
 
@@ -443,17 +443,21 @@ def _fit_axis(found: np.ndarray, extent: int) -> tuple[int, int, int]:
 
 
 def shown_box(
-    box: Sequence[int], image_hw: Sequence[int], context: int = CONTEXT,
-) -> tuple[int, int, int, int]:
+    box: Sequence[int] | np.ndarray, image_hw: Sequence[int], context: int = CONTEXT,
+) -> Any:
     """The window an atlas crop shows around a unit's ``box``: ``context`` box widths more on
     each side, centred on the box, and never larger than the image (a box larger than the
-    image gets an image-sized window centred on it)."""
-    top, left, height, width = (int(v) for v in box)
-    out = []
-    for origin, extent, limit in ((top, height, int(image_hw[0])), (left, width, int(image_hw[1]))):
-        wanted = min(extent * (1 + 2 * context), limit) if extent < limit else limit
-        out.append((origin + (extent - wanted) // 2, wanted))
-    return out[0][0], out[1][0], out[0][1], out[1][1]
+    image gets an image-sized window centred on it).
+
+    ``box`` is ``(top, left, height, width)``, or an ``(N, 4)`` array of them
+    (then an ``(N, 4)`` array comes back, else a tuple).
+    """
+    boxes = np.asarray(box, np.int64).reshape(-1, 4)
+    origin, extent = boxes[:, :2], boxes[:, 2:]
+    limit = np.asarray(image_hw, np.int64)[None, :]
+    wanted = np.where(extent < limit, np.minimum(extent * (1 + 2 * context), limit), limit)
+    out = np.concatenate([origin + (extent - wanted) // 2, wanted], axis=1)
+    return out if np.ndim(box) == 2 else tuple(int(v) for v in out[0])
 
 
 def display(height: int, width: int) -> tuple[int, int]:
@@ -485,19 +489,40 @@ def crop(
         uint8 ``(ceil(height / stride) * scale, ceil(width / stride) * scale, 3)``;
         ``image`` is not modified.
     """
-    rgb = np.repeat(image[:, :, :1], 3, axis=2) if image.shape[2] < 3 else image[:, :, :3]
-    rows, cols = rgb.shape[:2]
-    top, left, height, width = (int(v) for v in window)
-    ys = top + (np.arange(-(-height // stride) * scale) // scale) * stride
-    xs = left + (np.arange(-(-width // stride) * scale) // scale) * stride
-    out = rgb[np.clip(ys, 0, rows - 1)][:, np.clip(xs, 0, cols - 1)].astype(np.float32)
-    first_y, first_x, last_y, last_x = seen if seen is not None else (0, 0, rows - 1, cols - 1)
-    sees = ((ys >= first_y) & (ys <= last_y))[:, None] & ((xs >= first_x) & (xs <= last_x))[None, :]
-    out = np.where(sees[:, :, None], out, out + (128.0 - out) * FADE)
-    inside = ((ys >= 0) & (ys < rows))[:, None] & ((xs >= 0) & (xs < cols))[None, :]
-    checks = ((np.arange(len(ys))[:, None] // CHECK) + (np.arange(len(xs))[None, :] // CHECK)) % 2
-    out = np.where(inside[:, :, None], out, np.asarray(OUTSIDE, np.float32)[checks])
-    return np.ascontiguousarray(np.rint(out), dtype=np.uint8)
+    return crops(image[None], [window], None if seen is None else [seen], scale=scale, stride=stride)[0]
+
+
+def crops(
+    images: np.ndarray, windows: Sequence[Sequence[int]], seen: Sequence[Sequence[int]] | None = None,
+    *, scale: int = 1, stride: int = 1,
+) -> np.ndarray:
+    """:func:`crop` of many windows of one size at once: window ``i`` of ``images[i]``.
+
+    Returns:
+        uint8 ``(N, h, w, 3)``.
+    """
+    rgb = np.repeat(images[..., :1], 3, axis=-1) if images.shape[-1] < 3 else images[..., :3]
+    count, rows, cols = rgb.shape[:3]
+    windows = np.asarray(windows, np.int64).reshape(count, 4)
+    height, width = int(windows[0, 2]), int(windows[0, 3])
+    # Every decision at the source's resolution; upscaled (nearest neighbour) at the end.
+    ys = windows[:, :1] + np.arange(-(-height // stride)) * stride  # (N, h)
+    xs = windows[:, 1:2] + np.arange(-(-width // stride)) * stride  # (N, w)
+    out = rgb[np.arange(count)[:, None, None], np.clip(ys, 0, rows - 1)[:, :, None],
+              np.clip(xs, 0, cols - 1)[:, None, :]].astype(np.float32)
+    if seen is None:
+        seen = np.broadcast_to(np.asarray([0, 0, rows - 1, cols - 1]), (count, 4))
+    seen = np.asarray(seen, np.int64).reshape(count, 4)
+    sees = (((ys >= seen[:, :1]) & (ys <= seen[:, 2:3]))[:, :, None]
+            & ((xs >= seen[:, 1:2]) & (xs <= seen[:, 3:4]))[:, None, :])
+    out = np.where(sees[..., None], out, out + (128.0 - out) * FADE)
+    out = np.rint(out).astype(np.uint8).repeat(scale, axis=1).repeat(scale, axis=2)
+    inside = ((ys >= 0) & (ys < rows))[:, :, None] & ((xs >= 0) & (xs < cols))[:, None, :]
+    if not inside.all():
+        inside = inside.repeat(scale, axis=1).repeat(scale, axis=2)
+        checks = np.add.outer(np.arange(out.shape[1]) // CHECK, np.arange(out.shape[2]) // CHECK) % 2
+        out = np.where(inside[..., None], out, np.asarray(OUTSIDE, np.uint8)[checks])
+    return np.ascontiguousarray(out)
 
 
 def cell_shape(k: int) -> tuple[int, int]:

@@ -209,17 +209,11 @@ class AtlasPass:
     ) -> list[AtlasResult]:
         """The background half: positions, boxes, crops and the atlas picture of each layer;
         ``previous`` are the last event's indices, for the change (``None`` at the first)."""
-        images: dict[int, np.ndarray] = {}
-
-        def image(i: int) -> np.ndarray:
-            if i not in images:
-                images[i] = grid.to_image(self.images[i])
-            return images[i]
-
         results = []
         layers = zip(plans, self.fields, tops, previous, strict=True)
         for plan, field, (index, where, value), before in layers:
-            y, x = np.divmod(np.minimum(where, plan.map_shape[0] * plan.map_shape[1] - 1), plan.map_shape[1])
+            height, width = plan.map_shape[:2]
+            y, x = np.divmod(np.minimum(where, height * width - 1), width)
             if field is None:
                 boxes = np.broadcast_to(np.asarray([0, 0, *self.image_hw]), (*index.shape, 4))
             else:
@@ -229,19 +223,22 @@ class AtlasPass:
             # A channel that never fires on the pool (a dead ReLU: every value 0) ranks nothing;
             # nor does an image whose map held NaN or Inf.
             shown = np.where((value == 0).all(axis=1, keepdims=True) | ~np.isfinite(value), -1, index)
-            crops = [
-                [
-                    None if i < 0 else atlas.crop(
-                        image(int(i)), atlas.shown_box(box, self.image_hw), scale=layout.scale,
-                        stride=layout.stride, seen=None if field is None else field.seen(*where),
-                    )
-                    for i, box, where in zip(cell_index, cell_boxes, cell_positions, strict=True)
-                ]
-                for cell_index, cell_boxes, cell_positions in zip(shown, boxes, np.stack([y, x], -1),
-                                                                  strict=True)
-            ]
+            cells: list[list[np.ndarray | None]] = [[None] * index.shape[1] for _ in index]
+            slots = np.argwhere(shown >= 0)
+            if len(slots):
+                t, r = slots[:, 0], slots[:, 1]
+                unique, which = np.unique(shown[t, r], return_inverse=True)
+                images = np.stack([grid.to_image(self.images[i]) for i in unique])[which]
+                seen = None
+                if field is not None:
+                    rows, cols = np.asarray(field.rows)[y[t, r]], np.asarray(field.cols)[x[t, r]]
+                    seen = np.stack([rows[:, 0], cols[:, 0], rows[:, 1], cols[:, 1]], axis=1)
+                pictures = atlas.crops(images, atlas.shown_box(boxes[t, r], self.image_hw), seen,
+                                       scale=layout.scale, stride=layout.stride)
+                for (t, r), picture in zip(slots, pictures, strict=True):
+                    cells[t][r] = picture
             results.append(AtlasResult(
-                name=plan.name, image=atlas.render_atlas(layout, crops), index=index,
+                name=plan.name, image=atlas.render_atlas(layout, cells), index=index,
                 position=np.stack([y, x], axis=-1), value=value, box=np.ascontiguousarray(boxes),
                 change=None if before is None else atlas.jaccard_distance(index, before),
             ))

@@ -57,9 +57,10 @@ layer, side by side in the order of the manifest entry's ``actmax.channels``
 The atlas tensors carry kind :data:`KIND_ATLAS` with ``layer`` and ``field`` (the
 part of the tag after ``atlas_``). A layer's manifest entry gains ``atlas``:
 ``k``, ``pool`` (pool size), ``input`` (``[H, W]`` of the image input),
-``field`` (the receptive field: ``jump``, ``start``, ``size`` per axis and
-``measured``; ``null`` for a layer without spatial maps, whose crop is the
-whole image) and ``layout`` (:class:`actlog.atlas.AtlasLayout` without its
+``field`` (the receptive field, :meth:`actlog.atlas.Field.to_dict`:
+``jump``, ``start``, ``size`` per axis, ``rows`` and ``cols`` (the input rows
+and columns each output row and column sees) and ``measured``; ``null`` for a
+layer without spatial maps, whose crop is the whole image) and ``layout`` (:class:`actlog.atlas.AtlasLayout` without its
 channels, which are the entry's ``channels``): where each crop is in the picture.
 
 actlog's own tensors carry ``plugin_name`` :data:`PLUGIN_NAME` with JSON content

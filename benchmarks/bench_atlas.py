@@ -117,12 +117,15 @@ def atlas_events(model, pool, layers, events: int, batch: int) -> dict:
     }
 
 
-def epoch_seconds(model, x, y, batch: int) -> float:
-    """One epoch of ``fit`` (after a warm-up epoch that compiles the train step)."""
+def epoch_seconds(model, x, y, batch: int, repeats: int = 3) -> float:
+    """One epoch of ``fit``: the median of ``repeats`` (after a warm-up that compiles the step)."""
     model.fit(x[: batch * 2], y[: batch * 2], batch_size=batch, epochs=1, verbose=0)
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    return time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def bench_mnist(args: argparse.Namespace) -> None:
@@ -139,7 +142,7 @@ def bench_mnist(args: argparse.Namespace) -> None:
     full = epoch / args.epoch_samples * 60000
     print(f"\nmnist: classic ConvNet, conv_0 + conv_1, pool of {args.pool}, k=8, batch {args.batch}")
     _print_event(found)
-    print(f"  epoch of fit, {args.epoch_samples} images at batch 64:  {epoch * 1000:9.1f} ms")
+    print(f"  epoch of fit, {args.epoch_samples} images at batch 64 (median of 3): {epoch * 1000:6.1f} ms")
     print(f"  one event / that epoch:                         {event / epoch:9.1%}"
           f"  (training thread alone: {found['thread'] / epoch:.1%})")
     print(f"  per epoch with {DEFAULT_FREQ_NOTE}:        {event / epoch / 5:9.1%}")
