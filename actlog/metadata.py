@@ -60,8 +60,9 @@ part of the tag after ``atlas_``). A layer's manifest entry gains ``atlas``:
 ``field`` (the receptive field, :meth:`actlog.atlas.Field.to_dict`:
 ``jump``, ``start``, ``size`` per axis, ``rows`` and ``cols`` (the input rows
 and columns each output row and column sees) and ``measured``; ``null`` for a
-layer without spatial maps, whose crop is the whole image) and ``layout`` (:class:`actlog.atlas.AtlasLayout` without its
-channels, which are the entry's ``channels``): where each crop is in the picture.
+layer without spatial maps, whose crop is the whole image) and ``layout``
+(:class:`actlog.atlas.AtlasLayout` without its channels, which are the
+entry's ``channels``): where each crop is in the picture.
 
 actlog's own tensors carry ``plugin_name`` :data:`PLUGIN_NAME` with JSON content
 (:func:`plugin_content`) and ``data_class = DATA_CLASS_TENSOR``, without which
