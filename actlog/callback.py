@@ -11,7 +11,8 @@ from typing import Any
 
 import keras
 
-from actlog import grid, metadata, storage
+from actlog import atlas as atlas_
+from actlog import backends, grid, maximize, metadata, storage
 from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
@@ -94,6 +95,15 @@ class ActivationLogger(keras.callbacks.Callback):
             counted in ``misses["skipped"]``).
         strict: raise :class:`LoggingError` on a logging fault instead of
             warning once and training on. Default False.
+        atlas: a pool of inputs (an array ``(N, ...)`` or a finite dataset of
+            batches, read once and copied) for the feature atlas: every
+            ``atlas_freq`` epochs (default 5; 0 = off; also at step 0 and at the
+            end of training), the ``atlas_k`` (default 8) pool examples that
+            excite each shown channel most, cropped to its receptive field,
+            streamed ``atlas_batch`` (default 64) at a time. See :mod:`actlog.atlas`.
+        actmax, actmax_freq: optional activation maximisation of the channels
+            ``{layer: [channels]}``, on the atlas' schedule every ``actmax_freq``
+            epochs (default 5). See :mod:`actlog.maximize`.
     """
 
     def __init__(
@@ -121,9 +131,15 @@ class ActivationLogger(keras.callbacks.Callback):
         max_pending: int = 2,
         on_full: str = "wait",
         strict: bool = False,
+        atlas: Any = None,
+        atlas_k: int = atlas_.DEFAULT_K,
+        atlas_freq: int = atlas_.DEFAULT_FREQ,
+        atlas_batch: int = atlas_.DEFAULT_BATCH,
+        actmax: Any = None,
+        actmax_freq: int = 5,
     ) -> None:
         super().__init__()
-        self.log_dir, self._storage = _check_log_dir(log_dir)
+        self.log_dir, self._storage = storage.check_log_dir(log_dir)
         count = check_optional_int("probe_count", probe_count, minimum=1)
         self.probes = copy_probes(probes, count=count)
         check_spec(layers)
@@ -146,6 +162,8 @@ class ActivationLogger(keras.callbacks.Callback):
             background=bool(background),
             max_pending=check_int("max_pending", max_pending, minimum=1),
             on_full=check_choice("on_full", on_full, ON_FULL),
+            atlas=atlas_.check_options(atlas, k=atlas_k, freq=atlas_freq, batch=atlas_batch),
+            maximize=maximize.check_options(actmax, freq=actmax_freq),
         )
         self._faults = Faults(strict=bool(strict))
         self._destination = Destination(self._storage, self.log_dir)
@@ -157,6 +175,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self._epoch = 0  # epoch index Keras gave the current epoch
         self._offset = 0  # added to Keras' epoch index so that steps never repeat
         self._last_epoch_step: int | None = None
+        self._last_rare: dict[str, int] = {}  # "atlas" / "actmax" -> the step of its last event
         self._epochs_done: int | None = None  # epochs completed under this logger, across fits
         self._step0 = 0  # global training step when this fit began
         self._steps_before = 0  # training steps of the epochs of this fit already done
@@ -198,9 +217,9 @@ class ActivationLogger(keras.callbacks.Callback):
         self._close()
         self._fit_started, self._epoch, self._offset = True, 0, 0
         model = self._model  # not self.model: on JAX that forces a state sync
-        self._step0 = _iterations(model, default=self._step0)
+        self._step0 = backends.iterations(model, default=self._step0)
         self._steps_before = 0
-        if self.freq or self.batch_freq:
+        if self.freq or self.batch_freq or self.options.rare():
             self._session = Session(
                 model, self.probes, self.options, destination=self._destination,
                 faults=self._faults, continuity=self._continuity,
@@ -217,8 +236,8 @@ class ActivationLogger(keras.callbacks.Callback):
         # after what this logger wrote; initial_epoch is honoured as it is.
         known = [s for s in (self._last_epoch_step, self._epochs_done) if s is not None]
         self._offset = max(0, max(known) - epoch) if known else 0
-        if self.freq and not known and epoch == 0:
-            self._event(metadata.EPOCH_RUN, 0)
+        if not known and epoch == 0:
+            self._epoch_events(0)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._batches = batch + 1
@@ -232,11 +251,13 @@ class ActivationLogger(keras.callbacks.Callback):
         self._steps_before, self._batches = self._steps_before + self._batches, 0
         step = self._offset + epoch + 1
         self._epochs_done = step
-        if self.freq and step % self.freq == 0:
-            self._event(metadata.EPOCH_RUN, step)
+        self._epoch_events(step)
         self._faults.deliver()
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        for kind in self.options.rare():  # the last epoch always gets its atlas and maximisation
+            if self._epochs_done not in (None, self._last_rare.get(kind)):
+                self._event(metadata.EPOCH_RUN, self._epochs_done, kind=kind)
         self._close()
 
     # -- events ------------------------------------------------------------------------
@@ -254,16 +275,25 @@ class ActivationLogger(keras.callbacks.Callback):
         self._faults.deliver()
         return done
 
-    def _event(self, run: str, step: int) -> None:
-        if run == metadata.EPOCH_RUN:
+    def _epoch_events(self, step: int) -> None:
+        if self.freq and step % self.freq == 0:
+            self._event(metadata.EPOCH_RUN, step)
+        for kind, freq in self.options.rare().items():
+            if step % freq == 0:
+                self._event(metadata.EPOCH_RUN, step, kind=kind)
+
+    def _event(self, run: str, step: int, *, kind: str = "grids") -> None:
+        if kind != "grids":
+            self._last_rare[kind] = step
+        elif run == metadata.EPOCH_RUN:
             self._last_epoch_step = step
         if self._session is None:
             return
         try:
-            self._session.capture(run, step)
+            self._session.capture(run, step, kind)
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
-            self._faults.report("internal", f"could not log step {step} of run {run!r}: "
-                                f"{type(err).__name__}: {err}", err)
+            what = f"step {step} of run {run!r}" if kind == "grids" else f"the {kind} at step {step}"
+            self._faults.report("internal", f"could not log {what}: {type(err).__name__}: {err}", err)
         self._faults.deliver()
 
     def _close(self) -> None:
@@ -271,38 +301,3 @@ class ActivationLogger(keras.callbacks.Callback):
         if session is not None:
             session.close()
             self._faults.deliver()
-
-
-# -- argument checks -----------------------------------------------------------------
-
-
-def _check_log_dir(log_dir: Any) -> tuple[str, storage.Storage]:
-    if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
-        raise TypeError(
-            f"log_dir must be a non-empty path (str or os.PathLike); received {log_dir!r}."
-        )
-    path = os.fspath(log_dir)
-    store = storage.for_path(path)
-    try:
-        store.makedirs(path)
-    except Exception as err:  # noqa: BLE001 - OSError, or a remote store's own errors
-        detail = getattr(err, "strerror", None) or getattr(err, "message", None) or err
-        raise ValueError(
-            f"log_dir {path!r} cannot be created: {detail}. Accepted: {storage.ACCEPTED}."
-        ) from None
-    if not store.isdir(path):
-        raise ValueError(f"log_dir {path!r} exists but is not a directory. Accepted: {storage.ACCEPTED}.")
-    return path, store
-
-
-def _iterations(model: Any, default: int) -> int:
-    """The optimizer's step count, read without a JAX state sync; ``default`` if there is none."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None:
-        return default
-    try:
-        return int(keras.ops.convert_to_numpy(optimizer.iterations))
-    except Exception:  # noqa: BLE001 - a model with its own optimizers (GAN) or none built yet
-        return default
-
-

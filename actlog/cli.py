@@ -4,6 +4,7 @@
 actlog ls runs/exp1
 actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
 actlog export runs/exp1 --layer conv_0 --probe 0 --channel 3 -o conv_0_ch3.png
+actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o conv_1_ch5.gif
 ```
 
 Reads logs with :mod:`actlog.reader` and writes with :mod:`actlog.export`:
@@ -105,13 +106,16 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
             grid = info.get("grid", {})
             channels = run.channels(name)
             stats = sorted(run.scalars(name))
+            atlas = run.atlas_steps(name)
             print(
                 f"    {name:<{width}}  {info.get('class', '?')}"
                 f"  output {_shape(info.get('output_shape'))}"
                 f"  grid {grid.get('rows', '?')}x{grid.get('cols', '?')}"
                 f" tiles of {grid.get('tile_height', '?')}x{grid.get('tile_width', '?')} px"
                 f"  {len(channels)} channel(s) shown"
-                f"  stats: {', '.join(stats) if stats else 'none'}",
+                f"  stats: {', '.join(stats) if stats else 'none'}"
+                + (f"  atlas: top {info['atlas']['k']} of {info['atlas']['pool']}, "
+                   f"steps {_steps_summary(atlas)}" if atlas and "atlas" in info else ""),
                 file=out,
             )
     return EXIT_OK
@@ -121,6 +125,10 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from actlog import export, metadata
     from actlog.reader import LogError, read
 
+    if args.atlas and (args.channel is None or args.probe is not None):
+        raise _UserError("--atlas exports one channel's top-k crops: give --channel C, and no --probe.")
+    if not args.atlas and args.probe is None:
+        raise _UserError("give --probe N (a grid), or --atlas with --channel C (a channel's atlas).")
     # Check the output before reading anything: a typo should not cost a long read.
     export.check_output(args.output)
     log = read(args.logdir)
@@ -135,22 +143,17 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"choose one with --run: {log.runs}."
         ) from None
     show = args.progress if args.progress is not None else err.isatty()
-    what = f"{args.layer} probe {args.probe}" + (
+    what = f"{args.layer} " + ("atlas" if args.atlas else f"probe {args.probe}") + (
         f" channel {args.channel}" if args.channel is not None else ""
     )
     progress = _ProgressBar(err, f"actlog: exporting {what}") if show else None
+    options = {"fps": args.fps, "columns": args.columns, "scale": args.scale, "progress": progress}
     try:
-        result = export.export(
-            run,
-            args.layer,
-            args.probe,
-            args.output,
-            channel=args.channel,
-            fps=args.fps,
-            columns=args.columns,
-            scale=args.scale,
-            progress=progress,
-        )
+        if args.atlas:
+            result = export.export_atlas(run, args.layer, args.channel, args.output, **options)
+        else:
+            result = export.export(run, args.layer, args.probe, args.output, channel=args.channel,
+                                   **options)
     except OSError as error:
         raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
     finally:
@@ -202,13 +205,16 @@ examples:
   actlog export runs/exp1 --layer conv_1 --probe 0 --channel 5 -o ch5.png
   # the batch-level run (`actlog ls` lists the runs of a log)
   actlog export runs/exp1 --run activations_batch --layer conv_0 --probe 0 -o b.gif
+  # what channel 5 responds to most (its top-k atlas crops) at every atlas step
+  actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o ch5.gif
+  actlog export runs/exp1 --layer conv_1 --atlas --channel 5 --columns 1 -o ch5.png
 """
 
 _EXIT_STATUS = """\
 exit status:
   0    done (also when the reader of the output stops early, as `head` does)
-  2    a usage error: a bad option; a run, layer, probe or channel that does not
-       exist; a missing log directory; an output that cannot be written
+  2    a usage error: a bad option; a run, layer, probe, channel or atlas that does
+       not exist; a missing log directory; an output that cannot be written
   130  interrupted (Ctrl-C)
 """
 
@@ -240,21 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
 
     ex = commands.add_parser(
-        "export", help="export a grid (or one channel) over every step as GIF or PNG strip",
+        "export", help="export a grid (or one channel, or its atlas) over every step as GIF or PNG strip",
         description=(
-            "Export the grid of one layer for one probe over every logged step:\n"
-            "OUT.gif is an animation, OUT.png a filmstrip. Each frame is labelled with its step."
+            "Export the grid of one layer for one probe over every logged step, or with --atlas\n"
+            "one channel's top-k atlas crops over every atlas step: OUT.gif is an animation,\n"
+            "OUT.png a filmstrip. Each frame is labelled with its step."
         ),
         epilog=f"{_EXPORT_EXAMPLES}\n{_EXIT_STATUS}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ex.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
     ex.add_argument("--layer", required=True, help="layer display name (see `actlog ls`)")
-    ex.add_argument("--probe", required=True, type=int, metavar="N", help="probe index, from 0")
+    ex.add_argument("--probe", type=int, metavar="N", help="probe index, from 0 (not with --atlas)")
     ex.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.gif or OUT.png")
     ex.add_argument(
         "--channel", type=int, metavar="C",
         help="follow the tile of channel C (an index into the layer's output) instead of the grid",
+    )
+    ex.add_argument(
+        "--atlas", action="store_true",
+        help="export channel C's feature atlas (its top-k crops, best first) at every atlas step",
     )
     ex.add_argument(
         "--run", help="run name, as `actlog ls` shows it (default: 'activations', or the only run)"

@@ -25,6 +25,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 
 from actlog import grid, metadata, stats
+from actlog.atlas import AtlasResult
 from actlog.png import encode_png
 from actlog.version import __version__
 
@@ -61,6 +62,14 @@ class LayerPlan:
         """Channels of the layer's output."""
         axis = 0 if self.data_format == "channels_first" else -1
         return int(self.output_shape[axis])
+
+    @property
+    def map_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of the layer's maps (:func:`actlog.grid.maps_shape` of its channels-last shape)."""
+        shape = tuple(self.output_shape)
+        if self.data_format == "channels_first" and len(shape) >= 2:
+            shape = (*shape[1:], shape[0])
+        return grid.maps_shape(shape)
 
     def manifest_entry(self, probes: int) -> dict[str, Any]:
         return {
@@ -115,6 +124,8 @@ class EventAssembler:
         with_stats: also write the statistics.
         probe_images: uint8 images of the probes (``None`` for one that is not
             image-like), written in the header.
+        extras: per layer, more entries for its manifest entry (``atlas``,
+            ``actmax``: see :mod:`actlog.metadata`), or ``None``.
     """
 
     def __init__(
@@ -125,8 +136,10 @@ class EventAssembler:
         step_axis: str,
         with_stats: bool = True,
         probe_images: Sequence[np.ndarray | None] = (),
+        extras: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         self.plans = list(plans)
+        self.extras = list(extras) if extras is not None else [{} for _ in self.plans]
         self.probes = probes
         self.step_axis = step_axis
         self.with_stats = with_stats
@@ -143,7 +156,10 @@ class EventAssembler:
             actlog_version=__version__,
             step_axis=self.step_axis,
             probes=self.probes,
-            layers=[plan.manifest_entry(self.probes) for plan in self.plans],
+            layers=[
+                {**plan.manifest_entry(self.probes), **extra}
+                for plan, extra in zip(self.plans, self.extras, strict=True)
+            ],
         )
 
     def header(self) -> bytes:
@@ -201,6 +217,33 @@ class EventAssembler:
         return summary.SerializeToString(), nonfinite
 
 
+def atlas_summary(results: Sequence[AtlasResult]) -> bytes:
+    """The serialized ``Summary`` of one atlas event: per layer its picture, its top-k as
+    tensors, and (from the second event on) how much its top-k sets changed."""
+    summary = summary_pb2.Summary()
+    for result in results:
+        name = result.name
+        _add_image(summary, metadata.atlas_tag(name), result.image)
+        tensors = {"index": _ints(result.index), "position": _ints(result.position),
+                   "value": _floats(result.value), "box": _ints(result.box)}
+        if result.change is not None:
+            _add(summary, metadata.atlas_tag(name, "change"), _floats(np.float32(result.change.mean())),
+                 _SCALAR)
+            tensors["channel_change"] = _floats(result.change)
+        for field_name, tensor in tensors.items():
+            _add(summary, metadata.atlas_tag(name, field_name), tensor,
+                 _actlog_metadata(metadata.KIND_ATLAS, layer=name, field=field_name))
+    return summary.SerializeToString()
+
+
+def images_summary(images: dict[str, np.ndarray]) -> bytes:
+    """The serialized ``Summary`` of images by tag (activation maximisation's pictures)."""
+    summary = summary_pb2.Summary()
+    for tag, image in images.items():
+        _add_image(summary, tag, image)
+    return summary.SerializeToString()
+
+
 # --------------------------------------------------------------------------- protos
 
 
@@ -236,6 +279,14 @@ def _strings(values: list[str | bytes], dims: tuple[int, ...]) -> Any:
         dtype=types_pb2.DT_STRING,
         tensor_shape=_shape(dims),
         string_val=[v.encode("utf-8") if isinstance(v, str) else v for v in values],
+    )
+
+
+def _ints(values: np.ndarray) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_INT32,
+        tensor_shape=_shape(values.shape),
+        tensor_content=np.ascontiguousarray(values, dtype="<i4").tobytes(),
     )
 
 

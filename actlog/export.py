@@ -12,7 +12,11 @@ numpy and Pillow only: no TensorFlow.
 run = actlog.read("runs/exp1").run()
 export(run, "conv_0", probe=0, output="conv_0.gif", fps=4)
 export(run, "conv_0", probe=0, output="conv_0.png", channel=3)   # one channel, as a strip
+export_atlas(run, "conv_1", channel=5, output="ch5.gif")         # its top-k crops over time
 ```
+
+:func:`export_atlas` does the same for the feature atlas: one frame per atlas
+step, the channel's top-k crops side by side, best first.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import contextlib
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
+from actlog import atlas
 from actlog.reader import Run
 
-__all__ = ["ExportError", "ExportResult", "FORMATS", "frames", "label", "export"]
+__all__ = ["ExportError", "ExportResult", "FORMATS", "atlas_frames", "export", "export_atlas", "frames",
+           "label"]
 
 FORMATS = {".gif": "animated GIF", ".png": "PNG filmstrip"}
 """Output extensions :func:`export` accepts, and what each produces."""
@@ -101,10 +107,9 @@ def frames(
     steps = run.grid_steps(layer, probe)
     if channel is not None:
         run.tile(layer, probe, channel, steps[-1])  # fail fast on an unknown channel
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
-        raise ExportError(f"scale must be a positive integer; received {scale!r}.")
+    _check_scale(scale)
     images = []
-    for done, step in enumerate(steps, start=1):
+    for step in _each(steps, progress):
         if channel is None:
             image = run.grid(layer, probe, step)
         else:
@@ -114,12 +119,62 @@ def frames(
             factor = 1 if channel is None else max(
                 1, math.ceil(_CHANNEL_MIN_SIDE / max(image.shape[:2]))
             )
-        if factor > 1:
-            image = image.repeat(factor, axis=0).repeat(factor, axis=1)
-        images.append(_gray_or_rgb(image))
+        images.append(_gray_or_rgb(_upscale(image, factor)))
+    return steps, images
+
+
+def atlas_frames(
+    run: Run,
+    layer: str,
+    channel: int,
+    *,
+    scale: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[int], list[np.ndarray]]:
+    """The unlabelled frames of an atlas export: per atlas step, ``channel``'s top-k crops
+    side by side (best first, ``GAP`` pixels of :data:`actlog.atlas.BACKGROUND` apart),
+    uint8 ``(H, W, 3)``.
+
+    Args:
+        run: a run from :func:`actlog.read`.
+        layer: layer display name.
+        channel: a channel of the layer's atlas (its grid's channels).
+        scale: integer nearest-neighbour upscaling; default 1 (crops are
+            logged upscaled already).
+        progress: called as ``progress(done, total)`` after each frame.
+
+    Raises:
+        actlog.reader.LogError: unknown layer, a layer without an atlas, unknown channel.
+    """
+    _check_scale(scale)
+    run.atlas(layer).row(channel)  # fail fast on a missing atlas or channel
+    steps = run.atlas_steps(layer)
+    images = []
+    for step in _each(steps, progress):
+        crops = run.atlas(layer, step).crops(channel)
+        k, height, width, depth = crops.shape
+        strip = np.full((height, k * width + (k - 1) * GAP, depth), atlas.BACKGROUND, np.uint8)
+        for rank, pixels in enumerate(crops):
+            strip[:, rank * (width + GAP) : rank * (width + GAP) + width] = pixels
+        images.append(_upscale(strip, scale or 1))
+    return steps, images
+
+
+def _each(steps: list[int], progress: Progress | None) -> Iterator[int]:
+    """``steps`` one by one; ``progress(done, total)`` after each one's frame is made."""
+    for done, step in enumerate(steps, start=1):
+        yield step
         if progress is not None:
             progress(done, len(steps))
-    return steps, images
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
+
+
+def _check_scale(scale: int | None) -> None:
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise ExportError(f"scale must be a positive integer; received {scale!r}.")
 
 
 def _gray_or_rgb(image: np.ndarray) -> np.ndarray:
@@ -289,16 +344,66 @@ def export(
         ExportError: bad ``output``, ``fps`` or ``columns``.
         OSError: the file could not be written after all (disk full, ...).
     """
+    path = _check_options(output, fps, columns)
+    steps, images = frames(run, layer, probe, channel=channel, scale=scale, progress=progress)
+    return _write(run, path, steps, images, fps=fps, columns=columns)
+
+
+def export_atlas(
+    run: Run,
+    layer: str,
+    channel: int,
+    output: str | os.PathLike[str],
+    *,
+    fps: float = 4.0,
+    columns: int | None = None,
+    scale: int | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Write one channel's feature atlas over every atlas step: what it responds to most,
+    and how that changed while the network trained.
+
+    Each frame is the channel's top-k crops side by side, best first, labelled
+    with its step; ``.gif`` animates them, ``.png`` stacks them as a filmstrip
+    (``columns=1``: one row per step, the easiest to compare).
+
+    ```python
+    run = actlog.read("runs/exp1").run()
+    export_atlas(run, "conv_1", 5, "conv_1_ch5.png", columns=1)
+    ```
+
+    Args:
+        run: a run from :func:`actlog.read`.
+        layer: layer display name.
+        channel: a channel shown in the layer's atlas (``run.atlas(layer).channels``).
+        output: path ending in ``.gif`` or ``.png``.
+        fps, columns, scale, progress: as :func:`export`.
+
+    Raises:
+        actlog.reader.LogError: unknown layer, a layer without an atlas, unknown channel.
+        ExportError: bad ``output``, ``fps``, ``columns`` or ``scale``.
+        OSError: the file could not be written after all.
+    """
+    path = _check_options(output, fps, columns)
+    steps, images = atlas_frames(run, layer, channel, scale=scale, progress=progress)
+    return _write(run, path, steps, images, fps=fps, columns=columns)
+
+
+def _check_options(output: str | os.PathLike[str], fps: float, columns: int | None) -> str:
     path = check_output(output)
-    extension = os.path.splitext(path)[1].lower()
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
         raise ExportError(f"fps must be a number > 0; received {fps!r}.")
     if columns is not None and (
         isinstance(columns, bool) or not isinstance(columns, int) or columns < 1
     ):
         raise ExportError(f"columns must be a positive integer; received {columns!r}.")
+    return path
 
-    steps, images = frames(run, layer, probe, channel=channel, scale=scale, progress=progress)
+
+def _write(run: Run, path: str, steps: list[int], images: list[np.ndarray], *, fps: float,
+           columns: int | None) -> ExportResult:
+    """Label ``images`` with their steps and write them to ``path`` (a GIF or a filmstrip)."""
+    extension = os.path.splitext(path)[1].lower()
     images = _uniform(images)
     texts = [step_label(run, step) for step in steps]
     # Every frame as wide as the widest caption, so that a GIF does not jump.

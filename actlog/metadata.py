@@ -28,6 +28,42 @@ index zero-padded to the width of the largest index):
   :func:`manifest`), rewritten at the first event of every ``fit``; the last
   one written describes every grid tag, its tile layout and its channels.
 
+The feature atlas (``ActivationLogger(atlas=...)``, see :mod:`actlog.atlas`)
+adds, in the epoch run at each atlas step, per layer (``n`` shown channels in
+tile order, ``k`` examples per channel, best first; one record per atlas
+event, beside the grid event of the same step):
+
+- ``{layer}/atlas``: image, the atlas picture: cell ``t`` (at the place of
+  tile ``t`` of the grid) holds the crops of channel ``channels[t]``.
+- ``{layer}/atlas_index``: int32 ``(n, k)``, the examples' indices in the
+  pool (-1 = an empty slot).
+- ``{layer}/atlas_position``: int32 ``(n, k, 2)``, ``(y, x)`` of the unit in
+  the layer's output (channels last).
+- ``{layer}/atlas_value``: float32 ``(n, k)``, the activations there.
+- ``{layer}/atlas_box``: int32 ``(n, k, 4)``, ``(top, left, height, width)``
+  of the unit's receptive field in input pixels (it may extend past the image).
+- ``{layer}/atlas_change``: scalar, the mean over channels of
+  ``/atlas_channel_change`` (from the second atlas event on).
+- ``{layer}/atlas_channel_change``: float32 ``(n,)``, the Jaccard distance
+  between each channel's top-k image set and the previous atlas event's.
+
+With activation maximisation on (``ActivationLogger(actmax=...)``, see
+:mod:`actlog.maximize`), the epoch run also holds, at each of its steps,
+``{layer}/actmax``: image, the optimised input of each chosen channel of the
+layer, side by side in the order of the manifest entry's ``actmax.channels``
+(2 white pixels apart); the entry's ``actmax`` also records ``steps``,
+``step_size``, ``jitter``, ``l2``, ``tv`` and ``seed``.
+
+The atlas tensors carry kind :data:`KIND_ATLAS` with ``layer`` and ``field`` (the
+part of the tag after ``atlas_``). A layer's manifest entry gains ``atlas``:
+``k``, ``pool`` (pool size), ``input`` (``[H, W]`` of the image input),
+``field`` (the receptive field, :meth:`actlog.atlas.Field.to_dict`:
+``jump``, ``start``, ``size`` per axis, ``rows`` and ``cols`` (the input rows
+and columns each output row and column sees) and ``measured``; ``null`` for a
+layer without spatial maps, whose crop is the whole image) and ``layout``
+(:class:`actlog.atlas.AtlasLayout` without its channels, which are the
+entry's ``channels``): where each crop is in the picture.
+
 actlog's own tensors carry ``plugin_name`` :data:`PLUGIN_NAME` with JSON content
 (:func:`plugin_content`) and ``data_class = DATA_CLASS_TENSOR``, without which
 TensorBoard's data providers do not serve them.
@@ -58,6 +94,10 @@ CHANNEL_STATS = ("channel_mean", "channel_max", "channel_drift")
 
 KIND_MANIFEST = "manifest"
 KIND_CHANNEL_STATS = "channel_stats"
+KIND_ATLAS = "atlas"
+
+ATLAS_FIELDS = ("index", "position", "value", "box", "change", "channel_change")
+"""What an atlas event logs per layer besides its picture (see the module docstring)."""
 
 STEP_AXIS_EPOCH = "epoch"
 STEP_AXIS_GLOBAL_STEP = "global_step"
@@ -85,6 +125,24 @@ def stat_tag(layer: str, stat: str) -> str:
             f"Unknown statistic {stat!r}. Accepted: {list(SCALAR_STATS + CHANNEL_STATS)}."
         )
     return f"{layer}/{stat}"
+
+
+def atlas_tag(layer: str, field: str | None = None) -> str:
+    """``"conv_0/atlas"`` (the picture) or ``"conv_0/atlas_index"`` (one of :data:`ATLAS_FIELDS`)."""
+    if field is None:
+        return f"{layer}/atlas"
+    if field not in ATLAS_FIELDS:
+        raise ValueError(f"Unknown atlas field {field!r}. Accepted: {list(ATLAS_FIELDS)}.")
+    return f"{layer}/atlas_{field}"
+
+
+ACTMAX_GAP = 2
+"""White pixels between the images of an activation-maximisation picture."""
+
+
+def actmax_tag(layer: str) -> str:
+    """``"conv_1/actmax"``: the activation-maximisation picture of a layer."""
+    return f"{layer}/actmax"
 
 
 def parse_grid_tag(tag: str) -> tuple[str, int] | None:

@@ -230,7 +230,9 @@ def channels_last(acts: Any, data_format: str) -> Any:
     return acts
 
 
-def _compile(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any) -> Any:
+def compile_function(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any) -> Any:
+    """``backend.compile(fn, model, args)``, with the model's rejection of ``args`` (its
+    inputs come first) said as such: shapes received and expected."""
     try:
         return backend.compile(fn, model, args, eager=bool(getattr(model, "run_eagerly", False)))
     except _NotCalled:
@@ -275,7 +277,7 @@ class ProbeFunction:
         k = _count(inputs)
         self.sketch_shapes = []
         for plan in self.plans:
-            height, width, channels = grid.maps_shape(_channels_last_shape(plan))
+            height, width, channels = plan.map_shape
             rows, cols, _, _ = stats.sketch_shape(height, width)
             self.sketch_shapes.append((k, rows, cols, channels))
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
@@ -283,7 +285,7 @@ class ProbeFunction:
         for indices in memory_groups(sizes, max(PART_BYTES, max(sizes, default=0))):
             part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices])
             args = (inputs, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
-            self._parts.append((indices, part, _compile(backend, part, model, args, runner)))
+            self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
@@ -388,13 +390,6 @@ class _Part:
                 "sketch": sketch,
             })
         return results
-
-
-def _channels_last_shape(plan: LayerPlan) -> tuple[int, ...]:
-    shape = tuple(plan.output_shape)
-    if plan.data_format == "channels_first" and len(shape) >= 2:
-        return (*shape[1:], shape[0])
-    return shape
 
 
 def _count(inputs: Any) -> int:

@@ -61,15 +61,36 @@ def copy_probes(probes: Any, *, count: int | None = None) -> Any:
         probes = _take(probes, DEFAULT_COUNT if count is None else count)
     copied = _copy_tree("probes", probes)
     if count is not None:
-        copied = _map(copied, lambda a: _frozen(a[:count]))
-    if isinstance(copied, (Mapping, list, tuple)):
-        counts = {len(a) for a in _leaves(copied)}
-        if len(counts) > 1:
-            raise ValueError(
-                f"Every input's probes must hold the same number of samples; received "
-                f"{[a.shape for a in _leaves(copied)]}."
-            )
+        copied = map_tree(copied, lambda a: _frozen(a[:count]))
+    _check_counts("probes", leaves(copied))
     return copied
+
+
+def copy_pool(pool: Any, *, name: str, limit: int) -> Any:
+    """A private, read-only copy of every sample of ``pool`` (at most ``limit``).
+
+    ``pool`` takes the forms :func:`copy_probes` accepts; a dataset or iterable
+    of batches is read to its end, once. One that yields more than ``limit``
+    samples (an endless ``dataset.repeat()``) is refused, naming ``name``.
+    """
+    if _is_batch_source(pool):
+        pool = _take(pool, limit + 1, name=name, batches=limit + 1)
+    copied = _copy_tree(name, pool)
+    _check_counts(name, leaves(copied))
+    if count_of(copied) > limit:
+        raise ValueError(
+            f"{name} holds more than {limit} samples; accepted: a finite pool of at most {limit} "
+            "(a dataset that repeats forever never ends: pass dataset.take(n))."
+        )
+    return copied
+
+
+def _check_counts(name: str, arrays: Sequence[np.ndarray]) -> None:
+    if len({len(a) for a in arrays}) > 1:
+        raise ValueError(
+            f"Every input's {name} must hold the same number of samples; received "
+            f"{[a.shape for a in arrays]}."
+        )
 
 
 def _is_batch_source(value: Any) -> bool:
@@ -83,32 +104,33 @@ def _is_array_like(value: Any) -> bool:
     return isinstance(value, np.ndarray) or (hasattr(value, "shape") and hasattr(value, "dtype"))
 
 
-def _take(source: Iterable, count: int) -> Any:
-    """The first ``count`` samples of an iterable of batches, concatenated per input."""
-    batches = []
+def _take(source: Iterable, count: int, *, name: str = "probes", batches: int = 10_000) -> Any:
+    """The first ``count`` samples of an iterable of batches (of its first ``batches``
+    batches), concatenated per input."""
+    taken_batches = []
     taken = 0
-    for batch in itertools.islice(iter(source), 10_000):
+    for batch in itertools.islice(iter(source), batches):
         if isinstance(batch, tuple) and 2 <= len(batch) <= 3:
             batch = batch[0]  # (x, y[, sample_weight]), as Keras' fit reads it
-        batch = _copy_tree("probes", batch, frozen=False)
-        batches.append(batch)
-        taken += len(_leaves(batch)[0])
+        batch = _copy_tree(name, batch, frozen=False)
+        taken_batches.append(batch)
+        taken += len(leaves(batch)[0])
         if taken >= count:
             break
-    if not batches:
-        raise ValueError("probes is an empty dataset or iterable: it yielded no batch.")
-    first = batches[0]
+    if not taken_batches:
+        raise ValueError(f"{name} is an empty dataset or iterable: it yielded no batch.")
+    first = taken_batches[0]
     if isinstance(first, Mapping):
-        return {key: np.concatenate([b[key] for b in batches])[:count] for key in first}
+        return {key: np.concatenate([b[key] for b in taken_batches])[:count] for key in first}
     if isinstance(first, (list, tuple)):
-        return [np.concatenate([b[i] for b in batches])[:count] for i in range(len(first))]
-    return np.concatenate(batches)[:count]
+        return [np.concatenate([b[i] for b in taken_batches])[:count] for i in range(len(first))]
+    return np.concatenate(taken_batches)[:count]
 
 
 def _copy_tree(name: str, value: Any, *, frozen: bool = True) -> Any:
     if isinstance(value, Mapping):
         if not value:
-            raise ValueError("probes is an empty dict; pass one batch (k, ...) per model input.")
+            raise ValueError(f"{name} is an empty dict; pass one batch (k, ...) per model input.")
         return {key: _copy_tree(f"{name}[{key!r}]", item, frozen=frozen) for key, item in value.items()}
     if isinstance(value, (list, tuple)) and value and _holds_arrays(value):
         items = [_copy_tree(f"{name}[{i}]", item, frozen=frozen) for i, item in enumerate(value)]
@@ -153,7 +175,7 @@ def _copy_array(name: str, value: Any) -> np.ndarray:
             f"{name} must be a non-empty batch (k, ...) with k >= 1; received shape {array.shape}."
         )
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or Inf; probes must be finite.")
+        raise ValueError(f"{name} contains NaN or Inf; {name.split('[')[0]} must be finite.")
     return array
 
 
@@ -162,33 +184,47 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _leaves(tree: Any) -> list[np.ndarray]:
+def leaves(tree: Any) -> list[np.ndarray]:
+    """The arrays of a tree of them (lists, tuples and dicts, nested), in order; a dict's in
+    its own order (a fitted dict follows the model's inputs)."""
     if isinstance(tree, Mapping):
-        return [leaf for item in tree.values() for leaf in _leaves(item)]
+        return [leaf for item in tree.values() for leaf in leaves(item)]
     if isinstance(tree, (list, tuple)):
-        return [leaf for item in tree for leaf in _leaves(item)]
+        return [leaf for item in tree for leaf in leaves(item)]
     return [tree]
 
 
-def _map(tree: Any, fn: Any) -> Any:
+def map_tree(tree: Any, fn: Any) -> Any:
+    """``tree`` with ``fn`` applied to each of its arrays, nested as it was."""
     if isinstance(tree, Mapping):
-        return {key: _map(item, fn) for key, item in tree.items()}
+        return {key: map_tree(item, fn) for key, item in tree.items()}
     if isinstance(tree, (list, tuple)):
-        items = [_map(item, fn) for item in tree]
+        items = [map_tree(item, fn) for item in tree]
         return tuple(items) if isinstance(tree, tuple) else items
     return fn(tree)
+
+
+def rebuild(tree: Any, new: Sequence[Any]) -> Any:
+    """A flat ``tree`` (one array, or a list / tuple / dict of arrays) with its arrays,
+    in :func:`leaves` order, replaced by ``new``."""
+    if isinstance(tree, Mapping):
+        return dict(zip(tree, new, strict=True))
+    if isinstance(tree, (list, tuple)):
+        return list(new)
+    return new[0]
 
 
 # --------------------------------------------------------------------------- matching
 
 
-def fit_to_model(probes: Any, inputs: Sequence[InputSpec] | None) -> Any:
+def fit_to_model(probes: Any, inputs: Sequence[InputSpec] | None, *, name: str = "probes") -> Any:
     """``probes`` (from :func:`copy_probes`) as the model's inputs want them.
 
     Args:
         probes: the copied probes.
         inputs: the model's inputs, or ``None`` when it has none to read
             (a subclassed model): the probes are then used as given.
+        name: what the messages call ``probes`` (``"atlas"`` for an atlas pool).
 
     Returns:
         One array for a single-input model; a list in input order, or a dict
@@ -201,17 +237,17 @@ def fit_to_model(probes: Any, inputs: Sequence[InputSpec] | None) -> Any:
     if not inputs:
         return probes
     if len(inputs) == 1:
-        return _fit_one(probes, inputs[0])
-    return _fit_several(probes, list(inputs))
+        return _fit_one(probes, inputs[0], name)
+    return _fit_several(probes, list(inputs), name)
 
 
-def _fit_one(probes: Any, spec: InputSpec) -> np.ndarray:
+def _fit_one(probes: Any, spec: InputSpec, name: str) -> np.ndarray:
     rank = len(spec.shape)
     if isinstance(probes, Mapping):
         if len(probes) == 1 or spec.name in probes:
-            return _fit_one(probes.get(spec.name, next(iter(probes.values()))), spec)
+            return _fit_one(probes.get(spec.name, next(iter(probes.values()))), spec, name)
         raise ValueError(
-            f"The model has one input {spec.name!r}, but probes is a dict with keys {sorted(probes)}."
+            f"The model has one input {spec.name!r}, but {name} is a dict with keys {sorted(probes)}."
         )
     if isinstance(probes, tuple) and 2 <= len(probes) <= 3 and _is_array_like(probes[0]):
         x = probes[0]
@@ -221,22 +257,22 @@ def _fit_one(probes: Any, spec: InputSpec) -> np.ndarray:
         arrays = [p for p in probes if _is_array_like(p)]
         if len(arrays) == len(probes):
             if len(probes) == 1:
-                return _fit_one(probes[0], spec)
+                return _fit_one(probes[0], spec, name)
             if all(a.ndim == rank and _fits(a.shape, spec.shape) for a in arrays):
                 if len({a.shape for a in arrays}) == 1:
                     return _frozen(np.stack(arrays))
         raise ValueError(
-            f"The model has one input of shape {_batch_shape(spec)}, but probes is a "
+            f"The model has one input of shape {_batch_shape(spec)}, but {name} is a "
             f"{type(probes).__name__} of {len(probes)} arrays. Pass one batch (k, ...), a list of "
             "same-shaped samples (stacked for you), or an (x, y) tuple."
         )
     if probes.ndim == rank and _fits(probes.shape, spec.shape):
         return _frozen(probes[np.newaxis])  # one sample without its batch axis
-    _check_shape(probes, spec)
+    _check_shape(probes, spec, name)
     return probes
 
 
-def _fit_several(probes: Any, specs: list[InputSpec]) -> Any:
+def _fit_several(probes: Any, specs: list[InputSpec], name: str) -> Any:
     names = [spec.name for spec in specs]
     if (
         isinstance(probes, tuple)
@@ -249,30 +285,26 @@ def _fit_several(probes: Any, specs: list[InputSpec]) -> Any:
         missing = [n for n in names if n not in probes]
         if missing:
             raise ValueError(
-                f"probes is a dict with keys {sorted(probes)}, but the model's inputs are "
+                f"{name} is a dict with keys {sorted(probes)}, but the model's inputs are "
                 f"named {names}; missing {missing}."
             )
         ordered = [probes[n] for n in names]
     elif isinstance(probes, (list, tuple)):
         if len(probes) != len(specs):
             raise ValueError(
-                f"The model has {len(specs)} inputs {names}, but probes is a "
+                f"The model has {len(specs)} inputs {names}, but {name} is a "
                 f"{type(probes).__name__} of {len(probes)} arrays."
             )
         ordered = list(probes)
     else:
         raise ValueError(
-            f"The model has {len(specs)} inputs {names}; pass probes as a list of "
+            f"The model has {len(specs)} inputs {names}; pass {name} as a list of "
             f"{len(specs)} arrays or a dict keyed by input name, not a single array of "
             f"shape {np.shape(probes)}."
         )
     for array, spec in zip(ordered, specs, strict=True):
-        _check_shape(array, spec)
-    if len({len(a) for a in ordered}) > 1:
-        raise ValueError(
-            f"Every input's probes must hold the same number of samples; received "
-            f"{[a.shape for a in ordered]}."
-        )
+        _check_shape(array, spec, name)
+    _check_counts(name, ordered)
     if isinstance(probes, Mapping):
         return dict(zip(names, ordered, strict=True))
     return ordered
@@ -288,39 +320,50 @@ def _batch_shape(spec: InputSpec) -> tuple:
     return (None, *spec.shape)
 
 
-def _check_shape(array: np.ndarray, spec: InputSpec) -> None:
+def _check_shape(array: np.ndarray, spec: InputSpec, name: str) -> None:
     if not _is_array_like(array):
-        raise ValueError(f"probes for input {spec.name!r} must be one array (k, ...).")
+        raise ValueError(f"{name} for input {spec.name!r} must be one array (k, ...).")
     if array.ndim >= 1 and _fits(array.shape[1:], spec.shape):
         return
     shown = "(k, " + ", ".join("None" if e is None else str(e) for e in spec.shape) + ")"
     fix = ""
     if array.ndim == len(spec.shape) and _fits((*array.shape[1:], 1), spec.shape):
-        fix = " Add the channel axis: probes[..., None]."
+        fix = f" Add the channel axis: {name}[..., None]."
     elif array.ndim == len(spec.shape) + 1 and _fits((*array.shape[2:], array.shape[1]), spec.shape):
-        fix = " The channels seem to come first: np.moveaxis(probes, 1, -1)."
+        fix = f" The channels seem to come first: np.moveaxis({name}, 1, -1)."
+    count = "k probes" if name == "probes" else "k samples"
     raise ValueError(
-        f"probes do not fit the model's input {spec.name!r}: received probes of "
-        f"shape {tuple(array.shape)}, the input accepts {shown} (k probes).{fix}"
+        f"{name} must fit the model's input {spec.name!r}: received {name} of "
+        f"shape {tuple(array.shape)}, the input accepts {shown} ({count}).{fix}"
     )
 
 
 def count_of(probes: Any) -> int:
     """Number of probes (samples) in a fitted batch."""
-    return len(_leaves(probes)[0])
+    return len(leaves(probes)[0])
 
 
-def probe_images(probes: Any, specs: Sequence[InputSpec] | None = None) -> list[np.ndarray | None]:
-    """Each probe as an image, from the first image-like input (in the model's input order)."""
+def image_input(probes: Any, specs: Sequence[InputSpec] | None = None) -> tuple[int, np.ndarray] | None:
+    """``(position, batch)`` of the first image-like input of fitted ``probes`` (in the
+    model's input order), or ``None`` when no input is image-like (see :func:`~actlog.grid.to_image`)."""
     from actlog.grid import to_image
 
     if isinstance(probes, Mapping):
         order = [s.name for s in specs or () if s.name in probes] or list(probes)
         candidates = [probes[name] for name in order]
     else:
-        candidates = _leaves(probes)
-    for batch in candidates:
-        images = [to_image(sample) for sample in batch]
-        if all(image is not None for image in images):
-            return images
-    return [None] * count_of(probes)
+        candidates = leaves(probes)
+    for position, batch in enumerate(candidates):
+        if to_image(batch[0]) is not None:
+            return position, batch
+    return None
+
+
+def probe_images(probes: Any, specs: Sequence[InputSpec] | None = None) -> list[np.ndarray | None]:
+    """Each probe as an image, from the first image-like input (in the model's input order)."""
+    from actlog.grid import to_image
+
+    found = image_input(probes, specs)
+    if found is None:
+        return [None] * count_of(probes)
+    return [to_image(sample) for sample in found[1]]

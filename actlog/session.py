@@ -9,6 +9,12 @@ then turns each event into two halves:
   small results to the host;
 - the rest in the background worker (:mod:`actlog.worker`): statistics,
   grids, PNGs, one record, written in step order.
+
+An atlas event (:meth:`Session.capture_atlas`) is split the same way: the pool
+through the atlas function on the training thread, crops and pictures in the
+background (:mod:`actlog.atlas_pass`), one record in the epoch run. So is an
+activation-maximisation event (:meth:`Session.capture_maximize`, optional:
+:mod:`actlog.maximize`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from actlog import backends, grid, metadata, probe, probes
-from actlog.event import EventAssembler, LayerPlan, LayerResult
+from actlog.atlas import AtlasOptions
+from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary, images_summary
 from actlog.faults import Faults, classify
 from actlog.layers import resolve
+from actlog.maximize import MaximizeOptions, MaximizePass
 from actlog.runs import Destination
 from actlog.worker import Worker
 from actlog.writer import RunWriter
@@ -54,14 +62,22 @@ class Options:
     background: bool = True
     max_pending: int = 2
     on_full: str = "wait"
+    atlas: AtlasOptions | None = None
+    maximize: MaximizeOptions | None = None
+
+    def rare(self) -> dict[str, int]:
+        """``{"atlas": freq, "actmax": freq}`` for those of the two that are on."""
+        found = {"atlas": self.atlas, "actmax": self.maximize}
+        return {kind: options.freq for kind, options in found.items() if options is not None}
 
 
 @dataclass
 class Continuity:
-    """What outlives one ``fit`` of the same model: tile channels and the drift reference."""
+    """What outlives one ``fit`` of the same model: tile channels, the drift and atlas references."""
 
     channels: dict[str, tuple[int, ...]] = field(default_factory=dict)  # layer path -> tiles
     previous: dict[str, list[Any]] = field(default_factory=dict)  # run -> sketch per layer
+    atlas: dict[str, np.ndarray] = field(default_factory=dict)  # layer path -> last top-k indices
 
 
 class Session:
@@ -102,6 +118,17 @@ class Session:
         plans = [self._plan(w) for w in watched]
         self._warn_budget(plans)
         self.probe_fn = probe.ProbeFunction(model, runner, watched, inputs, plans, self.backend)
+        self.atlas = None
+        if options.atlas is not None or options.maximize is not None:
+            forward = probe.Forward(runner, watched)  # all watched layers in one pass
+        if options.atlas is not None:
+            from actlog.atlas_pass import AtlasPass
+
+            self.atlas = AtlasPass(model, runner, forward, plans, options.atlas, self.backend)
+        self.maximize = None
+        if options.maximize is not None:
+            self.maximize = MaximizePass(model, runner, forward, plans, options.maximize,
+                                         self.backend, fitted)
         known = [continuity.channels.get(p.path) for p in plans]
         if options.channels == "first" or all(
             k is not None and len(k) == len(p.layout.channels) for k, p in zip(known, plans, strict=True)
@@ -174,14 +201,17 @@ class Session:
 
     # -- events -----------------------------------------------------------------------
 
-    def capture(self, run: str, step: int) -> None:
-        """The training thread's half of an event at ``step`` of ``run``.
+    def capture(self, run: str, step: int, kind: str = "grids") -> None:
+        """The training thread's half of an event at ``step`` of ``run``: grids, or (in the
+        epoch run) the ``"atlas"`` or the ``"actmax"`` maximisation.
 
         The probe function runs part by part (one part unless many large layers are
         watched, see :data:`actlog.probe.PART_BYTES`); each part's results go to the
         background as soon as they are copied, so at most the queue's worth of them
         is ever held.
         """
+        if kind != "grids":
+            return self.capture_atlas(step) if kind == "atlas" else self.capture_maximize(step)
         if not self.chief:
             return
         self.destination.decide(run, step, [p.name for p in self.plans])
@@ -193,22 +223,8 @@ class Session:
             )
             return
         previous = self.continuity.previous.get(run)
-        if self._channels is None:  # channels="most_active": decided once, now
-            out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
-            activity = self.backend.fetch([o["sums"]["activity"] for o in out])()
-            self._choose(self.plans, [
-                grid.choose_channels(a, self.options.max_channels, "most_active") for a in activity
-            ])
-        if run not in self._assemblers:
-            self._assemblers[run] = EventAssembler(
-                self.plans, probes=self.count, with_stats=self.options.stats,
-                step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
-                else metadata.STEP_AXIS_GLOBAL_STEP,
-                probe_images=self.probe_images,
-            )
-            event = _Event(run, step, first=True, has_previous=previous is not None)
-        else:
-            event = _Event(run, step, first=False, has_previous=previous is not None)
+        self._decide_channels(previous)
+        event = _Event(run, step, first=self._assembler(run), has_previous=previous is not None)
         sketches: list[Any] = [None] * len(self.plans)
         zeros = previous or self.probe_fn.zero_sketches()
         for indices, out in self.probe_fn.run_parts(self._channels, zeros):
@@ -220,6 +236,99 @@ class Session:
             self.worker.submit(functools.partial(self._render, event, indices, fetch, masks), wait=True)
         self.continuity.previous[run] = sketches
         self.worker.submit(functools.partial(self._write, event), wait=True)
+
+    def capture_atlas(self, step: int) -> None:
+        """The training thread's half of an atlas event at ``step`` of the epoch run."""
+        if self.atlas is not None:
+            self._capture_rare(step, "the atlas", self._stream_atlas)
+
+    def capture_maximize(self, step: int) -> None:
+        """The training thread's half of an activation-maximisation event at ``step``."""
+        if self.maximize is not None:
+            self._capture_rare(step, "the maximisation", self._run_maximize)
+
+    def _capture_rare(self, step: int, what: str, work: Any) -> None:
+        """``work()`` on the training thread; the summary it returns, in the background."""
+        if not self.chief:
+            return
+        run = metadata.EPOCH_RUN
+        self.destination.decide(run, step, [p.name for p in self.plans])
+        summary = work(step)
+        job = functools.partial(self._finish_rare, step, self._assembler(run), what, summary)
+        self._submit(job, run, step)
+
+    def _stream_atlas(self, step: int) -> Any:
+        self._decide_channels(self.continuity.previous.get(metadata.EPOCH_RUN))
+        tops = self.atlas.stream(self._channels)
+        previous = [self.continuity.atlas.get(p.path) for p in self.plans]
+        self.continuity.atlas.update({p.path: top[0] for p, top in zip(self.plans, tops, strict=True)})
+        return functools.partial(self._atlas_summary, step, tops, previous)
+
+    def _run_maximize(self, step: int) -> Any:
+        return functools.partial(self._maximize_summary, self.maximize.run())
+
+    def _decide_channels(self, previous: list[Any] | None) -> None:
+        if self._channels is not None:
+            return
+        # channels="most_active": decided once, at the first event
+        out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
+        activity = self.backend.fetch([o["sums"]["activity"] for o in out])()
+        self._choose(self.plans, [
+            grid.choose_channels(a, self.options.max_channels, "most_active") for a in activity
+        ])
+
+    def _assembler(self, run: str) -> bool:
+        """Make the run's assembler at its first event of this session: True then (the
+        run's header goes with that event)."""
+        if run in self._assemblers:
+            return False
+        extras: list[dict[str, Any]] = [{} for _ in self.plans]
+        if self.atlas is not None and run == metadata.EPOCH_RUN:
+            for extra, entry in zip(extras, self.atlas.manifest_entries(self.plans), strict=True):
+                extra["atlas"] = entry
+        if self.maximize is not None and run == metadata.EPOCH_RUN:
+            for extra, plan in zip(extras, self.plans, strict=True):
+                extra.update(self.maximize.manifest_entry(plan.name))
+        self._assemblers[run] = EventAssembler(
+            self.plans, probes=self.count, with_stats=self.options.stats,
+            step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
+            else metadata.STEP_AXIS_GLOBAL_STEP,
+            probe_images=self.probe_images, extras=extras,
+        )
+        return True
+
+    def _submit(self, job: Any, run: str, step: int) -> None:
+        if not self.worker.submit(job):
+            self.faults.report(
+                "skipped",
+                f"step {step} of run {self.destination.name(run)!r} was not logged: "
+                f"{self.options.max_pending} events were still being written (on_full='skip')",
+            )
+
+    def _what(self, run: str, step: int) -> str:
+        return f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"
+
+    def _atlas_summary(self, step: int, tops: list[Any], previous: list[Any]) -> bytes:
+        results = self.atlas.finish(self.plans, tops, previous)
+        for r in results:
+            if (~np.isfinite(r.value) & (r.index >= 0)).any():
+                self.faults.report("nonfinite", f"layer {r.name!r} has NaN or Inf activations "
+                                   f"on the atlas pool at step {step}")
+        return atlas_summary(results)
+
+    def _maximize_summary(self, images: Any) -> bytes:
+        pictures = self.maximize.pictures(images)
+        return images_summary({metadata.actmax_tag(layer): image for layer, (_, image) in pictures.items()})
+
+    def _finish_rare(self, step: int, first: bool, what: str, summary: Any) -> None:
+        """The background half of an atlas or maximisation event: ``summary()``, one record."""
+        run = metadata.EPOCH_RUN
+        try:
+            body = summary()
+            header = self._assemblers[run].header() if first else None
+            self._writer(run).write(step, (header or b"") + body, header=header)
+        except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
+            self.faults.report(*classify(err, f"{what} at {self._what(run, step)}"), err)
 
     def _render(self, event: _Event, indices: list[int], fetch: Any, masks: list[Any]) -> None:
         """Background: one part's grids and statistics, serialized."""
@@ -241,8 +350,7 @@ class Session:
 
     def _write(self, event: _Event) -> None:
         """Background: the event's one record."""
-        what = (f"step {event.step} of run {self.destination.name(event.run)!r} under "
-                f"{self.destination.log_dir!r}")
+        what = self._what(event.run, event.step)
         try:
             if event.error is not None:
                 raise event.error

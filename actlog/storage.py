@@ -280,3 +280,23 @@ def for_path(path: str) -> Storage:
     if tf is not None and hasattr(tf, "io"):
         return GfileStorage(tf.io.gfile)
     raise ValueError(f"Cannot use log_dir {path!r}: {problem}. Accepted: {ACCEPTED}.")
+
+
+def check_log_dir(log_dir: Any) -> tuple[str, Storage]:
+    """``log_dir`` as a path and its store, created; errors name what is accepted."""
+    if not isinstance(log_dir, (str, os.PathLike)) or not os.fspath(log_dir):
+        raise TypeError(
+            f"log_dir must be a non-empty path (str or os.PathLike); received {log_dir!r}."
+        )
+    path = os.fspath(log_dir)
+    store = for_path(path)
+    try:
+        store.makedirs(path)
+    except Exception as err:  # noqa: BLE001 - OSError, or a remote store's own errors
+        detail = getattr(err, "strerror", None) or getattr(err, "message", None) or err
+        raise ValueError(
+            f"log_dir {path!r} cannot be created: {detail}. Accepted: {ACCEPTED}."
+        ) from None
+    if not store.isdir(path):
+        raise ValueError(f"log_dir {path!r} exists but is not a directory. Accepted: {ACCEPTED}.")
+    return path, store

@@ -6,7 +6,10 @@ head), rebuilt for Keras 3. Instead of building a model per layer and calling
 ``predict`` by hand after training, ``actlog.ActivationLogger`` logs the maps of
 ``conv_0`` and ``conv_1`` for 10 fixed test digits, one of each class, at every
 epoch (next to the loss curves of Keras' own ``TensorBoard`` callback when the
-backend is TensorFlow; actlog itself runs on every Keras backend).
+backend is TensorFlow; actlog itself runs on every Keras backend), and the
+feature atlas of both layers: the test digits (up to 1024 of them) that excite
+each channel most, cropped to what the channel sees, before training and every
+5 epochs (and at the last one).
 
 Run it (offline it falls back to scikit-learn's bundled digits and says so)::
 
@@ -98,9 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     logdir = os.fspath(args.logdir)
     # One probe per class, fixed for the whole run: the same digits at every epoch,
-    # so changes in the grids are changes in the network, not in the input.
+    # so changes in the grids are changes in the network, not in the input. The atlas
+    # pool is read once too: the same digits compete at every atlas event.
     probes = np.stack([x_test[np.flatnonzero(y_test == digit)[0]] for digit in range(NUM_CLASSES)])
-    callbacks = [actlog.ActivationLogger(logdir, probes=probes, layers=["conv_0", "conv_1"], freq=1)]
+    callbacks = [
+        actlog.ActivationLogger(
+            logdir, probes=probes, layers=["conv_0", "conv_1"], freq=1, atlas=x_test[:1024]
+        )
+    ]
     if keras.backend.backend() == "tensorflow":  # Keras' own TensorBoard callback needs TensorFlow
         callbacks.append(keras.callbacks.TensorBoard(logdir))
     start = time.perf_counter()

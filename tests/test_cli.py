@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import actlog
-from actlog import metadata, records
+from actlog import atlas, metadata, records
 from actlog.cli import main
 from actlog.export import GAP
 
@@ -24,12 +24,14 @@ LAYERS = ("conv_0", "conv_1")
 
 @pytest.fixture(scope="module")
 def log_dir(tmp_path_factory, tiny_model_factory, tiny_data) -> Path:
-    """3 epochs with colour grids, plus batch-level logging during the first epoch."""
+    """3 epochs with colour grids, batch-level logging during the first epoch, and a
+    feature atlas (top 3 of the 16 samples) at every epoch."""
     model = tiny_model_factory(seed=1)
     x, y = tiny_data
     path = tmp_path_factory.mktemp("cli") / "exp"
     logger = actlog.ActivationLogger(
-        path, x[:2].copy(), layers=list(LAYERS), freq=1, batch_freq=1, cmap="viridis"
+        path, x[:2].copy(), layers=list(LAYERS), freq=1, batch_freq=1, cmap="viridis",
+        atlas=x, atlas_k=3, atlas_freq=1,
     )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[logger])
     assert logger.misses == {}
@@ -228,6 +230,52 @@ def test_channel_follows_one_tile(log_dir, run, tmp_path):
         assert image.n_frames == len(steps)
         # upscaled by default so that a small tile stays visible
         assert image.size[0] >= 2 * tiles.shape[2]
+
+
+def test_atlas_export_shows_one_channels_crops_at_every_atlas_step(log_dir, run, tmp_path, capsys):
+    gif, strip_path = tmp_path / "a.gif", tmp_path / "a.png"
+    command = ["export", str(log_dir), "--layer", "conv_1", "--atlas", "--channel", "5"]
+    assert main([*command, "-o", str(gif)]) == 0
+    assert "4 frame(s) (epoch 0..3)" in capsys.readouterr().out
+    assert main([*command, "--columns", "1", "-o", str(strip_path)]) == 0
+    with Image.open(gif) as image:
+        frame_w, frame_h = image.size
+        assert image.n_frames == 4 and image.info["duration"] == 250  # 4 frames per second
+    strip = np.asarray(Image.open(strip_path).convert("RGB"))
+    assert strip.shape[:2] == (GAP + 4 * (frame_h + GAP), GAP + frame_w + GAP)
+    for index, step in enumerate(run.atlas_steps("conv_1")):
+        crops = run.atlas("conv_1", step).crops(5)  # (3, h, w, 3), best first
+        k, height, width, _ = crops.shape
+        side_by_side = np.concatenate(
+            [np.pad(c, ((0, 0), (0, GAP if r < k - 1 else 0), (0, 0)), constant_values=atlas.BACKGROUND)
+             for r, c in enumerate(crops)], axis=1)
+        np.testing.assert_array_equal(cell(strip, index, 1, (frame_h, frame_w), side_by_side.shape[:2]),
+                                      side_by_side)
+
+
+def test_ls_says_which_layers_have_an_atlas(log_dir, capsys):
+    assert main(["ls", str(log_dir)]) == 0
+    block = capsys.readouterr().out.split(f"run {metadata.EPOCH_RUN}\n", 1)[1].split("\nrun ", 1)[0]
+    assert block.count("atlas: top 3 of 16, steps 4 (0..3)") == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--atlas"], "--atlas exports one channel's top-k crops: give --channel C, and no --probe."),
+        (["--atlas", "--channel", "1", "--probe", "0"],
+         "--atlas exports one channel's top-k crops: give --channel C, and no --probe."),
+        ([], "give --probe N (a grid), or --atlas with --channel C (a channel's atlas)."),
+        (["--atlas", "--channel", "9"],
+         "Channel 9 of layer 'conv_1' is not in its atlas; channels shown: 0..5."),
+    ],
+    ids=["no_channel", "with_probe", "neither", "unknown_channel"],
+)
+def test_atlas_export_errors(log_dir, tmp_path, capsys, extra, message):
+    output = tmp_path / "out.gif"
+    assert main(["export", str(log_dir), "--layer", "conv_1", *extra, "-o", str(output)]) == 2
+    assert capsys.readouterr().err == f"actlog: error: {message}\n"
+    assert not output.exists()
 
 
 def test_run_option_chooses_the_batch_run(log_dir, tmp_path):

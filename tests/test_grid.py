@@ -451,7 +451,7 @@ def test_to_image():
 
 def test_numpy_modules_import_no_tensorflow():
     code = (
-        "import actlog.grid, actlog.stats, sys; "
+        "import actlog.grid, actlog.stats, actlog.atlas, sys; "
         "assert not any(m.split('.')[0] in ('tensorflow','keras','tensorboard') "
         "for m in sys.modules), sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow','keras','tensorboard'))"

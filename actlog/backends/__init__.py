@@ -10,6 +10,10 @@ lives in one small module each, behind :class:`Backend`:
   forcing a sync).
 - :mod:`~actlog.backends.torch`: eager, under ``torch.no_grad()``.
 
+The optional activation maximisation (:mod:`actlog.maximize`) also asks each
+backend for a gradient with respect to the input (:meth:`Backend.gradient`):
+``tf.GradientTape``, ``jax.value_and_grad``, torch autograd.
+
 A backend module is imported only when it is the one Keras runs on, so a JAX
 or PyTorch user never loads TensorFlow.
 """
@@ -50,6 +54,12 @@ class Backend:
         """
         raise NotImplementedError
 
+    def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
+        """``step(x, *args) -> (fn(x, *args), d fn / d x)`` for a scalar ``fn``, through the
+        backend's own differentiation, with ``model``'s current weights held fixed; compiled
+        where the backend compiles (once: every call has the shapes of the first)."""
+        raise NotImplementedError
+
     def fetch(self, tree: Any) -> Callable[[], Any]:
         """Start copying ``tree`` (device arrays) to the host; the result gives numpy arrays.
 
@@ -73,6 +83,19 @@ class Counted:
     def __call__(self, *args: Any) -> Any:
         self.count += 1
         return self.fn(*args)
+
+
+def iterations(model: Any, default: int) -> int:
+    """The optimizer's step count, read without a JAX state sync; ``default`` if there is none."""
+    import keras
+
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return default
+    try:
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+    except Exception:  # noqa: BLE001 - a model with its own optimizers (GAN) or none built yet
+        return default
 
 
 def current() -> Backend:

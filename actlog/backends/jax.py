@@ -35,16 +35,21 @@ def _placed(args: Any, like: Any) -> Any:
     return jax.device_put(args, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
 
 
+def _stateless(fn: Callable[..., Any], model: Any) -> Callable[..., Any]:
+    """``fn`` as a function of the model's variable values (first argument) and its own."""
+    variables = model.trainable_variables + model.non_trainable_variables
+
+    def stateless(values: list[Any], *args: Any) -> Any:
+        with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+            return fn(*args)
+
+    return stateless
+
+
 class _Function(Compiled):
     def __init__(self, fn: Callable[..., Any], model: Any, eager: bool) -> None:
         self._model = model
-        variables = model.trainable_variables + model.non_trainable_variables
-
-        def stateless(values: list[Any], *args: Any) -> Any:
-            with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
-                return fn(*args)
-
-        self._counted = Counted(stateless)
+        self._counted = Counted(_stateless(fn, model))
         self._eager = eager
         self._call = self._counted if eager else jax.jit(self._counted)
 
@@ -64,6 +69,10 @@ class JaxBackend(Backend):
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
         return _Function(fn, model, eager)
+
+    def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
+        compiled = jax.jit(jax.value_and_grad(_stateless(fn, model), argnums=1))
+        return lambda x, *args: compiled(_values(model), x, *args)
 
     def fetch(self, tree: Any) -> Callable[[], Any]:
         leaves = jax.tree_util.tree_leaves(tree)

@@ -47,6 +47,16 @@ class TensorFlowBackend(Backend):
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
         return _Function(fn, args, eager)
 
+    def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
+        @tf.function(reduce_retracing=False)
+        def step(x: Any, *args: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = fn(x, *args)
+            return value, tape.gradient(value, x)
+
+        return step
+
     def fetch(self, tree: Any) -> Callable[[], Any]:
         # Ops on a GPU run asynchronously; .numpy() in the background waits for them.
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), tree)

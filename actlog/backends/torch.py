@@ -42,6 +42,16 @@ class TorchBackend(Backend):
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
         return _Function(fn)
 
+    def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
+        def step(x: Any, *args: Any) -> tuple[Any, Any]:
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                value = fn(x, *args)
+                (grad,) = torch.autograd.grad(value, x)
+            return value.detach(), grad
+
+        return step
+
     def fetch(self, tree: Any) -> Callable[[], Any]:
         cuda = any(t.is_cuda for t in _leaves(tree))
         if not cuda:
