@@ -249,8 +249,9 @@ class ProbeFunction:
 
     ``fn(channels, previous)`` returns, per layer, a dict of device arrays:
     ``levels`` (uint8 ``(k, th, tw, n)``), ``nonfinite`` (its NaN/Inf mask),
-    ``sums`` (:func:`actlog.stats.reduce_layer` plus ``activity``), ``drift``
-    (:func:`actlog.stats.drift_sums` against ``previous``) and ``sketch``
+    ``sums`` (:func:`actlog.stats.reduce_layer` plus ``activity``, stacked as
+    :data:`actlog.stats.SUMS`), ``drift`` (:func:`actlog.stats.drift_sums` against
+    ``previous``, stacked as :data:`actlog.stats.DRIFT`) and ``sketch``
     (the next event's ``previous``).
 
     Args:
@@ -282,7 +283,8 @@ class ProbeFunction:
             self.sketch_shapes.append((k, rows, cols, channels))
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
         self._parts = []
-        for indices in memory_groups(sizes, max(PART_BYTES, max(sizes, default=0))):
+        budget = ACCELERATOR_PART_BYTES if backend.accelerated() else PART_BYTES
+        for indices in memory_groups(sizes, max(budget, max(sizes, default=0))):
             part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices])
             args = (inputs, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
@@ -343,6 +345,10 @@ PART_BYTES = 128 * 2**20
 unless a single layer is larger: many large layers are split over several parts, run one
 after the other, so that an event's memory does not grow with the number of layers."""
 
+ACCELERATOR_PART_BYTES = 2**30
+""":data:`PART_BYTES` when the model runs on a GPU or TPU: device memory is plentiful and
+the host never sees the raw activations, while each extra part is another forward pass."""
+
 
 def memory_groups(sizes: Sequence[int], budget: int) -> list[list[int]]:
     """Consecutive layer indices packed into groups of at most ``budget`` bytes (a larger
@@ -385,8 +391,8 @@ class _Part:
             results.append({
                 "levels": levels,
                 "nonfinite": nonfinite,
-                "sums": sums,
-                "drift": stats.drift_sums(ops, sketch, before),
+                "sums": stats.stack(ops, sums, stats.SUMS),
+                "drift": stats.stack(ops, stats.drift_sums(ops, sketch, before), stats.DRIFT),
                 "sketch": sketch,
             })
         return results

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from actlog import backends, grid, metadata, probe, probes
+from actlog import backends, grid, metadata, probe, probes, stats
 from actlog.atlas import AtlasOptions
 from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary, images_summary
 from actlog.faults import Faults, classify
@@ -272,7 +272,7 @@ class Session:
             return
         # channels="most_active": decided once, at the first event
         out = self.probe_fn(self.probe_fn.first_channels(), previous or self.probe_fn.zero_sketches())
-        activity = self.backend.fetch([o["sums"]["activity"] for o in out])()
+        activity = self.backend.fetch([o["sums"][stats.SUMS.index("activity")] for o in out])()
         self._choose(self.plans, [
             grid.choose_channels(a, self.options.max_channels, "most_active") for a in activity
         ])

@@ -45,6 +45,25 @@ positions per side: what is kept between events is that small."""
 DEAD_ATOL = 1e-6
 """A channel whose finite values span at most this much is dead."""
 
+SUMS = ("count", "total", "m2", "zeros", "high", "low", "activity")
+"""Rows of the per-channel sums the probe function returns stacked: :func:`reduce_layer`'s,
+then :func:`activity`. One array per layer rather than seven: fewer arrays to hand over."""
+
+DRIFT = ("dot", "now", "before")
+"""Rows of the stacked :func:`drift_sums`."""
+
+
+def stack(xp: Any, values: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """``(len(keys), C)``: the per-channel arrays of ``values`` in the order of ``keys``."""
+    return xp.stack([values[key] for key in keys])
+
+
+def unstack(array: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Inverse of :func:`stack`; a dict is returned as it is."""
+    if isinstance(array, dict):
+        return array
+    return {key: array[i] for i, key in enumerate(keys)}
+
 
 @dataclass(frozen=True)
 class LayerStats:
@@ -193,7 +212,10 @@ def summarize(
     dead_atol: float = DEAD_ATOL,
 ) -> LayerStats:
     """A :class:`LayerStats` from :func:`reduce_layer` (and :func:`drift_sums`, or None at a
-    first event). ``size`` is the number of values reduced (probes x positions x channels)."""
+    first event), as dicts or stacked (:data:`SUMS`, :data:`DRIFT`). ``size`` is the number
+    of values reduced (probes x positions x channels)."""
+    sums = unstack(sums, SUMS)
+    drift = None if drift is None else unstack(drift, DRIFT)
     count, total = (np.asarray(sums[key], np.float64) for key in ("count", "total"))
     m2, zeros = (np.asarray(sums[key], np.float64) for key in ("m2", "zeros"))
     high, low = (np.asarray(sums[key], np.float64) for key in ("high", "low"))

@@ -155,8 +155,7 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
                 if i:
                     copy.append(time.perf_counter() - t)
                 previous = [o["sketch"] for o in res]
-                copied = sum(np.asarray(v).nbytes for h in host for v in
-                             [h["levels"], *h["sums"].values(), *h["drift"].values()])
+                copied = sum(np.asarray(v).nbytes for h in host for v in [h["levels"], h["sums"], h["drift"]])
             result["fwd_copy_ms"] = _median_ms(copy)
             result["copied_mb"] = round(copied / 1e6, 3)
             result["compiles"] = fn.traces

@@ -72,6 +72,10 @@ class Backend:
         """Whether this process writes (only one does under multi-worker training)."""
         raise NotImplementedError
 
+    def accelerated(self) -> bool:
+        """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
+        raise NotImplementedError
+
 
 class Counted:
     """Wraps a Python function to count how often a compiler traces it."""

@@ -81,6 +81,9 @@ class JaxBackend(Backend):
                 leaf.copy_to_host_async()
         return lambda: jax.tree_util.tree_map(np.asarray, tree)
 
+    def accelerated(self) -> bool:
+        return jax.devices()[0].platform != "cpu"
+
     def is_chief(self, model: Any) -> bool:
         return jax.process_index() == 0
 

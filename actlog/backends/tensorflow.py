@@ -61,6 +61,9 @@ class TensorFlowBackend(Backend):
         # Ops on a GPU run asynchronously; .numpy() in the background waits for them.
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), tree)
 
+    def accelerated(self) -> bool:
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
     def is_chief(self, model: Any) -> bool:
         strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
         try:

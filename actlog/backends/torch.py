@@ -66,6 +66,10 @@ class TorchBackend(Backend):
 
         return result
 
+    def accelerated(self) -> bool:
+        mps = getattr(torch.backends, "mps", None)
+        return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+
     def is_chief(self, model: Any) -> bool:
         distributed = torch.distributed
         return not (distributed.is_available() and distributed.is_initialized()) or (
