@@ -223,26 +223,39 @@ class _GfileAppender(Appender):
 
 
 class GfileStorage(Storage):
+    """``tf.io.gfile``, its errors turned into ``OSError`` (``FileNotFoundError`` for a
+    missing path) so that callers treat every store alike."""
+
     def __init__(self, gfile: Any) -> None:
         self.gfile = gfile
 
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self.gfile, name)(*args)
+        except OSError:
+            raise
+        except Exception as err:  # tf.errors.OpError and its kinds
+            if type(err).__name__ == "NotFoundError":
+                raise FileNotFoundError(str(err)) from err
+            raise OSError(str(err)) from err
+
     def makedirs(self, path: str) -> None:
-        self.gfile.makedirs(path)
+        self._call("makedirs", path)
 
     def isdir(self, path: str) -> bool:
-        return bool(self.gfile.isdir(path))
+        return bool(self._call("isdir", path))
 
     def exists(self, path: str) -> bool:
-        return bool(self.gfile.exists(path))
+        return bool(self._call("exists", path))
 
     def listdir(self, path: str) -> list[str]:
-        return [name.rstrip("/") for name in self.gfile.listdir(path)]
+        return [name.rstrip("/") for name in self._call("listdir", path)]
 
     def size(self, path: str) -> int:
-        return int(self.gfile.stat(path).length)
+        return int(self._call("stat", path).length)
 
     def read(self, path: str, start: int = 0, length: int | None = None) -> bytes:
-        with self.gfile.GFile(path, "rb") as handle:
+        with self._call("GFile", path, "rb") as handle:
             handle.seek(start)
             return handle.read(-1 if length is None else length)
 
