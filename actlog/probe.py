@@ -285,7 +285,7 @@ class ProbeFunction:
         self._parts = []
         budget = ACCELERATOR_PART_BYTES if backend.accelerated() else PART_BYTES
         for indices in memory_groups(sizes, max(budget, max(sizes, default=0))):
-            part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices])
+            part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices], backend.ops)
             args = (inputs, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
 
@@ -372,12 +372,14 @@ def _pick(values: Sequence[Any], indices: Sequence[int]) -> list[Any]:
 class _Part:
     """The compiled body of one part: forward pass of its layers, then their reductions."""
 
-    def __init__(self, runner: Any, watched: Sequence[Watched], plans: Sequence[LayerPlan]) -> None:
+    def __init__(self, runner: Any, watched: Sequence[Watched], plans: Sequence[LayerPlan],
+                 ops: Any) -> None:
         self.forward = Forward(runner, watched)
         self.plans = list(plans)
+        self.ops = ops
 
     def __call__(self, inputs: Any, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
-        ops = keras.ops
+        ops = self.ops
         results = []
         for output, index, before, plan in zip(
             self.forward(inputs), channels, previous, self.plans, strict=True

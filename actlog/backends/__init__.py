@@ -76,6 +76,14 @@ class Backend:
         """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
         raise NotImplementedError
 
+    @property
+    def ops(self) -> Any:
+        """The ``xp`` namespace the probe function's reductions use: ``keras.ops``, or the
+        backend's own functions where an eager backend pays for every op's dispatch."""
+        import keras
+
+        return keras.ops
+
 
 class Counted:
     """Wraps a Python function to count how often a compiler traces it."""
