@@ -104,8 +104,15 @@ def long_log(log_dir, tmp_path_factory) -> Path:
 
 def start_ls(log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "actlog", "ls", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "actlog", "ls", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_hear_ctrl_c,
     )
+
+
+def _hear_ctrl_c() -> None:
+    """A shell running the tests in the background (`cmd &`) starts them with Ctrl-C
+    ignored, and children inherit that; a terminal's Ctrl-C is what these tests mean."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ls_into_a_pipe_closed_early_is_quiet(long_log):

@@ -380,6 +380,9 @@ def test_interrupted_runs_leave_readable_event_files(tmp_path, read_run):
     child = subprocess.Popen(
         [sys.executable, str(script), *map(str, log_dirs.values())],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # As from a terminal: a shell running the tests in the background (`cmd &`)
+        # starts them with Ctrl-C ignored, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 150
