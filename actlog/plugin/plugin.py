@@ -45,7 +45,7 @@ _MAX_ECHO = 80
 """Longest piece of a bad parameter repeated back in an error message."""
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
-            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js")
+            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
