@@ -14,11 +14,12 @@ export class AtlasPanel {
     this.heading = el('h4', {id: 'actlog-atlas-title', textContent: 'Top k in the atlas pool'});
     this.caption = el('span', {id: 'actlog-atlas-step', className: 'atlas-step'});
     this.crops = el('div', {id: 'actlog-atlas-crops', className: 'atlas-crops'});
+    this.legend = el('p', {className: 'atlas-legend'});
     this.change = el('p', {id: 'actlog-atlas-change', className: 'atlas-change'});
     this.note = el('p', {id: 'actlog-atlas-note', className: 'atlas-note'});
     this.root = el('section', {id: 'actlog-atlas', className: 'atlas-panel'}, {}, [
       el('div', {className: 'atlas-head'}, {}, [this.heading, this.caption]),
-      this.crops, this.change, this.note,
+      this.crops, this.legend, this.change, this.note,
     ]);
     this.clear('loading the atlas\u2026');
   }
@@ -32,6 +33,7 @@ export class AtlasPanel {
     this.heading.textContent = 'Top k in the atlas pool';
     this.caption.textContent = '';
     this.crops.textContent = '';
+    this.legend.textContent = '';
     this.change.textContent = '';
     this.setNote(text);
   }
@@ -69,6 +71,7 @@ export class AtlasPanel {
     this.heading.textContent = `Top ${entry.k} in the atlas pool (${entry.pool} inputs)`;
     this.crops.textContent = '';
     if (!entry.crops) {
+      this.legend.textContent = '';
       this.change.textContent = '';
       this.crops.append(el('p', {className: 'absent', textContent: `channel ${channel} is not in this atlas`}));
       return;
@@ -77,11 +80,11 @@ export class AtlasPanel {
     const scale = Math.max(1, Math.round(CROP_SIZE / longest));
     this.crops.style.setProperty('--columns', String(entry.k <= 4 ? entry.k : Math.ceil(entry.k / 2)));
     entry.crops.forEach((crop, rank) => this.crops.append(this.makeCrop(crop, rank, picture, scale)));
-    this.change.textContent = 'Best first; under each, its input\'s index in the pool and its activation. ' + (
-      entry.change === null
-        ? 'The first atlas of this layer: nothing to compare with yet.'
-        : `Change since ${word} ${entry.since}: ${formatNumber(entry.change)} ` +
-          `(Jaccard distance of the top-${entry.k} sets: 0 = the same inputs, 1 = all new).`);
+    this.legend.textContent = 'Best first; under each, its input\'s index in the pool and its activation.';
+    this.change.textContent = entry.change === null
+      ? 'The first atlas of this layer: nothing to compare with yet.'
+      : `Change since ${word} ${entry.since}: ${formatNumber(entry.change)} ` +
+        `(Jaccard distance of the top-${entry.k} sets: 0 = the same inputs, 1 = all new).`;
   }
 
   makeCrop({box, index, value}, rank, picture, scale) {
