@@ -6,7 +6,10 @@ offline on scikit-learn's digits, 3 epochs) with ``ACTLOG_SCREENSHOT_DIR``
 pointing here, at 1600 x 1200:
 
 - ``tensorboard_time_series.png``, ``tensorboard_images.png``: TensorBoard's own tabs;
-- ``dashboard_overview.png``, ``dashboard.png``, ``dashboard_channel.png``: the Activations tab.
+- ``dashboard_overview.png``, ``dashboard.png``: the Activations tab's overview and one layer;
+- ``dashboard_channel.png``: one channel of ``conv_1`` (the one whose mean activation grew
+  the most) at the last epoch: filmstrip, statistics, and its top 8 in the example's
+  atlas pool (its 250 test digits) with the change since the atlas before training.
 
 ```
 python docs/screenshots.py                     # needs /usr/bin/chromium and /usr/bin/chromedriver

@@ -4,7 +4,8 @@ process on 127.0.0.1 and Debian's Chromium, headless, driven by Selenium.
 What a person would check by eye is checked here by reading the page: the tab
 opens on an overview of every layer, a card opens its layer, the slider moves
 through every step (more than TensorBoard's sample of 10), a tile click opens
-the channel view, the pixels on screen are the pixels in the log, a layer named
+the channel view with the channel's top-k crops from the feature atlas of the
+step at or before the slider's, the pixels on screen are the pixels in the log, a layer named
 like an HTML tag is shown as that text with no script run, steps logged while
 the page is open appear without a reload (with the new tile geometry of a
 wider model), failures show on the status line, and TensorBoard still samples
@@ -47,6 +48,8 @@ XSS = "<img src=x onerror=alert(1)>"
 EPOCHS = 11  # 12 steps: more than the 10 images per tag TensorBoard keeps
 STEPS = list(range(EPOCHS + 1))
 OTHER_STEPS = 20  # image steps of a run that is not actlog's
+ATLAS_K = 3
+ATLAS_STEPS = [0, 5, 10, 11]  # atlas_freq 5, and the last epoch
 SCREEN = (1600, 1200)
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +111,8 @@ def conv_model(first: int, second: int | None = None) -> Any:
 
 
 def fit_log(log_dir: Path) -> None:
-    """The hostile-named log, and beside it a run of plain image summaries."""
+    """The hostile-named log (with a feature atlas of the training inputs, every 5 epochs),
+    and beside it a run of plain image summaries."""
     import keras
     import tensorflow as tf
 
@@ -116,7 +120,8 @@ def fit_log(log_dir: Path) -> None:
     probes = probe_images()
     x = np.concatenate([probes, np.random.default_rng(0).random((2, 16, 16, 3))]).astype("float32")
     logger = actlog.ActivationLogger(
-        str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, cmap="viridis"
+        str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, cmap="viridis",
+        atlas=x, atlas_k=ATLAS_K,
     )
     y = np.array([0, 1, 0, 1])
     conv_model(8, 6).fit(x, y, epochs=EPOCHS, batch_size=2, verbose=0, callbacks=[logger])
@@ -406,6 +411,41 @@ def status(driver: Any) -> tuple[str, str]:
     ))  # fmt: skip
 
 
+def wait_atlas(driver: Any, step: int, k: int) -> list:
+    """Wait until the channel view's atlas panel shows ``k`` crops of the atlas at ``step``;
+    their <figure>s."""
+    from selenium.webdriver.common.by import By
+
+    wait_for(
+        driver,
+        "(p => p.dataset.step === arguments[0] && p.querySelectorAll('figure canvas').length"
+        " === arguments[1])(document.getElementById('actlog-atlas'))",
+        str(step), k,
+    )  # fmt: skip
+    return driver.find_elements(By.CSS_SELECTOR, "#actlog-atlas figure.atlas-crop")
+
+
+def check_atlas_crops(driver: Any, figures: list, atlas: Any, channel: int) -> None:
+    """The crops on the page are the reader's, pixel for pixel, with their pool indices,
+    drawn upscaled by a whole factor."""
+    from selenium.webdriver.common.by import By
+
+    expected = atlas.crops(channel)
+    row = atlas.row(channel)
+    assert len(figures) == atlas.k
+    for rank, figure in enumerate(figures):
+        canvas = figure.find_element(By.TAG_NAME, "canvas")
+        pixels = decoded_pixels(driver, canvas)
+        np.testing.assert_array_equal(pixels[..., :3], expected[rank])
+        assert (pixels[..., 3] == 255).all()
+        width = driver.execute_script("return arguments[0].getBoundingClientRect().width", canvas)
+        assert width >= expected.shape[2] and width % expected.shape[2] == 0
+        assert figure.get_attribute("data-index") == str(atlas.index[row, rank])
+        assert figure.find_element(By.CSS_SELECTOR, ".pool-index").text == f"#{atlas.index[row, rank]}"
+        value = float(figure.find_element(By.CSS_SELECTOR, ".value").text)
+        assert value == pytest.approx(float(atlas.value[row, rank]), rel=5e-3, abs=1e-3)
+
+
 # -- what a person sees ------------------------------------------------------------------
 
 
@@ -551,6 +591,112 @@ def test_tile_click_follows_one_channel_through_every_step(page: Any, log_dir: P
     screenshot(page, tmp_path, "hostile_channel.png")
 
 
+def test_channel_view_shows_its_top_k_of_the_atlas_at_or_before_the_slider(
+    page: Any, log_dir: Path, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    run = actlog.read(log_dir).run()
+    assert run.atlas_steps(XSS) == ATLAS_STEPS
+    open_layer(page, XSS, STEPS[-1], STEPS[0])
+    layout = run.layout(XSS, STEPS[-1])
+    channel = layout.channels[2]
+    grid_b = page.find_element(By.ID, "actlog-grid-b")
+    offset = tile_offset(page, grid_b, layout.channel_box(channel))
+    ActionChains(page).move_to_element_with_offset(grid_b, *offset).click().perform()
+
+    panel = page.find_element(By.ID, "actlog-atlas")
+    figures = wait_atlas(page, 11, ATLAS_K)
+    assert panel.is_displayed()
+    check_atlas_crops(page, figures, run.atlas(XSS, 11), channel)
+    title = page.find_element(By.ID, "actlog-atlas-title").text
+    assert title == f"Top {ATLAS_K} in the atlas pool (4 inputs)"
+    assert page.find_element(By.ID, "actlog-atlas-step").text == "atlas at epoch 11"
+    last = run.atlas(XSS, 11)
+    change = float(last.change[last.row(channel)])
+    text = page.find_element(By.ID, "actlog-atlas-change").text
+    said = re.search(r"Change since epoch 10: (\S+) \(Jaccard distance of the top-3 sets", text)
+    assert said, text
+    assert float(said.group(1)) == pytest.approx(change, abs=1e-3)
+    # Beside the filmstrip, not below the charts.
+    filmstrip = page.find_element(By.ID, "actlog-filmstrip")
+    assert panel.rect["x"] >= filmstrip.rect["x"] + filmstrip.rect["width"]
+    assert panel.rect["y"] < filmstrip.rect["y"] + filmstrip.rect["height"]
+
+    # An earlier step: the last atlas at or before it.
+    slider = page.find_element(By.ID, "actlog-step-slider")
+    slider.send_keys(Keys.HOME, *[Keys.ARROW_RIGHT] * 7)
+    wait_shows(page, "actlog-grid-b", XSS, 7)
+    figures = wait_atlas(page, 5, ATLAS_K)
+    check_atlas_crops(page, figures, run.atlas(XSS, 5), channel)
+    assert page.find_element(By.ID, "actlog-atlas-step").text == "atlas at epoch 5, the last at or before 7"
+    assert "Change since epoch 0: " in page.find_element(By.ID, "actlog-atlas-change").text
+    # A filmstrip frame moves time too; the first atlas has nothing before it.
+    page.find_element(By.CSS_SELECTOR, "#actlog-filmstrip figure.frame[data-step='4']").click()
+    figures = wait_atlas(page, 0, ATLAS_K)
+    check_atlas_crops(page, figures, run.atlas(XSS, 0), channel)
+    assert "The first atlas of this layer" in page.find_element(By.ID, "actlog-atlas-change").text
+    # Another channel of the same layer: its own crops of the same picture.
+    other = layout.channels[0]
+    offset = tile_offset(page, grid_b, layout.channel_box(other))
+    ActionChains(page).move_to_element_with_offset(grid_b, *offset).click().perform()
+    view = "document.getElementById('actlog-channel-view')"
+    wait_for(page, f"{view}.dataset.channel === arguments[0]", str(other))
+    check_atlas_crops(page, wait_atlas(page, 0, ATLAS_K), run.atlas(XSS, 0), other)
+    assert page.find_element(By.ID, "actlog-atlas-step").text == "atlas at epoch 0, the last at or before 4"
+    no_script_ran(page)
+    screenshot(page, tmp_path, "hostile_atlas.png")
+
+
+def test_a_layer_without_an_atlas_says_so_and_atlas_failures_show(driver: Any, tmp_path: Path) -> None:
+    import keras
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    keras.utils.set_random_seed(0)
+    probes = probe_images()
+    log = tmp_path / "log"
+    logger = actlog.ActivationLogger(str(log), probes, layers=["conv_0"])
+    conv_model(4).fit(probes, np.array([0, 1]), epochs=1, batch_size=2, verbose=0, callbacks=[logger])
+    layout = actlog.read(log).run().layout("conv_0")
+    with running_tensorboard(log, tmp_path, serves_steps([0, 1], "conv_0")) as url:
+        page = open_dashboard(driver, url, 1)
+        open_layer(page, "conv_0", 1, 0)
+        grid_b = page.find_element(By.ID, "actlog-grid-b")
+        offset = tile_offset(page, grid_b, layout.channel_box(1))
+        ActionChains(page).move_to_element_with_offset(grid_b, *offset).click().perform()
+        wait_for(page, "document.getElementById('actlog-atlas').classList.contains('empty')")
+        note = page.find_element(By.ID, "actlog-atlas-note").text
+        assert note == (
+            "No feature atlas was logged for layer 'conv_0'; ActivationLogger(atlas=...) was not used."
+        )
+        assert page.find_elements(By.CSS_SELECTOR, "#actlog-atlas figure") == []
+        # One line under the charts, which keep the whole width.
+        plot = page.find_element(By.ID, "actlog-stats-plot")
+        panel = page.find_element(By.ID, "actlog-atlas")
+        assert panel.rect["y"] >= plot.rect["y"] + plot.rect["height"]
+        assert panel.rect["height"] < 40
+        screenshot(page, tmp_path, "no_atlas.png")
+
+        # /atlas fails: the panel and the status line say so.
+        page.execute_script("""
+            window.__realFetch = window.fetch;
+            window.fetch = (url, options) => String(url).startsWith('atlas?')
+                ? Promise.resolve(new Response('{"error": "the atlas broke"}',
+                                               {status: 500, headers: {'Content-Type': 'application/json'}}))
+                : window.__realFetch(url, options);
+        """)
+        offset = tile_offset(page, grid_b, layout.channel_box(2))
+        ActionChains(page).move_to_element_with_offset(grid_b, *offset).click().perform()
+        wait_for(page, "document.getElementById('actlog-atlas').classList.contains('problem')")
+        assert page.find_element(By.ID, "actlog-atlas-note").text == "No atlas: the atlas broke"
+        wait_for(page, "document.getElementById('actlog-status').dataset.kind === 'error'", timeout=5)
+        assert status(page)[1] == "the atlas broke"
+        page.execute_script("window.fetch = window.__realFetch;")
+
+
 def test_failures_are_shown_on_the_status_line(page: Any) -> None:
     """A programming error and a lost connection each say so; polling goes on after both."""
     open_layer(page, "conv_1", STEPS[-1], STEPS[0])
@@ -612,7 +758,8 @@ document.dispatchEvent(new Event('visibilitychange'));
 
 def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any, tmp_path: Path) -> None:
     """A second `fit` with the same logger on a wider model: the open page follows
-    to its last step, drawn and hit-tested with the new tile geometry."""
+    to its last step, drawn and hit-tested with the new tile geometry, and to its
+    last atlas."""
     import keras
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -621,7 +768,7 @@ def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any
     probes = probe_images()
     y = np.array([0, 1])
     log = tmp_path / "log"
-    logger = actlog.ActivationLogger(str(log), probes, layers=["conv_0"])
+    logger = actlog.ActivationLogger(str(log), probes, layers=["conv_0"], atlas=probes, atlas_k=2)
     conv_model(4).fit(probes, y, epochs=2, batch_size=2, verbose=0, callbacks=[logger])
 
     # --reload_interval 1: TensorBoard's own loading is quick too; the page's poll
@@ -640,6 +787,8 @@ def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any
         offset = tile_offset(page, grid_b, old.tile_box(0))
         ActionChains(page).move_to_element_with_offset(grid_b, *offset).click().perform()
         wait_for(page, "document.querySelectorAll('#actlog-filmstrip figure[data-drawn]').length === 3")
+        assert actlog.read(log).run().atlas_steps("conv_0") == [0, 2]
+        wait_atlas(page, 2, 2)
         # Gone if the frame is reloaded: the page must update in place.
         page.execute_script("window.__actlogSamePage = true;")
 
@@ -684,6 +833,9 @@ def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any
             crop = logged_grid(log, "conv_0", 0, step)[y0 : y0 + height, x0 : x0 + width]
             canvas = frame.find_element(By.TAG_NAME, "canvas")
             np.testing.assert_array_equal(decoded_pixels(page, canvas), crop)
+        # The atlas panel follows to the new fit's last atlas, cut with its own boxes.
+        assert run.atlas_steps("conv_0")[-1] == 4
+        check_atlas_crops(page, wait_atlas(page, 4, 2), run.atlas("conv_0", 4), 0)
         mean_path = "document.querySelector('#actlog-stats-plot svg[data-stat=channel_mean] path')"
         wait_for(page, f"{mean_path}?.getAttribute('d').split('L').length === 5")
         # Only the new steps' grids were fetched; none already on the page twice.
@@ -785,7 +937,8 @@ def test_tensorboard_tabs_show_the_grids_of_the_mnist_example(
 def test_dashboard_of_the_mnist_example(
     driver: Any, example_log: Path, example_url: str, screenshot_dir: Path
 ) -> None:
-    """The README's pictures of the Activations tab: overview, two steps, one channel."""
+    """The README's pictures of the Activations tab: overview, two steps, one channel
+    with its top k in the atlas pool."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -798,7 +951,8 @@ def test_dashboard_of_the_mnist_example(
     np.testing.assert_array_equal(screen_pixels(page, grid_b), run.grid("conv_1", 0, 3).repeat(3, axis=-1))
     screenshot(page, screenshot_dir, "dashboard.png")
 
-    # A channel that visibly forms: its mean activation grew the most since epoch 0.
+    # A channel that visibly forms: its mean activation grew the most since epoch 0, and
+    # its atlas (the example's: before training and at the last epoch) shows one pattern.
     _, means = run.channel_stats("conv_1", "channel_mean")
     layout = run.layout("conv_1", 3)
     grown = [int(c) for c in np.argsort(means[0] - means[-1]) if c in layout.channels]
@@ -806,8 +960,9 @@ def test_dashboard_of_the_mnist_example(
     ActionChains(page).move_to_element_with_offset(grid_b, *tile_offset(page, grid_b, box)).click().perform()
     wait_for(page, "[...document.querySelectorAll('#actlog-filmstrip figure')].every(f => f.dataset.drawn)")
     wait_for(page, "document.querySelectorAll('#actlog-stats-plot svg').length === 3")
-    page.find_element(By.CSS_SELECTOR, "#actlog-filmstrip figure.frame[data-step='2']").click()
-    wait_shows(page, "actlog-grid-b", "conv_1", 2)
+    assert run.atlas_steps("conv_1") == [0, 3]
+    atlas = run.atlas("conv_1", 3)
+    check_atlas_crops(page, wait_atlas(page, 3, atlas.k), atlas, grown[0])
     chart = page.find_element(By.CSS_SELECTOR, "#actlog-stats-plot svg[data-stat=channel_mean] rect.hit")
     ActionChains(page).move_to_element(chart).perform()
     screenshot(page, screenshot_dir, "dashboard_channel.png")

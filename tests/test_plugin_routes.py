@@ -34,7 +34,9 @@ from werkzeug import wrappers
 
 import actlog
 from actlog import metadata
+from actlog.atlas import AtlasLayout
 from actlog.plugin import catalog as catalog_module
+from actlog.plugin import keys as keys_module
 from actlog.plugin.catalog import NO_LOGDIR, Catalog, Source
 from actlog.plugin.plugin import _STATIC_FILES, ActivationsLoader, ActivationsPlugin
 
@@ -314,6 +316,7 @@ VALID = {
     "steps": {"run": "activations", "layer": "conv_1", "probe": "0"},
     "overview": {"run": "activations", "probe": "1", "step": "3"},
     "channel": {"run": "activations", "layer": "conv_1", "channel": "3"},
+    "atlas": {"run": "activations", "layer": "conv_1", "channel": "3"},
 }
 
 HOSTILE_NAMES = [
@@ -362,6 +365,9 @@ def bad_requests() -> list[tuple[str, dict]]:
         ("overview", {**VALID["overview"], "step": "999999999"}),
         ("channel", {**VALID["channel"], "channel": "4"}),  # conv_1 has 4 channels
         ("channel", {**VALID["channel"], "layer": XSS, "channel": "3"}),  # conv_0 has 3
+        ("atlas", {**VALID["atlas"], "channel": "4"}),
+        ("atlas", {**VALID["atlas"], "layer": XSS, "channel": "3"}),
+        ("atlas", {**VALID["atlas"], "layer": "conv_1/atlas"}),  # a tag, not a layer
         ("steps", {**VALID["steps"], "layer": "conv_0"}),  # model name, not display name
         ("image", {}),
     ]
@@ -392,6 +398,13 @@ def malformed_keys() -> list[str]:
         encode_key(["g", "activations", "conv_1", 0, 1.5, "x"]),
         encode_key(["x", "activations", 0, "x"]),
         encode_key(["p", "activations", "0", "x"]),
+        encode_key(["a", "activations", "conv_1", 0]),
+        encode_key(["a", "activations", "conv_1", "0", "x"]),  # the step must be an int
+        encode_key(["a", "activations", "conv_1", -1, "x"]),
+        encode_key(["a", "activations", "conv_1", False, "x"]),
+        encode_key(["a", "activations", None, 0, "x"]),
+        encode_key(["a", "activations", "conv_1", 0, 0, "x"]),  # a grid's shape, an atlas' kind
+        encode_key(["g", "activations", "conv_1", 0, "x"]),  # an atlas' shape, a grid's kind
     ]
 
 
@@ -427,6 +440,10 @@ def test_error_says_what_was_received_and_what_is_accepted(client: werkzeug_test
     assert "'-1'" in body["error"] and "non-negative integer" in body["error"]
     _, body = get_json(client, "channel", **{**VALID["channel"], "channel": "4"})
     assert "4 channels (0 to 3)" in body["error"]
+    _, body = get_json(client, "atlas", **{**VALID["atlas"], "channel": "4"})
+    assert "4 channels (0 to 3)" in body["error"]
+    _, body = get_json(client, "atlas", **{**VALID["atlas"], "layer": "conv_9"})
+    assert "'conv_9'" in body["error"] and "conv_1" in body["error"]
     _, body = get_json(client, "overview", **{**VALID["overview"], "step": "12"})
     assert "No step 12" in body["error"] and "0, 1, 2" in body["error"]
     _, body = get_json(client, "image", key="not a key")
@@ -623,3 +640,165 @@ def test_new_steps_are_read_when_asked_at_most_every_couple_of_seconds(tmp_path:
             steps_of(client, "conv_1")
         assert refreshed.call_count == 12
     assert built.call_count == 2  # once per change of the run
+
+
+# -- the feature atlas ---------------------------------------------------------------------
+
+ATLAS_EPOCHS = 3  # atlas at every step: 0, 1, 2, 3
+ATLAS_K = 3
+ATLAS_POOL = 6
+
+
+@pytest.fixture(scope="module")
+def atlas_log(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_factory: Callable[..., Any],
+    tiny_data: tuple[np.ndarray, np.ndarray],
+) -> Path:
+    """conftest's tiny model, two loggers in one run: conv_0 and conv_1 (4 of its 6 channels
+    shown) with a feature atlas at every epoch, pool_0 without one."""
+    path = tmp_path_factory.mktemp("atlas_log")
+    x, y = tiny_data
+    with_atlas = actlog.ActivationLogger(
+        str(path), x[:2], layers=["conv_0", "conv_1"], max_channels=4, freq=1,
+        atlas=x[:ATLAS_POOL], atlas_k=ATLAS_K, atlas_freq=1,
+    )  # fmt: skip
+    without = actlog.ActivationLogger(str(path), x[:2], layers=["pool_0"], freq=1)
+    tiny_model_factory(0).fit(x, y, epochs=ATLAS_EPOCHS, batch_size=8, verbose=0,
+                              callbacks=[with_atlas, without])
+    return path
+
+
+@pytest.fixture(scope="module")
+def atlas_client(atlas_log: Path) -> werkzeug_test.Client:
+    return make_client(atlas_log)
+
+
+def atlas_of(client: werkzeug_test.Client, layer: str, channel: int) -> dict:
+    status, body = get_json(client, "atlas", run="activations", layer=layer, channel=channel)
+    assert status == 200, body
+    return body
+
+
+def cut(picture: np.ndarray, boxes: list[list[int]]) -> np.ndarray:
+    return np.stack([picture[y : y + h, x : x + w] for y, x, h, w in boxes])
+
+
+def test_atlas_route_gives_each_atlas_step_of_a_channel(
+    atlas_client: werkzeug_test.Client, atlas_log: Path
+) -> None:
+    """Keys of the logged pictures, the backend's boxes of the channel's crops, and the
+    pixels cut with those boxes are the reader's crops."""
+    run = actlog.read(atlas_log).run()
+    for layer in ("conv_0", "conv_1"):
+        assert run.atlas_steps(layer) == list(range(ATLAS_EPOCHS + 1))
+        for channel in run.channels(layer):
+            body = atlas_of(atlas_client, layer, channel)
+            assert (body["run"], body["layer"], body["channel"], body["note"]) == (
+                "activations", layer, channel, None)
+            assert [entry["step"] for entry in body["steps"]] == run.atlas_steps(layer)
+            for i, entry in enumerate(body["steps"]):
+                atlas = run.atlas(layer, entry["step"])
+                row = atlas.row(channel)
+                key = keys_module.decode(entry["key"])
+                assert (key.kind, key.run, key.layer, key.probe, key.step) == (
+                    keys_module.ATLAS, "activations", layer, None, entry["step"])
+                info = run.layer_info(layer, entry["step"])
+                layout = AtlasLayout.from_dict(info["atlas"]["layout"], info["channels"])
+                assert [c["box"] for c in entry["crops"]] == layout.boxes()[row]
+                assert (entry["width"], entry["height"]) == (layout.width, layout.height)
+                assert (entry["k"], entry["pool"]) == (ATLAS_K, ATLAS_POOL)
+                assert [c["index"] for c in entry["crops"]] == atlas.index[row].tolist()
+                np.testing.assert_allclose([c["value"] for c in entry["crops"]], atlas.value[row], rtol=1e-6)
+                if i == 0:
+                    assert (entry["change"], entry["since"]) == (None, None)  # nothing before it
+                else:
+                    assert entry["change"] == pytest.approx(float(atlas.change[row]), rel=1e-6)
+                    assert entry["since"] == body["steps"][i - 1]["step"]
+                picture = get_png(atlas_client, entry["key"])
+                np.testing.assert_array_equal(picture, atlas.image)
+                np.testing.assert_array_equal(cut(picture, [c["box"] for c in entry["crops"]]),
+                                              atlas.crops(channel))
+
+
+def test_atlas_pictures_are_the_logged_ones(atlas_client: werkzeug_test.Client, atlas_log: Path) -> None:
+    acc = accumulator(atlas_log / metadata.EPOCH_RUN)
+    for entry in atlas_of(atlas_client, "conv_1", 0)["steps"]:
+        expected = logged_image(acc, metadata.atlas_tag("conv_1"), entry["step"])
+        np.testing.assert_array_equal(get_png(atlas_client, entry["key"]), expected)
+
+
+def test_runs_say_which_layers_have_an_atlas(atlas_client: werkzeug_test.Client) -> None:
+    (run,) = get_json(atlas_client, "runs")[1]["runs"]
+    atlas = {layer["name"]: layer["atlas"] for layer in run["layers"]}
+    expected = {"k": ATLAS_K, "pool": ATLAS_POOL}
+    assert atlas == {"conv_0": expected, "conv_1": expected, "pool_0": None}
+
+
+def test_layers_and_channels_without_an_atlas_get_a_note(
+    atlas_client: werkzeug_test.Client, atlas_log: Path, client: werkzeug_test.Client
+) -> None:
+    body = atlas_of(atlas_client, "pool_0", 1)
+    assert body["steps"] == []
+    assert body["note"] == (
+        "No feature atlas was logged for layer 'pool_0'; layers with one: ['conv_0', 'conv_1']."
+    )
+    body = atlas_of(client, "conv_1", 0)  # a log written without atlas=
+    assert body["steps"] == []
+    assert "ActivationLogger(atlas=...) was not used" in body["note"]
+    # conv_1 shows 4 of its 6 channels: the others have no crops in its atlas.
+    run = actlog.read(atlas_log).run()
+    (hidden, *_) = sorted(set(range(6)) - set(run.channels("conv_1")))
+    body = atlas_of(atlas_client, "conv_1", hidden)
+    assert len(body["steps"]) == ATLAS_EPOCHS + 1
+    assert all(entry["crops"] is None and entry["change"] is None for entry in body["steps"])
+    assert f"Channel {hidden} is in none of the layer's atlas pictures" in body["note"]
+
+
+def test_atlas_keys_naming_nothing_get_404(atlas_client: werkzeug_test.Client) -> None:
+    entry = atlas_of(atlas_client, "conv_1", 0)["steps"][1]
+    _, run, layer, step, stamp = json.loads(base64.urlsafe_b64decode(entry["key"] + "=="))
+    for parts, says in [
+        (["a", "elsewhere", layer, step, stamp], "No run 'elsewhere'"),
+        (["a", run, "pool_0", step, stamp], "holds no atlas of layer 'pool_0'"),
+        (["a", run, "conv_9", step, stamp], "holds no atlas of layer 'conv_9'"),
+        (["a", run, layer, 99, stamp], "at step 99"),
+        (["a", run, layer, step, "0123456789ab"], "ask /atlas for the new one"),
+    ]:
+        status, body = get_json(atlas_client, "image", key=encode_key(parts))
+        assert status == 404, parts
+        assert says in body["error"]
+    # A grid key is not an atlas key, nor the other way round, even with the same stamp.
+    status, _ = get_json(atlas_client, "image", key=encode_key(["g", run, layer, 0, step, stamp]))
+    assert status == 404
+
+
+def test_atlas_steps_logged_later_appear_once_the_run_changes(
+    tmp_path: Path, tiny_model_factory: Callable[..., Any], tiny_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = tiny_data
+    logger = actlog.ActivationLogger(str(tmp_path), x[:2], layers=["conv_1"], freq=1,
+                                     atlas=x[:ATLAS_POOL], atlas_k=2, atlas_freq=2)
+    model = tiny_model_factory(0)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[logger])
+    clock = FakeClock()
+    built = mock.Mock(wraps=catalog_module.index_run)
+    with mock.patch.object(catalog_module, "index_run", built):
+        client = make_client(tmp_path, catalog=Catalog([Source(str(tmp_path))], clock=clock))
+        first = atlas_of(client, "conv_1", 0)
+        assert [entry["step"] for entry in first["steps"]] == [0, 1]  # step 0, and the last epoch
+        assert first["steps"][1]["since"] == 0
+        model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[logger])
+        assert atlas_of(client, "conv_1", 0) == first  # read again at most every couple of seconds
+        clock.now += 5
+        body = atlas_of(client, "conv_1", 0)
+    assert body["version"] > first["version"]
+    # The logger goes on at step 2: atlas every second epoch, and at the last one.
+    assert [entry["step"] for entry in body["steps"]] == [0, 1, 2, 4]
+    assert body["steps"][:2] == first["steps"][:2]  # keys of steps already seen stay valid
+    assert [entry["since"] for entry in body["steps"]] == [None, 0, 1, 2]
+    assert built.call_count == 2
+    run = actlog.read(tmp_path).run()
+    for entry in body["steps"]:
+        atlas = run.atlas("conv_1", entry["step"])
+        np.testing.assert_array_equal(cut(get_png(client, entry["key"]), [c["box"] for c in entry["crops"]]),
+                                      atlas.crops(0))

@@ -33,7 +33,7 @@ from typing import Any
 
 from actlog import metadata
 from actlog.grid import GridLayout
-from actlog.reader import ImageRef, Log, LogError, Run
+from actlog.reader import Atlas, ImageRef, Log, LogError, Run
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,10 @@ class LayerIndex:
     """Step -> channels of the layer's output at that step."""
     scalars: dict[str, tuple[list[int], list[float]]]
     """Scalar statistic -> ``(steps, values)``."""
+    atlas: list[Atlas] = field(default_factory=list)
+    """The layer's feature atlas at every atlas step, in step order (empty without one)."""
+    atlas_problem: str | None = None
+    """Why atlas steps the log holds are left out (a manifest without their entry), or None."""
 
     @property
     def channel_count(self) -> int:
@@ -213,7 +217,19 @@ def _index_layer(run: Run, layer: str) -> LayerIndex:
     logged = {entry.step for entries in grids.values() for entry in entries}
     logged.update(step for steps, _ in scalars.values() for step in steps)
     channels = {s: _channel_count(run.layer_info(layer, s)) for s in sorted(logged)}
-    return LayerIndex(layer, run.layer_info(layer), layouts, grids, channels, scalars)
+    atlas, problem = _index_atlas(run, layer)
+    return LayerIndex(layer, run.layer_info(layer), layouts, grids, channels, scalars, atlas, problem)
+
+
+def _index_atlas(run: Run, layer: str) -> tuple[list[Atlas], str | None]:
+    """Every atlas step of ``layer`` that can be read, and why any other cannot."""
+    found, problems = [], []
+    for step in run.atlas_steps(layer):
+        try:
+            found.append(run.atlas(layer, step))
+        except LogError as err:
+            problems.append(f"step {step}: {err}")
+    return found, ("; ".join(problems) or None)
 
 
 # --------------------------------------------------------------------------- catalog

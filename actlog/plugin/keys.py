@@ -2,16 +2,17 @@
 
 TensorBoard's own image plugin hands its page a blob key per image and serves
 the bytes at ``/individualImage?blob_key=...``; actlog does the same. A key
-names one image as it was written: a grid (run, layer, probe, step) or a probe
-image (run, probe), plus a stamp of where its record sits in the event files,
-so a step written again (a restarted run) gets a new key and a key never names
-two different pictures. That is what lets the browser cache ``/image``.
+names one image as it was written: a grid (run, layer, probe, step), a probe
+image (run, probe) or a layer's feature atlas (run, layer, step), plus a stamp
+of where its record sits in the event files, so a step written again (a
+restarted run) gets a new key and a key never names two different pictures.
+That is what lets the browser cache ``/image``.
 
 A key is URL-safe base64 of a small JSON list. The page never looks inside; the
 server decodes it with :func:`decode`, which accepts nothing but the exact
-shapes :func:`encode_grid` and :func:`encode_probe` produce, and the caller then
-checks every part against the log like any other request parameter. Nothing in
-a key is ever used as a path.
+shapes :func:`encode_grid`, :func:`encode_probe` and :func:`encode_atlas`
+produce, and the caller then checks every part against the log like any other
+request parameter. Nothing in a key is ever used as a path.
 """
 
 from __future__ import annotations
@@ -28,20 +29,25 @@ from actlog.reader import ImageRef
 
 MAX_KEY_LENGTH = 1024
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_GRID, _PROBE = "g", "p"
+_GRID, _PROBE, _ATLAS = "g", "p", "a"
+
+GRID, PROBE, ATLAS = "grid", "probe", "atlas"
+"""The kinds of image a key names (:attr:`ImageKey.kind`)."""
 
 
 class BadKey(ValueError):
-    """A key that :func:`encode_grid` / :func:`encode_probe` cannot have made."""
+    """A key that none of the ``encode_*`` functions of this module can have made."""
 
 
 @dataclass(frozen=True)
 class ImageKey:
-    """A decoded key. ``layer`` is ``None`` for a probe image, and ``step`` too."""
+    """A decoded key: a :data:`GRID` names all its parts; a :data:`PROBE` image has no
+    ``layer`` and no ``step``; an :data:`ATLAS` picture has no ``probe``."""
 
+    kind: str
     run: str
     layer: str | None
-    probe: int
+    probe: int | None
     step: int | None
     stamp: str
 
@@ -63,6 +69,10 @@ def encode_probe(run: str, probe: int, ref: ImageRef | bytes) -> str:
     return _encode([_PROBE, run, probe, stamp(ref)])
 
 
+def encode_atlas(run: str, layer: str, step: int, ref: ImageRef | bytes) -> str:
+    return _encode([_ATLAS, run, layer, step, stamp(ref)])
+
+
 def _encode(parts: list[Any]) -> str:
     text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
@@ -71,7 +81,7 @@ def _encode(parts: list[Any]) -> str:
 def decode(key: str) -> ImageKey:
     """The parts of ``key``; :class:`BadKey` for anything this module did not make."""
     if not 0 < len(key) <= MAX_KEY_LENGTH or not _KEY_RE.match(key):
-        raise BadKey("Malformed image key: expected the URL-safe base64 text that /steps hands out.")
+        raise BadKey("Malformed image key: expected the URL-safe base64 text that the routes hand out.")
     try:
         raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
         parts = json.loads(raw.decode("utf-8"))
@@ -79,10 +89,13 @@ def decode(key: str) -> ImageKey:
         raise BadKey("Malformed image key: it does not decode.") from None
     if _shape(parts, [str, str, str, int, int, str]) and parts[0] == _GRID:
         _, run, layer, probe, step, mark = parts
-        return ImageKey(run, layer, probe, step, mark)
+        return ImageKey(GRID, run, layer, probe, step, mark)
     if _shape(parts, [str, str, int, str]) and parts[0] == _PROBE:
         _, run, probe, mark = parts
-        return ImageKey(run, None, probe, None, mark)
+        return ImageKey(PROBE, run, None, probe, None, mark)
+    if _shape(parts, [str, str, str, int, str]) and parts[0] == _ATLAS:
+        _, run, layer, step, mark = parts
+        return ImageKey(ATLAS, run, layer, None, step, mark)
     raise BadKey("Malformed image key: not a key this dashboard hands out.")
 
 

@@ -45,7 +45,7 @@ _MAX_ECHO = 80
 """Longest piece of a bad parameter repeated back in an error message."""
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
-            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js")
+            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -106,6 +106,16 @@ def _int_param(request: wrappers.Request, name: str, accepted: str) -> int:
     return int(raw)
 
 
+def _index_param(request: wrappers.Request, name: str, count: int, owner: str) -> int:
+    """Parameter ``name``: one of the ``count`` (channels, probes) that ``owner`` has."""
+    value = _int_param(request, name, f"0 to {count - 1}")
+    if value >= count:
+        raise BadRequest(
+            f"{name.capitalize()} {value} does not exist; {owner} has {count} {name}s (0 to {count - 1})."
+        )
+    return value
+
+
 def _finite(values: list[float]) -> list[float | None]:
     """Values as JSON sends them: float32's seven digits, and null for a non-finite one
     (a layer that overflowed), JSON having no NaN."""
@@ -137,6 +147,11 @@ class ActivationsPlugin(base_plugin.TBPlugin):
     - ``/image?key``: the PNG a key from the routes above names.
     - ``/channel?run&layer&channel``: ``channel_mean``, ``channel_max`` and
       ``channel_drift`` of one channel over every step.
+    - ``/atlas?run&layer&channel``: the layer's feature atlas at every atlas
+      step, for one channel: the key of the atlas picture, the box of each of
+      the channel's top-k crops in it (:meth:`actlog.atlas.AtlasLayout.boxes`),
+      each crop's pool index and activation, and the channel's change since
+      the previous atlas. A layer without an atlas gets no steps and a ``note``.
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
@@ -158,6 +173,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/steps": self._serve_steps,
             "/image": self._serve_image,
             "/channel": self._serve_channel,
+            "/atlas": self._serve_atlas,
         }
         for route in _STATIC_FILES:
             apps[route] = self._serve_static
@@ -205,14 +221,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         return index.layers[name]
 
     @staticmethod
+    def _channel(request: wrappers.Request, layer: LayerIndex) -> int:
+        return _index_param(request, "channel", layer.channel_count, f"layer {_echo(layer.name)}")
+
+    @staticmethod
     def _probe(request: wrappers.Request, index: RunIndex) -> int:
-        count = index.probes
-        probe = _int_param(request, "probe", f"0 to {count - 1}")
-        if probe >= count:
-            raise BadRequest(
-                f"Probe {probe} does not exist; this run has {count} probes (0 to {count - 1})."
-            )
-        return probe
+        return _index_param(request, "probe", index.probes, "this run")
 
     # -- routes ---------------------------------------------------------------
 
@@ -269,38 +283,44 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         index = runs.get(key.run)
         if index is None:
             raise NotFound(f"No run {_echo(key.run)} (any more). Runs: {sorted(runs)}.")
-        if key.layer is None:
+        layer = index.layers.get(key.layer) if key.layer is not None else None
+        if key.kind == keys.PROBE:
             refs = index.probe_images
             ref = refs[key.probe] if key.probe < len(refs) else None
-            what = f"probe image {key.probe}"
+            what, route = f"probe image {key.probe}", "/runs"
+        elif key.kind == keys.ATLAS:
+            found = layer.atlas if layer is not None else []
+            ref = next((a.ref for a in found if a.step == key.step), None)
+            what, route = f"atlas of layer {_echo(key.layer)} at step {key.step}", "/atlas"
         else:
-            layer = index.layers.get(key.layer)
             grids = layer.grids.get(key.probe, []) if layer is not None else []
             ref = next((g.ref for g in grids if g.step == key.step), None)
-            what = f"grid of layer {_echo(key.layer)}, probe {key.probe}, step {key.step}"
+            what, route = f"grid of layer {_echo(key.layer)}, probe {key.probe}, step {key.step}", "/steps"
         if ref is None:
             raise NotFound(f"Run {_echo(key.run)} holds no {what}.")
         if keys.stamp(ref) != key.stamp:
             raise NotFound(f"The {what} was written again since this key was handed out; "
-                           "ask /steps for the new one.")
+                           f"ask {route} for the new one.")
         return http_util.Respond(request, index.png(ref), "image/png", expires=IMAGE_CACHE_SECONDS)
 
     @_route
     def _serve_channel(self, request: wrappers.Request) -> wrappers.Response:
         index = self._run(request)
         layer = self._layer(request, index)
-        count = layer.channel_count
-        channel = _int_param(request, "channel", f"0 to {count - 1}")
-        if channel >= count:
-            raise BadRequest(
-                f"Channel {channel} does not exist; layer {_echo(layer.name)} has "
-                f"{count} channels (0 to {count - 1})."
-            )
+        channel = self._channel(request, layer)
         stats = self._catalog.channel(index, layer.name, channel)
         body = {
             "run": index.name, "layer": layer.name, "channel": channel, "step_axis": index.step_axis,
             "stats": {stat: _series(*series) for stat, series in stats.items()},
         }  # fmt: skip
+        return _json(request, body)
+
+    @_route
+    def _serve_atlas(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        layer = self._layer(request, index)
+        channel = self._channel(request, layer)
+        body = index.remember(("atlas", layer.name, channel), lambda: _atlas_body(index, layer, channel))
         return _json(request, body)
 
 
@@ -311,6 +331,7 @@ def _run_body(index: RunIndex) -> dict[str, Any]:
             "name": layer.name, "path": info.get("path"), "class": info.get("class"),
             "output_shape": info.get("output_shape"), "channels": layer.channel_count,
             "shown": len(info.get("channels", [])), "norm": info.get("norm"), "cmap": info.get("cmap"),
+            "atlas": None if not layer.atlas else {"k": layer.atlas[-1].k, "pool": layer.atlas[-1].pool},
         }  # fmt: skip
 
     return index.remember("run", lambda: {
@@ -343,6 +364,51 @@ def _steps_body(index: RunIndex, layer: LayerIndex, probe: int) -> dict[str, Any
         "run": index.name, "layer": layer.name, "probe": probe, "version": index.version,
         "step_axis": index.step_axis, "channels": layer.channel_count,
         "steps": [step_body(g) for g in layer.grids.get(probe, [])], "layouts": layouts,
+    }  # fmt: skip
+
+
+def _atlas_body(index: RunIndex, layer: LayerIndex, channel: int) -> dict[str, Any]:
+    """One channel's top-k crops at every atlas step of ``layer``: where they are in the
+    step's atlas picture, which pool examples they are, and how much the set changed."""
+    steps = []
+    for i, atlas in enumerate(layer.atlas):
+        crops = change = None
+        if channel in atlas.channels:
+            row = atlas.row(channel)
+            boxes = index.remember(("atlas_boxes", atlas.layout), atlas.layout.boxes)[row]
+            found = atlas.index[row].tolist() if atlas.index is not None else [None] * atlas.k
+            values = _finite(atlas.value[row].tolist()) if atlas.value is not None else [None] * atlas.k
+            # An empty slot (index -1: a pool smaller than k) shows the background.
+            crops = [
+                {"box": box, "index": None if pool is None or pool < 0 else pool,
+                 "value": None if pool is not None and pool < 0 else value}
+                for box, pool, value in zip(boxes, found, values, strict=True)
+            ]  # fmt: skip
+            if atlas.change is not None:
+                change = _finite([float(atlas.change[row])])[0]
+        steps.append({
+            "step": atlas.step,
+            "wall_time": getattr(atlas.ref, "wall_time", None),
+            "key": keys.encode_atlas(index.name, layer.name, atlas.step, atlas.ref),
+            "width": atlas.layout.width, "height": atlas.layout.height, "k": atlas.k, "pool": atlas.pool,
+            "crops": crops,
+            "change": change,
+            "since": layer.atlas[i - 1].step if change is not None and i > 0 else None,
+        })  # fmt: skip
+    notes = []
+    if not layer.atlas:
+        with_atlas = [name for name, other in index.layers.items() if other.atlas]
+        notes.append(f"No feature atlas was logged for layer {_echo(layer.name)}; " + (
+            f"layers with one: {with_atlas}." if with_atlas else "ActivationLogger(atlas=...) was not used."
+        ))
+    elif all(entry["crops"] is None for entry in steps):
+        notes.append(f"Channel {channel} is in none of the layer's atlas pictures: "
+                     "an atlas shows the channels of the grid's tiles.")
+    if layer.atlas_problem:
+        notes.append(f"Atlas steps left out: {layer.atlas_problem}")
+    return {
+        "run": index.name, "layer": layer.name, "channel": channel, "version": index.version,
+        "step_axis": index.step_axis, "steps": steps, "note": " ".join(notes) or None,
     }  # fmt: skip
 
 

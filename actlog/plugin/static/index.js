@@ -9,6 +9,7 @@
 //   view_overview.js  every layer at one step, with sparklines
 //   view_layer.js     one layer at two steps; tiles placed by the backend's boxes
 //   view_channel.js   one channel through every step: filmstrip and charts
+//   view_atlas.js     the channel's top-k atlas crops at the slider's step
 //   charts.js, dom.js drawing helpers
 //
 // This module wires them: it turns what the person does and what the poll
@@ -17,7 +18,7 @@
 import {ApiError, Latest, getJson, isAbort} from './api.js';
 import {el} from './dom.js';
 import {Poller, report, reportUncaught} from './live.js';
-import {images, nearest, preload, state, stepWord, timings} from './state.js';
+import {atStepOrBefore, images, nearest, preload, state, stepWord, timings} from './state.js';
 import {ChannelView} from './view_channel.js';
 import {Controls} from './view_controls.js';
 import {LayerView} from './view_layer.js';
@@ -35,6 +36,7 @@ const requests = {
   series: new Latest(), // /steps of the layer on screen and its images
   poll: new Latest(), // the poll's /steps
   channel: new Latest(), // /channel
+  atlas: new Latest(), // /atlas and its pictures
 };
 let ticks = 0;
 
@@ -235,7 +237,10 @@ function showTimeline() {
   controls.setSteps(series.steps.map((s) => s.step), state.index, word);
   const step = series.steps[state.index].step;
   layerView.setCaption(`${word} ${step} (current)`);
-  if (state.channel !== null) channelView.setCurrent(step);
+  if (state.channel !== null) {
+    channelView.setCurrent(step);
+    guard(showAtlas());
+  }
 }
 
 // -- overview -------------------------------------------------------------------
@@ -337,6 +342,7 @@ async function refreshSeries() {
     channelView.syncFrames(body, stepWord(), (key) => images.peek(key)?.image);
     channelView.setCurrent(state.step);
     guard(loadStats());
+    guard(loadAtlas());
   }
   await Promise.all(shows);
   preloadSeries(requests.series.controller.signal);
@@ -351,27 +357,75 @@ function openChannel(channel) {
   layerView.setChannelOpen(true);
   channelView.syncFrames(state.series, stepWord(), (key) => images.peek(key)?.image);
   channelView.setCurrent(state.step);
+  state.atlas = null;
   guard(loadStats());
+  guard(loadAtlas());
 }
 
-async function loadStats() {
+/**
+ * A route of the followed channel (/channel, /atlas); null when the person moved
+ * on while it came. `problem(err)` shows a failure where the answer would have gone.
+ */
+async function channelJson(route, request, problem) {
   const channel = state.channel;
   const series = state.series;
   let body;
   try {
-    body = await getJson('channel', {run: series.run, layer: series.layer, channel},
-        {signal: requests.channel.next()});
+    body = await getJson(route, {run: series.run, layer: series.layer, channel}, {signal: request.next()});
   } catch (err) {
-    if (isAbort(err)) return;
-    channelView.setProblem(`No statistics: ${err.message}`);
+    if (isAbort(err)) return null;
+    problem(err);
     throw err;
   }
-  if (state.channel !== channel || state.series.layer !== series.layer) return;
-  channelView.setStats(body.stats, state.series.steps.map((s) => s.step), stepWord());
+  return state.channel === channel && state.series?.layer === series.layer ? body : null;
+}
+
+async function loadStats() {
+  const body = await channelJson('channel', requests.channel,
+      (err) => channelView.setProblem(`No statistics: ${err.message}`));
+  if (body) channelView.setStats(body.stats, state.series.steps.map((s) => s.step), stepWord());
+}
+
+/** The channel's atlas at every atlas step; then its crops at the slider's step. */
+async function loadAtlas() {
+  const body = await channelJson('atlas', requests.atlas,
+      (err) => channelView.atlas.setProblem(`No atlas: ${err.message}`));
+  if (!body) return;
+  state.atlas = body;
+  await showAtlas();
+}
+
+/** Crops of the atlas step at or before the slider's step, once its picture is here. */
+async function showAtlas() {
+  const body = state.atlas;
+  if (!body) return; // on its way
+  const panel = channelView.atlas;
+  if (!body.steps.length) {
+    panel.absent(body.note || 'No feature atlas for this layer.');
+    return;
+  }
+  const entry = atStepOrBefore(body.steps, state.step);
+  if (!entry) {
+    panel.clear(`No atlas at or before ${stepWord()} ${state.step}: the first is at ${body.steps[0].step}.`);
+    return;
+  }
+  let decoded;
+  try {
+    decoded = await images.get(entry.key, requests.atlas.controller.signal);
+  } catch (err) {
+    if (isAbort(err)) return;
+    panel.setProblem(`The atlas picture of ${stepWord()} ${entry.step} could not be shown: ${err.message}`);
+    throw err;
+  }
+  // The person (or a poll) may have moved on while the picture came.
+  if (state.atlas !== body || atStepOrBefore(body.steps, state.step) !== entry) return;
+  panel.show(entry, decoded.image, stepWord(), state.step, body.channel, body.note);
 }
 
 function closeChannel() {
   state.channel = null;
+  state.atlas = null;
+  requests.atlas.abort();
   requests.channel.abort();
   channelView.hide();
   layerView.follow(null);

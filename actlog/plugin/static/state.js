@@ -19,6 +19,7 @@ export const state = {
   index: 0, // position of the current step in series.steps
   compareIndex: 0, // position of the compared step
   channel: null, // channel followed in the channel view
+  atlas: null, // /atlas body of that channel: its crops at every atlas step
 };
 
 /** A bounded ring of numbers: the newest `limit` values pushed. */
@@ -154,6 +155,13 @@ export function nearest(steps, step) {
   let i = steps.length - 1;
   while (i > 0 && value(i) > step) i -= 1;
   return Math.max(i, 0);
+}
+
+/** The entry of `steps` (from /atlas) at or before `step`, else null. */
+export function atStepOrBefore(steps, step) {
+  let found = null;
+  for (const entry of steps) if (entry.step <= step) found = entry;
+  return found;
 }
 
 /** The box [y, x, height, width] of `channel` in a layout from /steps, or null when it shows none. */

@@ -1,10 +1,12 @@
 // One channel followed through every step: a filmstrip of its tile (cut out
-// of each step's grid with the box the backend gave for that step's layout)
-// and its statistics as charts with axes and a hover readout.
+// of each step's grid with the box the backend gave for that step's layout),
+// its statistics as charts with axes and a hover readout, and beside them its
+// top-k examples from the feature atlas (view_atlas.js).
 
 import {lineChart} from './charts.js';
 import {el, onResize} from './dom.js';
 import {boxOf} from './state.js';
+import {AtlasPanel} from './view_atlas.js';
 
 const FRAME_HEIGHT = 64;
 const STATS = [
@@ -21,14 +23,17 @@ export class ChannelView {
     this.close = el('button', {id: 'actlog-channel-close', type: 'button', className: 'text-button', textContent: 'Close'});
     this.filmstrip = el('div', {id: 'actlog-filmstrip', className: 'filmstrip'});
     this.plot = el('div', {id: 'actlog-stats-plot', className: 'plot'});
+    this.atlas = new AtlasPanel();
     this.root = el('section', {id: 'actlog-channel-view', className: 'channel-view card', hidden: true}, {}, [
       el('div', {className: 'channel-head'}, {}, [this.title, this.close]),
-      this.filmstrip,
-      this.plot,
+      el('div', {className: 'channel-body'}, {}, [
+        el('div', {className: 'channel-time'}, {}, [this.filmstrip, this.plot]),
+        this.atlas.root,
+      ]),
     ]);
     this.close.addEventListener('click', () => on.close());
     this.stats = null;
-    onResize(this.root, () => this.drawCharts());
+    onResize(this.plot, () => this.drawCharts()); // its column narrows while the atlas panel is beside it
   }
 
   open(layerName, channel) {
@@ -39,6 +44,7 @@ export class ChannelView {
     this.filmstrip.textContent = '';
     this.stats = null;
     this.plot.textContent = 'loading statistics\u2026';
+    this.atlas.clear('loading the atlas\u2026');
   }
 
   hide() {

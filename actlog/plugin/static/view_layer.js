@@ -73,6 +73,7 @@ export class LayerView {
       ['output', describeShape(layer.output_shape)],
       ['tiles', `${layer.shown} of ${layer.channels} channels`],
       ['norm', Array.isArray(layer.norm) ? layer.norm.join(' to ') : layer.norm], ['colours', layer.cmap],
+      ['atlas', layer.atlas ? `top ${layer.atlas.k} of ${layer.atlas.pool}` : null],
     ];
     for (const [term, value] of rows) {
       if (value === null || value === undefined || value === '') continue;
