@@ -282,18 +282,11 @@ class ProbeFunction:
             rows, cols, _, _ = stats.sketch_shape(height, width)
             self.sketch_shapes.append((k, rows, cols, channels))
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
-        accelerated = backend.accelerated()
-        self.chunk = k if accelerated else probe_chunk(k, max(sizes, default=0) // max(k, 1))
-        self._chunks = [
-            keras.tree.map_structure(lambda t, s=start: t[s : s + self.chunk], inputs)
-            for start in range(0, k, self.chunk)
-        ]
         self._parts = []
-        budget = ACCELERATOR_PART_BYTES if accelerated else PART_BYTES
+        budget = ACCELERATOR_PART_BYTES if backend.accelerated() else PART_BYTES
         for indices in memory_groups(sizes, max(budget, max(sizes, default=0))):
             part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices], backend.ops)
-            sketches = [self._slice(z, 0) for z in _pick(self.zero_sketches(), indices)]
-            args = (self._chunks[0], _pick(self.first_channels(), indices), sketches)
+            args = (inputs, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
 
     def first_channels(self) -> list[Any]:
@@ -342,21 +335,9 @@ class ProbeFunction:
 
     def run_parts(self, channels: list[Any], previous: list[Any]) -> Any:
         """Run the parts one after the other: yields ``(layer indices, their results)``, so that
-        a caller can hand each part on before the next one runs. Within a part, the probes go
-        through in chunks of :attr:`chunk` (see :func:`probe_chunk`), joined on the device."""
+        a caller can hand each part on before the next one runs."""
         for indices, _, fn in self._parts:
-            mine, before = _pick(channels, indices), _pick(previous, indices)
-            chunks = [
-                fn(inputs, mine, [self._slice(b, n) for b in before])
-                for n, inputs in enumerate(self._chunks)
-            ]
-            yield indices, chunks[0] if len(chunks) == 1 else _join(self.backend.ops, chunks)
-
-    def _slice(self, array: Any, n: int) -> Any:
-        """Chunk ``n`` of an array with the probes first."""
-        if self.chunk == array.shape[0]:
-            return array
-        return array[n * self.chunk : (n + 1) * self.chunk]
+            yield indices, fn(self.inputs, _pick(channels, indices), _pick(previous, indices))
 
 
 PART_BYTES = 128 * 2**20
@@ -367,34 +348,6 @@ after the other, so that an event's memory does not grow with the number of laye
 ACCELERATOR_PART_BYTES = 2**30
 """:data:`PART_BYTES` when the model runs on a GPU or TPU: device memory is plentiful and
 the host never sees the raw activations, while each extra part is another forward pass."""
-
-
-CHUNK_BYTES = 8 * 2**20
-"""On the host's memory, probes go through the probe function a few at a time when the
-largest watched layer is big: a chunk's activations of that layer stay under the larger of
-this and a quarter of its activations for all probes, so that an event's reductions (a few
-float32 copies of a layer's tiles at once) hold no more than one layer's activations."""
-
-
-def probe_chunk(probes: int, largest_per_probe: int) -> int:
-    """How many probes one call of the probe function takes: the largest divisor of
-    ``probes`` (one compiled shape) within :data:`CHUNK_BYTES` (see there)."""
-    allowance = max(CHUNK_BYTES, probes * largest_per_probe // 4, largest_per_probe)
-    return max(c for c in range(1, probes + 1) if probes % c == 0 and c * largest_per_probe <= allowance)
-
-
-def _join(ops: Any, chunks: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per layer, the results of the probe chunks as one: probes concatenated, sums combined."""
-    joined = []
-    for layer in zip(*chunks, strict=True):
-        joined.append({
-            "levels": ops.concatenate([c["levels"] for c in layer], axis=0),
-            "nonfinite": ops.concatenate([c["nonfinite"] for c in layer], axis=0),
-            "sketch": ops.concatenate([c["sketch"] for c in layer], axis=0),
-            "sums": stats.combine(ops, [c["sums"] for c in layer]),
-            "drift": ops.sum(ops.stack([c["drift"] for c in layer]), axis=0),
-        })
-    return joined
 
 
 def memory_groups(sizes: Sequence[int], budget: int) -> list[list[int]]:

@@ -58,30 +58,6 @@ def stack(xp: Any, values: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return xp.stack([values[key] for key in keys])
 
 
-def combine(xp: Any, parts: list[Any]) -> Any:
-    """Stacked sums (:data:`SUMS`) of disjoint sets of probes as the sums of all of them.
-
-    Squared deviations are combined around the overall mean (Chan et al.'s parallel
-    formula); ``activity`` is weighted by each part's count of finite values.
-    """
-    if len(parts) == 1:
-        return parts[0]
-    rows = xp.stack(parts)  # (parts, len(SUMS), C)
-    count, total = xp.sum(rows[:, 0], axis=0), xp.sum(rows[:, 1], axis=0)
-    mean = total / xp.maximum(count, 1.0)
-    part_mean = rows[:, 1] / xp.maximum(rows[:, 0], 1.0)
-    spread = rows[:, 0] * (part_mean - mean) * (part_mean - mean)
-    return xp.stack([
-        count,
-        total,
-        xp.sum(rows[:, 2] + spread, axis=0),
-        xp.sum(rows[:, 3], axis=0),
-        xp.max(rows[:, 4], axis=0),
-        xp.min(rows[:, 5], axis=0),
-        xp.sum(rows[:, 6] * rows[:, 0], axis=0) / xp.maximum(count, 1.0),
-    ])
-
-
 def unstack(array: Any, keys: tuple[str, ...]) -> dict[str, Any]:
     """Inverse of :func:`stack`; a dict is returned as it is."""
     if isinstance(array, dict):

@@ -99,36 +99,6 @@ def test_compiled_once_and_chosen_channels_are_an_argument(tiny_model, tiny_prob
     assert fn.traces == EXPECTED_TRACES
 
 
-def test_probes_in_chunks_give_what_one_call_gives(tiny_model, tiny_data, monkeypatch):
-    """Big layers on the host: the probes go through a few at a time, joined on the device."""
-    probes = tiny_data[0][:4]
-    whole, plans = _function(tiny_model, ["conv_0", "conv_1"], probes)
-    monkeypatch.setattr(probe, "CHUNK_BYTES", 1)
-    chunked, _ = _function(tiny_model, ["conv_0", "conv_1"], probes)
-    assert whole.chunk == 4 and chunked.chunk == 1
-    for fn in (whole, chunked):
-        fn.out = fn(fn.first_channels(), fn.zero_sketches())
-        fn.again = _host(fn(fn.first_channels(), [o["sketch"] for o in fn.out]))
-    for a, b in zip(_host(whole.out), _host(chunked.out), strict=True):
-        np.testing.assert_array_equal(a["levels"], b["levels"])  # pixel for pixel
-        np.testing.assert_allclose(a["sums"], b["sums"], rtol=1e-5, atol=1e-6)
-    for a, b in zip(whole.again, chunked.again, strict=True):
-        np.testing.assert_allclose(a["drift"], b["drift"], rtol=1e-5, atol=1e-6)
-    assert chunked.traces == EXPECTED_TRACES
-
-
-def test_combined_sums_equal_the_sums_of_everything():
-    rng = np.random.default_rng(3)
-    acts = rng.normal(size=(6, 5, 4)).astype(np.float32)
-    acts[2, 1, 3] = np.nan
-    parts = [stats.stack(NUMPY, {**stats.reduce_layer(NUMPY, a),
-                                 "activity": stats.activity(NUMPY, grid.batch_maps(NUMPY, a))}, stats.SUMS)
-             for a in (acts[:2], acts[2:3], acts[3:])]
-    whole = stats.stack(NUMPY, {**stats.reduce_layer(NUMPY, acts),
-                                "activity": stats.activity(NUMPY, grid.batch_maps(NUMPY, acts))}, stats.SUMS)
-    np.testing.assert_allclose(stats.combine(NUMPY, parts), whole, rtol=1e-5, atol=1e-6)
-
-
 def test_drift_sums_compare_with_the_previous_sketch(tiny_model, tiny_probes):
     fn, _ = _function(tiny_model, ["conv_0"], tiny_probes)
     first = fn(fn.first_channels(), fn.zero_sketches())

@@ -46,7 +46,6 @@ class _TorchOps:
     round = staticmethod(torch.round)
     reshape = staticmethod(torch.reshape)
     stack = staticmethod(torch.stack)
-    concatenate = staticmethod(lambda arrays, axis=0: torch.cat(arrays, dim=axis))
     equal = staticmethod(torch.eq)
     expand_dims = staticmethod(torch.unsqueeze)
     moveaxis = staticmethod(torch.movedim)
