@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
-from actlog import __version__
+from actlog.version import __version__
 
 EXIT_OK = 0
 EXIT_USAGE = 2
