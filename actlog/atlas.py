@@ -104,6 +104,7 @@ PAD = 8
 BACKGROUND = 255
 """Gray level of gaps, padding and empty slots: white, apart from the faded context."""
 
+
 OUTSIDE = ((40, 64, 120), (96, 128, 184))
 """The two colours of the checkerboard drawn where a crop lies outside the image."""
 
@@ -134,6 +135,15 @@ class AtlasOptions:
     k: int
     freq: int
     batch: int
+
+
+def side_by_side(crops: np.ndarray, gap: int = GAP) -> np.ndarray:
+    """``(k, h, w, c)`` crops in one row, best first, ``gap`` pixels of :data:`BACKGROUND` apart."""
+    k, height, width, depth = crops.shape
+    row = np.full((height, k * width + (k - 1) * gap, depth), BACKGROUND, np.uint8)
+    for rank, crop in enumerate(crops):
+        row[:, rank * (width + gap) : rank * (width + gap) + width] = crop
+    return row
 
 
 def check_options(atlas: Any, *, k: Any, freq: Any, batch: Any) -> AtlasOptions | None:

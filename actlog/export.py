@@ -151,11 +151,7 @@ def atlas_frames(
     steps = run.atlas_steps(layer)
     images = []
     for step in _each(steps, progress):
-        crops = run.atlas(layer, step).crops(channel)
-        k, height, width, depth = crops.shape
-        strip = np.full((height, k * width + (k - 1) * GAP, depth), atlas.BACKGROUND, np.uint8)
-        for rank, pixels in enumerate(crops):
-            strip[:, rank * (width + GAP) : rank * (width + GAP) + width] = pixels
+        strip = atlas.side_by_side(run.atlas(layer, step).crops(channel), gap=GAP)
         images.append(_upscale(strip, scale or 1))
     return steps, images
 

@@ -31,15 +31,6 @@ PAPER = (255, 255, 255)
 GAP = 12
 
 
-def strip(crops: np.ndarray) -> np.ndarray:
-    """``(k, h, w, 3)`` crops side by side, ``atlas.GAP`` pixels apart, as the atlas draws them."""
-    k, height, width, _ = crops.shape
-    out = np.full((height, k * width + (k - 1) * atlas.GAP, 3), atlas.BACKGROUND, np.uint8)
-    for rank, crop in enumerate(crops):
-        out[:, rank * (width + atlas.GAP) : rank * (width + atlas.GAP) + width] = crop
-    return out
-
-
 def font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -54,7 +45,7 @@ def picture(run: actlog.reader.Run, layer: str, count: int) -> Image.Image:
     tied = last.value[:, 0] == last.value[:, -1]
     ranked = sorted(range(len(last.channels)), key=lambda row: (tied[row], kept[row], -last.value[row, 0]))
     channels = [last.channels[row] for row in sorted(ranked[:count])]
-    rows = [(c, strip(first.crops(c)), strip(last.crops(c))) for c in channels]
+    rows = [(c, atlas.side_by_side(first.crops(c)), atlas.side_by_side(last.crops(c))) for c in channels]
     text = font(15)
     label_width, note_width, header = 110, 130, 30
     crops_width = rows[0][1].shape[1]
