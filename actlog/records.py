@@ -13,7 +13,7 @@ CRC-32C comes from ``google-crc32c`` (a maintained C implementation: about
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import google_crc32c
@@ -31,18 +31,23 @@ def masked_crc32c(data: bytes | memoryview) -> int:
 
 def frame(data: bytes) -> bytes:
     """``data`` as one record."""
-    return b"".join(frame_parts([data]))
+    return b"".join(frame_stream([data], len(data)))
 
 
-def frame_parts(parts: Sequence[bytes]) -> list[bytes]:
-    """One record whose data is the concatenation of ``parts``, as a list of pieces to write
-    in order: a record of many megabytes is never copied into one buffer."""
-    size = sum(len(part) for part in parts)
+def frame_stream(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """One record whose data is the concatenation of ``pieces`` (``size`` bytes in all), as
+    pieces to write in order. ``pieces`` is read once, as it is written, with the CRC computed
+    on the way: a record of hundreds of megabytes never needs to be in memory at once."""
     length = struct.pack("<Q", size)
-    crc = 0
-    for part in parts:
-        crc = google_crc32c.extend(crc, part)
-    return [length + _FOOTER.pack(masked_crc32c(length)), *parts, _FOOTER.pack(_mask(crc))]
+    yield length + _FOOTER.pack(masked_crc32c(length))
+    crc, seen = 0, 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+        seen += len(piece)
+        yield piece
+    if seen != size:
+        raise ValueError(f"a record announced {size} bytes of data and got {seen}")
+    yield _FOOTER.pack(_mask(crc))
 
 
 def _mask(crc: int) -> int:

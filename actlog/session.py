@@ -36,7 +36,7 @@ from actlog.layers import resolve
 from actlog.maximize import MaximizeOptions, MaximizePass
 from actlog.runs import Destination
 from actlog.worker import Worker
-from actlog.writer import RunWriter
+from actlog.writer import RunWriter, Spool
 
 PIXEL_BUDGET = 24 * 2**20
 """Grid pixels per event above which actlog warns that the chosen layers are costly
@@ -343,7 +343,7 @@ class Session:
                 for h, mask in zip(fetch(), masks, strict=True)
             ]
             body, nonfinite = self._assemblers[event.run].layers(indices, results)
-            event.parts.append(body)
+            event.body.append(body)
             event.nonfinite += nonfinite
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             event.error = err
@@ -359,10 +359,12 @@ class Session:
                     "nonfinite", f"layer {name!r} has NaN or Inf activations at step {event.step}"
                 )
             header = self._assemblers[event.run].header() if event.first else None
-            pieces = [header, *event.parts] if header is not None else event.parts
+            pieces = [header, event.body] if header is not None else [event.body]
             self._writer(event.run).write(event.step, pieces, header=header)
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             self.faults.report(*classify(err, what), err)
+        finally:
+            event.body.close()
 
     def _writer(self, run: str) -> RunWriter:
         writer = self._writers.get(run)
@@ -397,7 +399,7 @@ class _Event:
     step: int
     first: bool
     has_previous: bool
-    parts: list[bytes] = field(default_factory=list)
+    body: Spool = field(default_factory=Spool)  # the layers' Summary values, part after part
     nonfinite: list[str] = field(default_factory=list)
     error: BaseException | None = None
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from tensorboard.compat.proto import event_pb2
 
@@ -43,13 +44,60 @@ def encode_event(step: int, summary: bytes, wall_time: float | None = None) -> b
     return b"".join(encode_event_parts(step, [summary], wall_time))
 
 
-def encode_event_parts(step: int, summary: Sequence[bytes], wall_time: float | None = None) -> list[bytes]:
+def encode_event_parts(
+    step: int, summary: Sequence[bytes | Spool], wall_time: float | None = None
+) -> list[bytes | Spool]:
     """:func:`encode_event` as pieces: the ``Summary`` (given as pieces that concatenate into
     it) goes in as field 5 (``Event.summary``) without being parsed or copied again: an event
     of many grids is megabytes of PNG."""
     head = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time, step=step)
     size = sum(len(piece) for piece in summary)
     return [head.SerializeToString() + b"\x2a" + _varint(size), *summary]
+
+
+SPOOL_BYTES = 8 * 2**20
+"""Bytes of an event a :class:`Spool` keeps in memory; the rest waits in a temporary file."""
+
+
+class Spool:
+    """An event's serialized ``Summary`` while it is made, a few layers at a time.
+
+    Up to :data:`SPOOL_BYTES` it stays in memory; beyond, it moves to an anonymous
+    temporary file (:func:`tempfile.gettempdir`, removed on :meth:`close` or exit), so
+    an event of hundreds of layers never holds all its PNGs at once: the writer
+    streams it into the record in chunks.
+    """
+
+    CHUNK = 2**22
+
+    def __init__(self, limit: int = SPOOL_BYTES) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=limit)  # noqa: SIM115 - closed by close()
+        self._size = 0
+
+    def append(self, data: bytes) -> None:
+        self._file.write(data)
+        self._size += len(data)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes appended so far, in order, a few MB at a time."""
+        self._file.seek(0)
+        while chunk := self._file.read(self.CHUNK):
+            yield chunk
+        self._file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _chunks(pieces: Sequence[bytes | Spool]) -> Iterator[bytes]:
+    for piece in pieces:
+        if isinstance(piece, Spool):
+            yield from piece.chunks()
+        else:
+            yield piece
 
 
 def _varint(value: int) -> bytes:
@@ -95,12 +143,15 @@ class RunWriter:
         """The event file being appended to, if one is open."""
         return None if self._file is None else self._file.path
 
-    def write(self, step: int, summary: bytes | Sequence[bytes], *, header: bytes | None = None) -> None:
+    def write(
+        self, step: int, summary: bytes | Sequence[bytes | Spool], *, header: bytes | None = None
+    ) -> None:
         """Append one event at ``step`` and make sure it reached its file.
 
         Args:
             step: the event's step.
-            summary: the serialized ``Summary`` of the event, or pieces that concatenate into it.
+            summary: the serialized ``Summary`` of the event, or pieces that concatenate into it
+                (bytes, or a :class:`Spool`, streamed into the record).
             header: the part of ``summary`` (manifest, layer table, probe images)
                 that a new file of this run must start with; remembered for later
                 files. Events without one get the last header prepended when they
@@ -123,7 +174,8 @@ class RunWriter:
                 self._open()
                 if header is None:
                     pieces = [self._header, *pieces]  # concatenated messages merge
-            self._file.append(records.frame_parts(encode_event_parts(step, pieces)))
+            data = encode_event_parts(step, pieces)
+            self._file.append(records.frame_stream(_chunks(data), sum(len(piece) for piece in data)))
         except Exception:
             # A half-written record would end every reader's pass over this file:
             # later events go to a new one.

@@ -18,7 +18,7 @@ from tensorboard.compat.proto import summary_pb2
 from actlog import metadata, records, storage
 from actlog.event import EventAssembler, LayerPlan, LayerResult
 from actlog.grid import plan_layout
-from actlog.writer import EventFileLost, RunWriter, encode_event
+from actlog.writer import EventFileLost, RunWriter, Spool, encode_event
 
 
 def test_crc32c_known_values():
@@ -56,6 +56,26 @@ def _scalar(tag: str, value: float) -> bytes:
     summary = summary_pb2.Summary()
     summary.value.add(tag=tag, simple_value=value)
     return summary.SerializeToString()
+
+
+def test_an_event_larger_than_the_spool_streams_through_a_temporary_file(tmp_path, read_run):
+    """An event made part after part moves to a temporary file past the spool's limit and is
+    streamed into one record, CRC computed on the way: readable by TensorBoard like any other."""
+    values = [(f"layer_{i}/mean", float(i)) for i in range(3000)]
+    body = Spool(limit=4096)
+    for start in range(0, len(values), 100):  # parts of 100 layers, as the background makes them
+        body.append(b"".join(_scalar(tag, value) for tag, value in values[start : start + 100]))
+    assert body._file._rolled and len(body) > 4096 * 10  # on disk, not in memory
+    writer = RunWriter(storage.LocalStorage(), str(tmp_path / "run"))
+    writer.write(3, [_scalar("first", 0.5), body])
+    writer.write(4, [body])  # a spool can be read again: the same bytes
+    body.close()
+    writer.close()
+    run = read_run(tmp_path / "run")
+    assert run["first"] == [(3, 0.5)]
+    assert run["layer_2999/mean"] == [(3, 2999.0), (4, 2999.0)] and len(run) == 3001
+    with pytest.raises(ValueError, match="announced 5 bytes of data and got 4"):
+        list(records.frame_stream([b"ab", b"cd"], 5))
 
 
 def _header() -> bytes:
