@@ -28,6 +28,11 @@ leave the device: the shown channels as uint8 levels (:func:`actlog.grid.levels`
 per-channel sums for the statistics and a small sketch for drift
 (:mod:`actlog.stats`). Compiling is the backend's business
 (:mod:`actlog.backends`): traced once, run in inference mode, never retraced.
+
+Many large watched layers are split over several compiled parts, run one after
+the other (:data:`PART_BYTES`); in a functional graph the parts are segments
+that each start where the previous one stopped (:mod:`actlog.segments`), so an
+event still runs every layer once.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from actlog import grid, stats
+from actlog import grid, segments, stats
 from actlog.backends import Backend
 from actlog.event import LayerPlan
 from actlog.layers import Trace, Watched
@@ -273,6 +278,7 @@ class ProbeFunction:
         backend: Backend,
     ) -> None:
         self.plans = list(plans)
+        self.watched = list(watched)
         self.inputs = inputs
         self.backend = backend
         k = _count(inputs)
@@ -282,11 +288,21 @@ class ProbeFunction:
             rows, cols, _, _ = stats.sketch_shape(height, width)
             self.sketch_shapes.append((k, rows, cols, channels))
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
+        accelerated, largest = backend.accelerated(), max(sizes, default=0)
+        groups = memory_groups(sizes, max(ACCELERATOR_PART_BYTES if accelerated else PART_BYTES, largest))
+        cut = None
+        if len(groups) > 1 and _symbolic_model(runner, watched) is not None:
+            # Parts that share one pass cost no extra forward pass: on the host they can be smaller.
+            shared = groups if accelerated else memory_groups(sizes, max(SEGMENT_BYTES, largest))
+            cut = segments.cut(runner, [[watched[i].layer.output for i in g] for g in shared])
+            if cut is not None:
+                groups = shared
         self._parts = []
-        budget = ACCELERATOR_PART_BYTES if backend.accelerated() else PART_BYTES
-        for indices in memory_groups(sizes, max(budget, max(sizes, default=0))):
-            part = _Part(runner, [watched[i] for i in indices], [self.plans[i] for i in indices], backend.ops)
-            args = (inputs, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
+        for g, indices in enumerate(groups):
+            forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
+            part = _Part(forward, [self.plans[i] for i in indices], backend.ops)
+            example = forward.specs(k) if part.chained else inputs
+            args = (example, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
 
     def first_channels(self) -> list[Any]:
@@ -304,12 +320,10 @@ class ProbeFunction:
 
     @property
     def strategy(self) -> str:
-        """``"symbolic"`` or ``"capture"`` (see the module docstring)."""
-        return self._parts[0][1].forward.strategy
-
-    @property
-    def watched(self) -> list[Watched]:
-        return [w for _, part, _ in self._parts for w in part.forward.watched]
+        """``"symbolic"``, ``"capture"`` (see the module docstring) or ``"segments"`` (parts that
+        share one pass: :mod:`actlog.segments`)."""
+        forward = self._parts[0][1].forward
+        return "segments" if isinstance(forward, segments.Segment) else forward.strategy
 
     @property
     def parts(self) -> int:
@@ -336,14 +350,24 @@ class ProbeFunction:
     def run_parts(self, channels: list[Any], previous: list[Any]) -> Any:
         """Run the parts one after the other: yields ``(layer indices, their results)``, so that
         a caller can hand each part on before the next one runs."""
-        for indices, _, fn in self._parts:
-            yield indices, fn(self.inputs, _pick(channels, indices), _pick(previous, indices))
+        carry = self.inputs
+        for indices, part, fn in self._parts:
+            results, carry = fn(carry if part.chained else self.inputs,
+                                _pick(channels, indices), _pick(previous, indices))
+            yield indices, results
 
 
 PART_BYTES = 128 * 2**20
 """Raw activations (all probes) one compiled part of the probe function reaches at most,
 unless a single layer is larger: many large layers are split over several parts, run one
-after the other, so that an event's memory does not grow with the number of layers."""
+after the other, so that an event's memory does not grow with the number of layers.
+Each part runs the model from the probes, except where the graph can be cut into
+segments (:data:`SEGMENT_BYTES`)."""
+
+SEGMENT_BYTES = 8 * 2**20
+""":data:`PART_BYTES` where the parts are segments of one functional graph
+(:mod:`actlog.segments`), each starting where the previous one stopped: smaller parts
+then cost no extra forward pass, so an event holds about one large layer at a time."""
 
 ACCELERATOR_PART_BYTES = 2**30
 """:data:`PART_BYTES` when the model runs on a GPU or TPU: device memory is plentiful and
@@ -370,20 +394,26 @@ def _pick(values: Sequence[Any], indices: Sequence[int]) -> list[Any]:
 
 
 class _Part:
-    """The compiled body of one part: forward pass of its layers, then their reductions."""
+    """The compiled body of one part: forward pass of its layers, then their reductions.
 
-    def __init__(self, runner: Any, watched: Sequence[Watched], plans: Sequence[LayerPlan],
-                 ops: Any) -> None:
-        self.forward = Forward(runner, watched)
+    ``part(inputs, channels, previous) -> (results, carry)``: ``inputs`` are the probes,
+    or for a segment after the first (:attr:`chained`) the previous segment's carry.
+    """
+
+    def __init__(self, forward: Forward | segments.Segment, plans: Sequence[LayerPlan], ops: Any) -> None:
+        self.forward = forward
+        self.chained = isinstance(forward, segments.Segment) and not forward.first
         self.plans = list(plans)
         self.ops = ops
 
-    def __call__(self, inputs: Any, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
+    def __call__(self, inputs: Any, channels: list[Any], previous: list[Any]) -> tuple[list[Any], list[Any]]:
         ops = self.ops
+        if isinstance(self.forward, segments.Segment):
+            outputs, carry = self.forward(inputs)
+        else:
+            outputs, carry = self.forward(inputs), []
         results = []
-        for output, index, before, plan in zip(
-            self.forward(inputs), channels, previous, self.plans, strict=True
-        ):
+        for output, index, before, plan in zip(outputs, channels, previous, self.plans, strict=True):
             acts = channels_last(ops.cast(output, "float32"), plan.data_format)
             maps = grid.batch_maps(ops, acts)
             sums = stats.reduce_layer(ops, acts)
@@ -397,7 +427,7 @@ class _Part:
                 "drift": stats.stack(ops, stats.drift_sums(ops, sketch, before), stats.DRIFT),
                 "sketch": sketch,
             })
-        return results
+        return results, carry
 
 
 def _count(inputs: Any) -> int:

@@ -7,7 +7,9 @@ is inside the measured window). It prints the peak resident set size of each,
 the extra peak actlog adds, how much of it setup keeps (the compiled probe
 function: resident growth over ``on_train_begin``), an event's own peak (the
 resident peak during the event above the resident size just before it, from
-``/proc/self/status`` after resetting ``VmHWM``; Linux), and the target: the raw
+``/proc/self/status`` after resetting ``VmHWM``; Linux) for the first event (which
+also runs each compiled function for the first time) and the later ones, and the
+target: the raw
 activations of the largest watched layer for all probes, plus a few MB. The
 same is printed for ``layers="*"`` (every spatial layer: 174 layers of
 ResNet50) for scale.
@@ -90,7 +92,7 @@ def _child(model_name: str, layers: str, steps: int, events: int, batch: int) ->
         y = np.zeros_like(x)
     probes = x[:PROBES] if len(x) >= PROBES else np.concatenate([x] * PROBES)[:PROBES]
     logger = None
-    out: dict = {"event_peak_mb": 0.0}
+    out: dict = {"event_peaks_mb": []}
     if layers != "off":
         spec = None if layers == "none" else "*"
         logger = actlog.ActivationLogger(tempfile.mkdtemp(), probes, layers=spec, background=False)
@@ -107,7 +109,7 @@ def _child(model_name: str, layers: str, steps: int, events: int, batch: int) ->
             before = _status("VmRSS")
             logger.log_now(step)
             if fresh:
-                out["event_peak_mb"] = max(out["event_peak_mb"], _status("VmHWM") - before)
+                out["event_peaks_mb"].append(_status("VmHWM") - before)
     seconds = time.perf_counter() - start
     out.update(peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, seconds=seconds)
     if logger is not None:
@@ -126,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="resnet50,unet")
     parser.add_argument("--layers", default="none,all", help="none (the default choice) and/or all ('*')")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--events", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--events", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -138,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     print(f"backend {backend}; peak RSS of a process that builds the model and trains {args.steps} "
           f"steps (batch {args.batch}); with actlog, {args.events} events of {PROBES} probes in between")
-    print("| model | layers | watched | peak without | peak with | extra peak | of it, setup | an event's "
-          "own peak | target: largest layer x probes + 8 MB | all watched raw | MB per event |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | layers | watched | peak without | peak with | extra peak | setup | first event's "
+          "peak | later events' peak | target: largest layer x probes + 8 MB | all watched raw | "
+          "MB per event |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for model in args.models.split(","):
         runs = {}
         for layers in ["off", *args.layers.split(",")]:
@@ -159,13 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             extra = r["peak_mb"] - base["peak_mb"]
             target = r["largest_mb"] + 8
-            event = r["event_peak_mb"]
+            first, *later = r["event_peaks_mb"] or [float("nan")]
+            event = max(later, default=float("nan"))
             print(
                 f"| {model} | {'None' if layers == 'none' else repr('*')} | {r['layers']} | "
                 f"{base['peak_mb']:.0f} MB | {r['peak_mb']:.0f} MB | {extra:+.0f} MB "
-                f"({'met' if extra <= target else 'over'}) | {r['setup_mb']:.0f} MB | {event:.0f} MB "
-                f"({'met' if event <= target else 'over'}) | {target:.0f} MB | {r['raw_mb']:.0f} MB | "
-                f"{r['event_mb']:.1f} |"
+                f"({'met' if extra <= target else 'over'}) | {r['setup_mb']:.0f} MB | {first:.0f} MB | "
+                f"{event:.0f} MB ({'met' if event <= target else 'over'}) | {target:.0f} MB | "
+                f"{r['raw_mb']:.0f} MB | {r['event_mb']:.1f} |"
             )
     return 0
 

@@ -49,7 +49,8 @@ class Backend:
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
         """Compile ``fn(*args)`` once for ``model`` (the model being trained).
 
-        ``args`` are example arguments with the shapes and dtypes of every call.
+        ``args`` give the shapes and dtypes of every call (tensors, or ``keras.KerasTensor``
+        specs that allocate nothing); they are never run.
         ``eager`` runs ``fn`` as it is (a model with ``run_eagerly=True``).
         """
         raise NotImplementedError
