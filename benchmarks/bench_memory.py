@@ -1,6 +1,6 @@
 """Peak memory with and without actlog on real-size models (ResNet50 at 224, a U-Net at 256).
 
-Each configuration runs in a fresh child process (peak RSS only grows), which
+Each configuration runs in fresh child processes (``--repeat``, medians), each of which
 builds the model, trains ``--steps`` steps and, with actlog, logs ``--events``
 events of 8 probes between them (synchronously, so that every byte of an event
 is inside the measured window). It prints the peak resident set size of each,
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,17 @@ def _child(model_name: str, layers: str, steps: int, events: int, batch: int) ->
     return out
 
 
+def _median(runs: list[dict]) -> dict:
+    """Each figure's median over repeated children (peak RSS moves by tens of MB run to run)."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, list):
+            out[key] = [statistics.median(r[key][i] for r in runs) for i in range(len(value))]
+        elif isinstance(value, float):
+            out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="resnet50,unet")
@@ -131,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--events", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3, help="children per configuration (medians)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -139,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     print(f"backend {backend}; peak RSS of a process that builds the model and trains {args.steps} "
-          f"steps (batch {args.batch}); with actlog, {args.events} events of {PROBES} probes in between")
+          f"steps (batch {args.batch}); with actlog, {args.events} events of {PROBES} probes in between; "
+          f"medians of {args.repeat} processes each")
     print("| model | layers | watched | peak without | peak with | extra peak | setup | first event's "
           "peak | later events' peak | target: largest layer x probes + 8 MB | all watched raw | "
           "MB per event |")
@@ -147,15 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         runs = {}
         for layers in ["off", *args.layers.split(",")]:
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", model, layers, "--steps", str(args.steps),
-                 "--events", str(args.events), "--batch", str(args.batch)],
-                capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            )
-            if done.returncode != 0:
-                print(f"{model} {layers}: failed: {done.stderr.strip().splitlines()[-1:]}")
-                continue
-            runs[layers] = json.loads(done.stdout.strip().splitlines()[-1])
+            found = []
+            for _ in range(args.repeat):
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", model, layers, "--steps", str(args.steps),
+                     "--events", str(args.events), "--batch", str(args.batch)],
+                    capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                )
+                if done.returncode != 0:
+                    print(f"{model} {layers}: failed: {done.stderr.strip().splitlines()[-1:]}")
+                    break
+                found.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            else:
+                runs[layers] = _median(found)
         base = runs.get("off")
         for layers, r in runs.items():
             if layers == "off" or base is None:
