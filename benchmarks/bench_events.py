@@ -20,7 +20,8 @@ model, this prints per event (median over ``--events`` events after warm-up):
 - **compiles**: how many times the probe function was traced after all events
   (1 on TensorFlow and JAX; 0 on PyTorch, which runs it eagerly), and in how
   many parts it runs (more than one when the watched layers' activations
-  exceed 128 MB together: see ``actlog.probe.PART_BYTES``).
+  exceed 128 MB together on the CPU: see ``actlog.probe.PART_BYTES`` and
+  ``SEGMENT_BYTES``).
 - **copied**: MB per event leaving the device, against the raw activations.
 
 Targets: sync <= 1.5x floor; blocked <= 1.5x fwd+copy (the MNIST model, CPU);
