@@ -60,9 +60,8 @@ def test_close_drains_within_its_timeout():
     slow = Worker(max_pending=8)
     for _ in range(5):
         slow.submit(lambda: time.sleep(0.5))
-    started = time.monotonic()
     assert slow.close(timeout=0.3) is False  # jobs left behind with the daemon thread
-    assert time.monotonic() - started < 2
+    assert slow.pending >= 3  # it returned at its timeout, not after draining 2.5 s of jobs
 
 
 def test_an_escaping_error_is_handed_over_and_the_thread_goes_on():
