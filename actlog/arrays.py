@@ -28,3 +28,15 @@ class _Numpy:
 
 NUMPY: Any = _Numpy()
 """numpy as an ``xp`` namespace."""
+
+
+def all_finite(xp: Any, x: Any) -> bool:
+    """True when ``xp`` can tell cheaply, without a device sync, that no value of ``x`` is
+    NaN or infinite (the PyTorch backend on the host); False when it cannot or some is.
+
+    The grid and statistics functions then skip their masks (``all_finite=True``):
+    an eager backend runs each mask as passes of its own over the activations, a
+    compiled one fuses them away and never asks.
+    """
+    check = getattr(xp, "all_finite", None)
+    return bool(check(x)) if check is not None else False

@@ -43,7 +43,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from actlog import grid, segments, stats
+from actlog import arrays, grid, segments, stats
 from actlog.backends import Backend
 from actlog.event import LayerPlan
 from actlog.layers import Trace, Watched
@@ -416,10 +416,12 @@ class _Part:
         for output, index, before, plan in zip(outputs, channels, previous, self.plans, strict=True):
             acts = channels_last(ops.cast(output, "float32"), plan.data_format)
             maps = grid.batch_maps(ops, acts)
-            sums = stats.reduce_layer(ops, acts)
-            sums["activity"] = stats.activity(ops, maps)
-            sketch = stats.sketch(ops, maps)
-            levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap)
+            finite = arrays.all_finite(ops, acts)  # then so are the maps: no masks below
+            sums = stats.reduce_layer(ops, acts, all_finite=finite)
+            sums["activity"] = stats.activity(ops, maps, all_finite=finite)
+            sketch = stats.sketch(ops, maps, all_finite=finite)
+            levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap,
+                                            all_finite=finite)
             results.append({
                 "levels": levels,
                 "nonfinite": nonfinite,

@@ -116,40 +116,56 @@ class LayerStats:
 # --------------------------------------------------------------------------- on the device
 
 
-def reduce_layer(xp: Any, acts: Any) -> dict[str, Any]:
+def reduce_layer(xp: Any, acts: Any, *, all_finite: bool = False) -> dict[str, Any]:
     """Per-channel sums of ``(k, ..., C)`` float32 activations: everything :func:`summarize` needs.
 
     Returns ``count`` (finite values), ``total`` (their sum), ``m2`` (squared
     deviations from the channel's own mean), ``zeros``, ``high`` and ``low``
     (extremes of the finite values; -inf and inf when there are none), each
     float32 ``(C,)``.
+
+    ``all_finite``: the caller has checked that no value is NaN or infinite
+    (:func:`actlog.arrays.all_finite`), so no mask is made: the same bytes, in fewer
+    passes over the activations.
     """
     channels = acts.shape[-1]
     values = xp.reshape(acts, (-1, channels))
-    finite = xp.isfinite(values)
-    clean = xp.where(finite, values, 0.0)
-    count = xp.sum(xp.cast(finite, "float32"), axis=0)
-    total = xp.sum(clean, axis=0)
+    finite = None if all_finite else xp.isfinite(values)
+    total = xp.sum(_finite_or(xp, finite, values, 0.0), axis=0)
+    count = _count(xp, finite, values, total)
     centre = total / xp.maximum(count, 1.0)
-    deviation = xp.where(finite, values - centre, 0.0)
+    deviation = _finite_or(xp, finite, values - centre, 0.0)
+    zero = xp.equal(values, 0.0)
     return {
         "count": count,
         "total": total,
         "m2": xp.sum(deviation * deviation, axis=0),
-        "zeros": xp.sum(xp.cast(xp.logical_and(finite, xp.equal(values, 0.0)), "float32"), axis=0),
-        "high": xp.max(xp.where(finite, values, -np.inf), axis=0),
-        "low": xp.min(xp.where(finite, values, np.inf), axis=0),
+        "zeros": xp.sum(xp.cast(zero if finite is None else xp.logical_and(finite, zero), "float32"), axis=0),
+        "high": xp.max(_finite_or(xp, finite, values, -np.inf), axis=0),
+        "low": xp.min(_finite_or(xp, finite, values, np.inf), axis=0),
     }
 
 
-def activity(xp: Any, maps: Any) -> Any:
+def _finite_or(xp: Any, finite: Any, values: Any, fill: float) -> Any:
+    """``values`` with ``fill`` where they are not finite (``finite`` None: all are)."""
+    return values if finite is None else xp.where(finite, values, fill)
+
+
+def _count(xp: Any, finite: Any, values: Any, like: Any) -> Any:
+    """Finite values per channel of ``(N, C)`` ``values``, float32 shaped as ``like``."""
+    if finite is None:
+        return xp.zeros_like(like) + float(values.shape[0])
+    return xp.sum(xp.cast(finite, "float32"), axis=0)
+
+
+def activity(xp: Any, maps: Any, *, all_finite: bool = False) -> Any:
     """Mean ``|activation|`` of each channel of ``(k, H, W, C)`` maps over its finite values:
-    the score of ``channels="most_active"``."""
+    the score of ``channels="most_active"`` (``all_finite`` as in :func:`reduce_layer`)."""
     channels = maps.shape[-1]
     values = xp.reshape(maps, (-1, channels))
-    finite = xp.isfinite(values)
-    count = xp.sum(xp.cast(finite, "float32"), axis=0)
-    return xp.sum(xp.abs(xp.where(finite, values, 0.0)), axis=0) / xp.maximum(count, 1.0)
+    finite = None if all_finite else xp.isfinite(values)
+    magnitude = xp.sum(xp.abs(_finite_or(xp, finite, values, 0.0)), axis=0)
+    return magnitude / xp.maximum(_count(xp, finite, values, magnitude), 1.0)
 
 
 def sketch_shape(height: int, width: int, size: int = SKETCH_SIZE) -> tuple[int, int, int, int]:
@@ -158,11 +174,12 @@ def sketch_shape(height: int, width: int, size: int = SKETCH_SIZE) -> tuple[int,
     return -(-height // block_h), -(-width // block_w), block_h, block_w
 
 
-def sketch(xp: Any, maps: Any, size: int = SKETCH_SIZE) -> Any:
+def sketch(xp: Any, maps: Any, size: int = SKETCH_SIZE, *, all_finite: bool = False) -> Any:
     """``(k, H, W, C)`` maps summed over blocks to at most ``size x size`` positions
-    (non-finite values count as 0); the maps themselves when they are that small."""
+    (non-finite values count as 0); the maps themselves when they are that small
+    (``all_finite`` as in :func:`reduce_layer`)."""
     k, height, width, channels = maps.shape
-    clean = xp.where(xp.isfinite(maps), maps, 0.0)
+    clean = maps if all_finite else xp.where(xp.isfinite(maps), maps, 0.0)
     rows, cols, block_h, block_w = sketch_shape(height, width, size)
     if block_h == block_w == 1:
         return clean

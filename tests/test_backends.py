@@ -111,3 +111,23 @@ def test_the_backend_in_use_is_the_one_asked_for():
     assert keras.backend.backend() == BACKEND
     assert backends.current().name == BACKEND
     assert np.isfinite(0.0)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch backend's own check")
+def test_torch_knows_a_layer_is_finite_on_the_host_only_when_it_is():
+    import torch
+
+    from actlog import arrays
+    from actlog.backends.torch import TorchBackend
+
+    ops = TorchBackend.ops
+    x = torch.ones(2, 5, 5, 3)
+    assert arrays.all_finite(ops, x) is True
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[1, 4, 4, 2] = bad
+        assert arrays.all_finite(ops, y) is False, bad
+        assert not ops.isfinite(y)[1, 4, 4, 2] and ops.isfinite(y).sum() == y.numel() - 1
+    # Finite values whose sum overflows take the masked path: slower, never wrong.
+    assert arrays.all_finite(ops, torch.full((4,), 3e38)) is False
+    assert arrays.all_finite(arrays.NUMPY, np.ones(3)) is False  # numpy never skips its masks

@@ -150,3 +150,26 @@ def test_layer_stats_rejects_bad_input_and_does_not_mutate():
     layer_stats(acts, previous=previous)
     np.testing.assert_array_equal(acts, before)
     np.testing.assert_array_equal(previous, previous_before)
+
+
+@pytest.mark.parametrize("norm, cmap", [("channel", "gray"), ("layer", "viridis"), ((-0.5, 0.5), "gray"),
+                                        ("channel", "diverging"), ((-1.0, 2.0), "diverging")])
+def test_unmasked_path_gives_the_masked_bytes_when_every_value_is_finite(norm, cmap):
+    """``all_finite=True`` (an eager backend checked the layer) skips the NaN masks: same bytes."""
+    from actlog import grid, stats
+    from actlog.arrays import NUMPY
+
+    rng = np.random.default_rng(3)
+    acts = (rng.standard_normal((3, 13, 11, 6)) * 2).astype(np.float32)
+    acts[0, :, :, 1] = 0.0  # a dead channel: its zeros and flat tiles
+    for fn in (stats.reduce_layer, stats.activity, stats.sketch):
+        masked, unmasked = fn(NUMPY, acts), fn(NUMPY, acts, all_finite=True)
+        for a, b in zip(*(v.values() if isinstance(v, dict) else [v] for v in (masked, unmasked)), strict=True):
+            assert np.asarray(a).dtype == np.asarray(b).dtype
+            np.testing.assert_array_equal(a, b)
+    layout = grid.plan_layout((13, 11), [4, 1, 0], rows=1, cols=3)
+    masked = grid.levels(NUMPY, acts, np.array([4, 1, 0]), layout, norm=norm, cmap=cmap)
+    unmasked = grid.levels(NUMPY, acts, np.array([4, 1, 0]), layout, norm=norm, cmap=cmap, all_finite=True)
+    for a, b in zip(masked, unmasked, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
