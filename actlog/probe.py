@@ -285,7 +285,7 @@ class ProbeFunction:
         self.sketch_shapes = []
         for plan in self.plans:
             height, width, channels = plan.map_shape
-            rows, cols, _, _ = stats.sketch_shape(height, width)
+            rows, cols, _, _ = stats.sketch_shape(height, width, stats.sketch_size(k, channels))
             self.sketch_shapes.append((k, rows, cols, channels))
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
         accelerated, largest = backend.accelerated(), max(sizes, default=0)
@@ -298,11 +298,12 @@ class ProbeFunction:
             if cut is not None:
                 groups = shared
         self._parts = []
+        first, zeros = self.first_channels(), self.zero_sketches()
         for g, indices in enumerate(groups):
             forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
             part = _Part(forward, [self.plans[i] for i in indices], backend.ops)
             example = forward.specs(k) if part.chained else inputs
-            args = (example, _pick(self.first_channels(), indices), _pick(self.zero_sketches(), indices))
+            args = (example, _pick(first, indices), _pick(zeros, indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
 
     def first_channels(self) -> list[Any]:

@@ -16,8 +16,9 @@ The work is split in two so that the big arrays never leave the device:
 
 Drift is ``1 - cosine similarity`` between two events' activations, each
 channel's map first summed over blocks so that it has at most
-:data:`SKETCH_SIZE` x :data:`SKETCH_SIZE` positions (exact for smaller maps):
-only that sketch is kept between events. NaN and Inf never raise: they are left
+:data:`SKETCH_SIZE` x :data:`SKETCH_SIZE` positions (exact for smaller maps),
+fewer for a layer with so many channels that its sketch would pass
+:data:`SKETCH_VALUES`: only that sketch is kept between events. NaN and Inf never raise: they are left
 out of every statistic (counted as 0 in the drift sketch) and reported through
 :attr:`LayerStats.finite`.
 
@@ -41,6 +42,11 @@ from actlog.arrays import NUMPY
 SKETCH_SIZE = 16
 """Drift compares each channel's map summed over blocks to at most this many
 positions per side: what is kept between events is that small."""
+
+SKETCH_VALUES = 2**16
+"""At most this many float32 values in one layer's sketch, all probes and channels
+(256 KB): a layer with many channels gets fewer positions per side (:func:`sketch_size`),
+so what drift keeps between events stays small also when every layer is watched."""
 
 DEAD_ATOL = 1e-6
 """A channel whose finite values span at most this much is dead."""
@@ -168,19 +174,25 @@ def activity(xp: Any, maps: Any, *, all_finite: bool = False) -> Any:
     return magnitude / xp.maximum(_count(xp, finite, values, magnitude), 1.0)
 
 
+def sketch_size(probes: int, channels: int) -> int:
+    """Positions per side of a layer's sketch: :data:`SKETCH_SIZE`, fewer where ``probes x
+    channels`` would take it past :data:`SKETCH_VALUES` (at least 1)."""
+    return max(1, min(SKETCH_SIZE, math.isqrt(SKETCH_VALUES // max(1, probes * channels))))
+
+
 def sketch_shape(height: int, width: int, size: int = SKETCH_SIZE) -> tuple[int, int, int, int]:
     """``(sketch height, sketch width, block height, block width)`` of an ``height x width`` map."""
     block_h, block_w = -(-height // size), -(-width // size)
     return -(-height // block_h), -(-width // block_w), block_h, block_w
 
 
-def sketch(xp: Any, maps: Any, size: int = SKETCH_SIZE, *, all_finite: bool = False) -> Any:
+def sketch(xp: Any, maps: Any, size: int | None = None, *, all_finite: bool = False) -> Any:
     """``(k, H, W, C)`` maps summed over blocks to at most ``size x size`` positions
-    (non-finite values count as 0); the maps themselves when they are that small
-    (``all_finite`` as in :func:`reduce_layer`)."""
+    (default :func:`sketch_size`; non-finite values count as 0); the maps themselves
+    when they are that small (``all_finite`` as in :func:`reduce_layer`)."""
     k, height, width, channels = maps.shape
     clean = maps if all_finite else xp.where(xp.isfinite(maps), maps, 0.0)
-    rows, cols, block_h, block_w = sketch_shape(height, width, size)
+    rows, cols, block_h, block_w = sketch_shape(height, width, size or sketch_size(k, channels))
     if block_h == block_w == 1:
         return clean
     extra_h, extra_w = rows * block_h - height, cols * block_w - width

@@ -5,6 +5,9 @@ model, this prints per event (median over ``--events`` events after warm-up):
 
 - **step**: one training step of the model (``train_on_batch``, batch ``--batch``),
   for scale: an event costs this many steps of training.
+- **forward**: the backend's own compiled forward pass of the watched layers and
+  the copy of their raw outputs to the host (the floor's first stage): what the
+  model itself costs on this backend, whoever logs it.
 - **floor**: the least a careful hand-written logger does: one compiled forward
   pass of the watched layers (``tf.function`` / ``jax.jit`` / ``torch.no_grad``),
   every activation copied to the host, numpy grids (``actlog.grid.render``),
@@ -25,7 +28,9 @@ model, this prints per event (median over ``--events`` events after warm-up):
 - **copied**: MB per event leaving the device, against the raw activations.
 
 Targets: sync <= 1.5x floor; blocked <= 1.5x fwd+copy (the MNIST model, CPU);
-JAX and PyTorch no slower than TensorFlow on the same model.
+JAX and PyTorch no slower than TensorFlow on the same model. Below each table,
+each backend against TensorFlow: whole times, the forward alone, and the times
+beyond the forward (what actlog adds on each backend).
 
 ```
 python benchmarks/bench_events.py                              # every backend found, mnist + mobilenetv2
@@ -170,11 +175,13 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
             forward = probe.Forward(model, sess.watched)
             compiled = backend.compile(forward, model, (inputs,), eager=False)
             path = os.path.join(tmp, "floor.tfevents")
-            floor = []
+            floor, forward_alone = [], []
             with open(path, "ab") as handle:
                 for i in range(events + 1):
                     t = time.perf_counter()
                     raw = backend.fetch(compiled(inputs))()
+                    if i:
+                        forward_alone.append(time.perf_counter() - t)
                     summary = []
                     for plan, acts in zip(sess.plans, raw, strict=True):
                         acts = np.asarray(acts, np.float32)
@@ -186,6 +193,7 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
                         floor.append(time.perf_counter() - t)
                     raw_bytes = sum(np.asarray(a).nbytes for a in raw)
             result["floor_ms"] = _median_ms(floor)
+            result["forward_ms"] = _median_ms(forward_alone)
             result["raw_mb"] = round(raw_bytes / 1e6, 3)
         out["models"][name] = result
         print(f"# {out['backend']} {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
@@ -200,6 +208,11 @@ def _python_for(backend: str, given: dict[str, str]) -> str:
         return given[backend]
     venv = ROOT / (".venv" if backend == "tensorflow" else f".venv-{backend}") / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
+
+
+def _beyond(ours: dict, theirs: dict, key: str) -> tuple[float, float]:
+    """``key``'s time minus the backend's own forward pass, for two backends: what actlog adds."""
+    return ours[key] - ours["forward_ms"], theirs[key] - theirs["forward_ms"]
 
 
 def _ratio(a: float, b: float) -> str:
@@ -250,12 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         first = rows[0][2]
         print(f"\n{name}: {first['layers']} layers ({what}) x {k} probes at "
               f"{first['side']} px; ms per event, median of {args.events}")
-        print("| backend | device | step | floor | sync | sync/floor | fwd+copy | blocked | "
+        print("| backend | device | step | forward | floor | sync | sync/floor | fwd+copy | blocked | "
               "blocked/(fwd+copy) | cpu | compiles | copied MB (raw) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for backend, device, r in rows:
             print(
-                f"| {backend} | {device} | {r['step_ms']} | {r['floor_ms']} | {r['sync_ms']} | "
+                f"| {backend} | {device} | {r['step_ms']} | {r['forward_ms']} | {r['floor_ms']} | {r['sync_ms']} | "
                 f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_ms']} | {r['background_ms']} | "
                 f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | "
                 f"{r['compiles']} x {r['parts']} | "
@@ -267,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 if backend in base:
                     ours, theirs = base[backend], base["tensorflow"]
                     print(f"{backend} vs tensorflow: sync {_ratio(ours['sync_ms'], theirs['sync_ms'])}, "
-                          f"blocked {_ratio(ours['background_ms'], theirs['background_ms'])}")
+                          f"blocked {_ratio(ours['background_ms'], theirs['background_ms'])}, "
+                          f"forward {_ratio(ours['forward_ms'], theirs['forward_ms'])}; beyond the "
+                          f"forward: sync {_ratio(*_beyond(ours, theirs, 'sync_ms'))}, "
+                          f"blocked {_ratio(*_beyond(ours, theirs, 'background_ms'))}")
     return 0
 
 

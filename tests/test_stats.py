@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from actlog.arrays import NUMPY
 from actlog.stats import LayerStats, cosine_drift, layer_stats
 
 
@@ -125,6 +126,24 @@ def test_drift_compares_block_sums_of_large_maps():
     assert stats.drift == pytest.approx(cosine_drift(now, before), rel=1e-5)
     for c in range(3):
         assert stats.channel_drift[c] == pytest.approx(cosine_drift(now[..., c], before[..., c]), rel=1e-5)
+
+
+def test_sketch_of_a_layer_with_many_channels_stays_small():
+    from actlog import stats
+
+    rng = np.random.default_rng(1)
+    wide = rng.normal(size=(8, 7, 7, 2048)).astype(np.float32)  # ResNet50's last stage, 8 probes
+    sketch = stats.sketch(NUMPY, wide)
+    assert stats.sketch_size(8, 2048) == 2 and sketch.shape == (8, 2, 2, 2048)
+    assert sketch.size <= stats.SKETCH_VALUES
+    np.testing.assert_allclose(sketch[:, 0, 0], wide[:, :4, :4].sum(axis=(1, 2)), rtol=1e-5)
+    # ... while few channels keep every position up to 16 x 16, and one too many never goes below 1.
+    assert stats.sketch(NUMPY, wide[..., :3]).shape == (8, 7, 7, 3)
+    assert stats.sketch_size(64, 100_000) == 1
+    previous = rng.normal(size=wide.shape).astype(np.float32)
+    assert layer_stats(wide, previous=previous).drift == pytest.approx(
+        cosine_drift(sketch, stats.sketch(NUMPY, previous)), rel=1e-5
+    )
 
 
 def test_dense_layer_shape():
