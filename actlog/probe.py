@@ -298,10 +298,14 @@ class ProbeFunction:
             if cut is not None:
                 groups = shared
         self._parts = []
+        # One part compiles its layers' reductions with its forward pass; several parts
+        # compile their forward passes alone and the reductions once per kind of layer
+        # (:class:`_Reduce`): what compiling keeps grows with the kinds, not the layers.
+        self._reducers: dict[tuple, Any] | None = {} if len(groups) > 1 else None
         first, zeros = self.first_channels(), self.zero_sketches()
         for g, indices in enumerate(groups):
             forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
-            part = _Part(forward, [self.plans[i] for i in indices], backend.ops)
+            part = _Part(forward, [self.plans[i] for i in indices], backend.ops, reduce=self._reducers is None)
             example = forward.specs(k) if part.chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
@@ -332,14 +336,22 @@ class ProbeFunction:
         return len(self._parts)
 
     @property
+    def functions(self) -> int:
+        """Compiled functions so far: the parts, and with several parts one per kind of
+        layer whose reductions have run (:class:`_Reduce`)."""
+        return len(self._parts) + len(self._reducers or {})
+
+    @property
     def output_shapes(self) -> list[tuple[int, ...]]:
         """Per-sample output shape of each watched layer."""
         return [tuple(p.output_shape) for p in self.plans]
 
     @property
     def traces(self) -> int:
-        """How many times each compiled part was traced (1 once compiled; 0 when it runs eagerly)."""
-        return max(fn.traces for _, _, fn in self._parts)
+        """How many times each compiled part (and each kind of layer's reductions, see
+        :class:`_Reduce`) was traced: 1 once compiled; 0 when it runs eagerly."""
+        compiled = [fn for _, _, fn in self._parts] + list((self._reducers or {}).values())
+        return max(fn.traces for fn in compiled)
 
     def __call__(self, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
         results: list[Any] = [None] * len(self.plans)
@@ -355,7 +367,20 @@ class ProbeFunction:
         for indices, part, fn in self._parts:
             results, carry = fn(carry if part.chained else self.inputs,
                                 _pick(channels, indices), _pick(previous, indices))
+            if self._reducers is not None:
+                results = [self._reduce(i, output, channels[i], previous[i])
+                           for i, output in zip(indices, results, strict=True)]
             yield indices, results
+
+    def _reduce(self, i: int, output: Any, index: Any, before: Any) -> dict[str, Any]:
+        """Layer ``i``'s reductions, compiled at the first layer of their kind."""
+        key = _Reduce.key(self.plans[i], output)
+        fn = self._reducers.get(key)
+        if fn is None:
+            fn = self._reducers[key] = self.backend.compile(
+                _Reduce(self.plans[i], self.backend.ops), None, (output, index, before), eager=False
+            )
+        return fn(output, index, before)
 
 
 PART_BYTES = 128 * 2**20
@@ -399,38 +424,61 @@ class _Part:
 
     ``part(inputs, channels, previous) -> (results, carry)``: ``inputs`` are the probes,
     or for a segment after the first (:attr:`chained`) the previous segment's carry.
+    A part without ``reduce`` returns the watched layers' raw outputs as its results
+    (the caller reduces them with :class:`_Reduce`).
     """
 
-    def __init__(self, forward: Forward | segments.Segment, plans: Sequence[LayerPlan], ops: Any) -> None:
+    def __init__(
+        self, forward: Forward | segments.Segment, plans: Sequence[LayerPlan], ops: Any, *, reduce: bool = True
+    ) -> None:
         self.forward = forward
         self.chained = isinstance(forward, segments.Segment) and not forward.first
-        self.plans = list(plans)
-        self.ops = ops
+        self.reductions = [_Reduce(plan, ops) for plan in plans] if reduce else None
 
     def __call__(self, inputs: Any, channels: list[Any], previous: list[Any]) -> tuple[list[Any], list[Any]]:
-        ops = self.ops
         if isinstance(self.forward, segments.Segment):
             outputs, carry = self.forward(inputs)
         else:
             outputs, carry = self.forward(inputs), []
-        results = []
-        for output, index, before, plan in zip(outputs, channels, previous, self.plans, strict=True):
-            acts = channels_last(ops.cast(output, "float32"), plan.data_format)
-            maps = grid.batch_maps(ops, acts)
-            finite = arrays.all_finite(ops, acts)  # then so are the maps: no masks below
-            sums = stats.reduce_layer(ops, acts, all_finite=finite)
-            sums["activity"] = stats.activity(ops, maps, all_finite=finite)
-            sketch = stats.sketch(ops, maps, all_finite=finite)
-            levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap,
-                                            all_finite=finite)
-            results.append({
-                "levels": levels,
-                "nonfinite": nonfinite,
-                "sums": stats.stack(ops, sums, stats.SUMS),
-                "drift": stats.stack(ops, stats.drift_sums(ops, sketch, before), stats.DRIFT),
-                "sketch": sketch,
-            })
-        return results, carry
+        if self.reductions is None:
+            return outputs, carry
+        return [
+            reduce(output, index, before)
+            for reduce, output, index, before in zip(self.reductions, outputs, channels, previous, strict=True)
+        ], carry
+
+
+class _Reduce:
+    """One watched layer's reductions: ``(output, channels, previous) -> result`` (see
+    :class:`ProbeFunction`). Layers alike in :meth:`key` share one compiled copy."""
+
+    def __init__(self, plan: LayerPlan, ops: Any) -> None:
+        self.plan = plan
+        self.ops = ops
+
+    @staticmethod
+    def key(plan: LayerPlan, output: Any) -> tuple:
+        """What the compiled reductions depend on: all but which channels are shown."""
+        return (tuple(output.shape), str(output.dtype), plan.data_format, plan.layout.stride,
+                len(plan.layout.channels), plan.norm, plan.cmap)
+
+    def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
+        ops, plan = self.ops, self.plan
+        acts = channels_last(ops.cast(output, "float32"), plan.data_format)
+        maps = grid.batch_maps(ops, acts)
+        finite = arrays.all_finite(ops, acts)  # then so are the maps: no masks below
+        sums = stats.reduce_layer(ops, acts, all_finite=finite)
+        sums["activity"] = stats.activity(ops, maps, all_finite=finite)
+        sketch = stats.sketch(ops, maps, all_finite=finite)
+        levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap,
+                                        all_finite=finite)
+        return {
+            "levels": levels,
+            "nonfinite": nonfinite,
+            "sums": stats.stack(ops, sums, stats.SUMS),
+            "drift": stats.stack(ops, stats.drift_sums(ops, sketch, before), stats.DRIFT),
+            "sketch": sketch,
+        }
 
 
 def _count(inputs: Any) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import EXPECTED_TRACES, to_numpy
 from test_probe import _function, _host
 
 from actlog import probe, segments
@@ -75,6 +75,10 @@ def test_segments_give_the_results_of_one_part(monkeypatch, make, layers, probes
     assert (split.parts, split.strategy) == (len(layers), "segments")
     _same(whole(whole.first_channels(), whole.zero_sketches()),
           split(split.first_channels(), split.zero_sketches()))
+    # Several parts compile the reductions once per kind of layer: here all are alike but c2.
+    assert split.functions == len(layers) + (1 if make is _residual_model else 2)
+    split(split.first_channels(), split.zero_sketches())
+    assert split.traces == EXPECTED_TRACES
     # Cutting the graph leaves the user's model as it was (no extra nodes on its layers).
     assert [len(layer._inbound_nodes) for layer in model.layers] == nodes
 

@@ -47,7 +47,8 @@ class Backend:
     name: str = ""
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
-        """Compile ``fn(*args)`` once for ``model`` (the model being trained).
+        """Compile ``fn(*args)`` once for ``model`` (the model being trained; None for a
+        function that reads no variable of it).
 
         ``args`` give the shapes and dtypes of every call (tensors, or ``keras.KerasTensor``
         specs that allocate nothing); they are never run.

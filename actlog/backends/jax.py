@@ -20,6 +20,8 @@ from actlog.backends import Backend, Compiled, Counted
 
 
 def _values(model: Any) -> list[Any]:
+    if model is None:
+        return []
     state = getattr(model, "_jax_state", None)
     if state and not getattr(model, "_jax_state_synced", True):
         return list(state["trainable_variables"]) + list(state["non_trainable_variables"])
@@ -37,7 +39,7 @@ def _placed(args: Any, like: Any) -> Any:
 
 def _stateless(fn: Callable[..., Any], model: Any) -> Callable[..., Any]:
     """``fn`` as a function of the model's variable values (first argument) and its own."""
-    variables = model.trainable_variables + model.non_trainable_variables
+    variables = [] if model is None else model.trainable_variables + model.non_trainable_variables
 
     def stateless(values: list[Any], *args: Any) -> Any:
         with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
@@ -60,8 +62,9 @@ class _Function(Compiled):
     def __call__(self, *args: Any) -> Any:
         values = _values(self._model)
         out = self._call(values, *_placed(args, values[0] if values else None))
-        # Wait for the forward pass: the next training step donates the buffers it reads.
-        return jax.block_until_ready(out)
+        # Wait for the forward pass: the next training step donates the buffers it reads
+        # (a function of no model's variables reads none of them).
+        return out if self._model is None else jax.block_until_ready(out)
 
 
 class JaxBackend(Backend):
