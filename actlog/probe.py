@@ -32,7 +32,9 @@ per-channel sums for the statistics and a small sketch for drift
 Many large watched layers are split over several compiled parts, run one after
 the other (:data:`PART_BYTES`); in a functional graph the parts are segments
 that each start where the previous one stopped (:mod:`actlog.segments`), so an
-event still runs every layer once.
+event still runs every layer once. Several parts compile their forward passes
+alone, and the reductions once per kind of layer (:class:`_Reduce`), so that
+compiling keeps little more than one forward pass, however many layers.
 """
 
 from __future__ import annotations
