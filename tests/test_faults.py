@@ -392,7 +392,8 @@ def test_interrupted_runs_leave_readable_event_files(tmp_path, read_run):
         deadline = time.monotonic() + 150
         while not done():
             assert child.poll() is None, child.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, what
+            if time.monotonic() > deadline:  # a hang guard, not a speed check
+                raise TimeoutError(what)
             if resend is not None and time.monotonic() > resend[0]:
                 # Keras itself may swallow a Ctrl-C: its pythonify_logs (run at every
                 # batch end) has a bare `except: pass`. A user presses it again; so do we.
