@@ -35,10 +35,16 @@ that each start where the previous one stopped (:mod:`actlog.segments`), so an
 event still runs every layer once. Several parts compile their forward passes
 alone, and the reductions once per kind of layer (:class:`_Reduce`), so that
 compiling keeps little more than one forward pass, however many layers.
+
+A backend that runs op by op on the host (PyTorch on the CPU) gains nothing from
+running the reductions with the forward pass: there, the training thread runs the
+forward pass only and hands the raw outputs to the background, which reduces them
+(:meth:`ProbeFunction.run_parts`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -284,11 +290,14 @@ class ProbeFunction:
         self.inputs = inputs
         self.backend = backend
         k = _count(inputs)
-        self.sketch_shapes = []
+        self.sketch_shapes, self.sketch_sizes = [], []
+        values = stats.sketch_values(len(self.plans))
         for plan in self.plans:
             height, width, channels = plan.map_shape
-            rows, cols, _, _ = stats.sketch_shape(height, width, stats.sketch_size(k, channels))
+            size = stats.sketch_size(k, channels, values)
+            rows, cols, _, _ = stats.sketch_shape(height, width, size)
             self.sketch_shapes.append((k, rows, cols, channels))
+            self.sketch_sizes.append(size)
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
         accelerated, largest = backend.accelerated(), max(sizes, default=0)
         groups = memory_groups(sizes, max(ACCELERATOR_PART_BYTES if accelerated else PART_BYTES, largest))
@@ -303,11 +312,15 @@ class ProbeFunction:
         # One part compiles its layers' reductions with its forward pass; several parts
         # compile their forward passes alone and the reductions once per kind of layer
         # (:class:`_Reduce`): what compiling keeps grows with the kinds, not the layers.
-        self._reducers: dict[tuple, Any] | None = {} if len(groups) > 1 else None
+        # So does a backend that may run them later (:meth:`run_parts`).
+        self.reduces_later = backend.reduces_later()
+        separate = len(groups) > 1 or self.reduces_later
+        self._reducers: dict[tuple, Any] | None = {} if separate else None
         first, zeros = self.first_channels(), self.zero_sketches()
         for g, indices in enumerate(groups):
             forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
-            part = _Part(forward, [self.plans[i] for i in indices], backend.ops, reduce=self._reducers is None)
+            reductions = [self._reduction(i) for i in indices] if self._reducers is None else None
+            part = _Part(forward, reductions)
             example = forward.specs(k) if part.chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
@@ -362,27 +375,40 @@ class ProbeFunction:
                 results[i] = result
         return results
 
-    def run_parts(self, channels: list[Any], previous: list[Any]) -> Any:
+    def run_parts(self, channels: list[Any], previous: list[Any], *, later: bool = False) -> Any:
         """Run the parts one after the other: yields ``(layer indices, their results)``, so that
-        a caller can hand each part on before the next one runs."""
+        a caller can hand each part on before the next one runs.
+
+        With ``later`` on a backend that :attr:`reduces_later`, a part's results are a
+        function that runs its reductions, for the background: the caller's thread runs
+        only the forward passes. ``previous`` is read when the reductions run.
+        """
         carry = self.inputs
         for indices, part, fn in self._parts:
             results, carry = fn(carry if part.chained else self.inputs,
                                 _pick(channels, indices), _pick(previous, indices))
             if self._reducers is not None:
-                results = [self._reduce(i, output, channels[i], previous[i])
-                           for i, output in zip(indices, results, strict=True)]
+                reduce = functools.partial(self._reduce_part, indices, results, channels, previous)
+                results = reduce if later and self.reduces_later else reduce()
             yield indices, results
+
+    def _reduce_part(self, indices: list[int], outputs: list[Any], channels: list[Any],
+                     previous: list[Any]) -> list[dict[str, Any]]:
+        return [self._reduce(i, output, channels[i], previous[i])
+                for i, output in zip(indices, outputs, strict=True)]
 
     def _reduce(self, i: int, output: Any, index: Any, before: Any) -> dict[str, Any]:
         """Layer ``i``'s reductions, compiled at the first layer of their kind."""
-        key = _Reduce.key(self.plans[i], output)
+        reduction = self._reduction(i)
+        key = reduction.key(output)
         fn = self._reducers.get(key)
         if fn is None:
-            fn = self._reducers[key] = self.backend.compile(
-                _Reduce(self.plans[i], self.backend.ops), None, (output, index, before), eager=False
-            )
+            fn = self._reducers[key] = self.backend.compile(reduction, None, (output, index, before),
+                                                            eager=False)
         return fn(output, index, before)
+
+    def _reduction(self, i: int) -> _Reduce:
+        return _Reduce(self.plans[i], self.backend.ops, self.sketch_sizes[i])
 
 
 PART_BYTES = 128 * 2**20
@@ -426,16 +452,14 @@ class _Part:
 
     ``part(inputs, channels, previous) -> (results, carry)``: ``inputs`` are the probes,
     or for a segment after the first (:attr:`chained`) the previous segment's carry.
-    A part without ``reduce`` returns the watched layers' raw outputs as its results
+    A part without ``reductions`` returns the watched layers' raw outputs as its results
     (the caller reduces them with :class:`_Reduce`).
     """
 
-    def __init__(
-        self, forward: Forward | segments.Segment, plans: Sequence[LayerPlan], ops: Any, *, reduce: bool = True
-    ) -> None:
+    def __init__(self, forward: Forward | segments.Segment, reductions: list[_Reduce] | None) -> None:
         self.forward = forward
         self.chained = isinstance(forward, segments.Segment) and not forward.first
-        self.reductions = [_Reduce(plan, ops) for plan in plans] if reduce else None
+        self.reductions = reductions
 
     def __call__(self, inputs: Any, channels: list[Any], previous: list[Any]) -> tuple[list[Any], list[Any]]:
         if isinstance(self.forward, segments.Segment):
@@ -444,25 +468,24 @@ class _Part:
             outputs, carry = self.forward(inputs), []
         if self.reductions is None:
             return outputs, carry
-        return [
-            reduce(output, index, before)
-            for reduce, output, index, before in zip(self.reductions, outputs, channels, previous, strict=True)
-        ], carry
+        layers = zip(self.reductions, outputs, channels, previous, strict=True)
+        return [reduce(output, index, before) for reduce, output, index, before in layers], carry
 
 
 class _Reduce:
     """One watched layer's reductions: ``(output, channels, previous) -> result`` (see
     :class:`ProbeFunction`). Layers alike in :meth:`key` share one compiled copy."""
 
-    def __init__(self, plan: LayerPlan, ops: Any) -> None:
+    def __init__(self, plan: LayerPlan, ops: Any, sketch_size: int) -> None:
         self.plan = plan
         self.ops = ops
+        self.sketch_size = sketch_size
 
-    @staticmethod
-    def key(plan: LayerPlan, output: Any) -> tuple:
+    def key(self, output: Any) -> tuple:
         """What the compiled reductions depend on: all but which channels are shown."""
+        plan = self.plan
         return (tuple(output.shape), str(output.dtype), plan.data_format, plan.layout.stride,
-                len(plan.layout.channels), plan.norm, plan.cmap)
+                len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size)
 
     def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
         ops, plan = self.ops, self.plan
@@ -471,7 +494,7 @@ class _Reduce:
         finite = arrays.all_finite(ops, acts)  # then so are the maps: no masks below
         sums = stats.reduce_layer(ops, acts, all_finite=finite)
         sums["activity"] = stats.activity(ops, maps, all_finite=finite)
-        sketch = stats.sketch(ops, maps, all_finite=finite)
+        sketch = stats.sketch(ops, maps, self.sketch_size, all_finite=finite)
         levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap,
                                         all_finite=finite)
         return {

@@ -8,8 +8,9 @@ the model is a functional graph, each part instead starts where the previous one
 stopped: segment ``g`` is a ``keras.Function`` from the tensors the rest of the
 graph still needs after segment ``g - 1`` (its *frontier*: for ResNet50 the
 block output and, mid-block, the shortcut) to its own watched outputs and the
-next frontier (the first segment is a ``keras.Model`` over the runner's inputs). Every layer runs once per event, and an event holds at most one
-segment's activations and a frontier.
+next frontier (the first segment is a ``keras.Model`` over the runner's inputs).
+Every layer runs once per event, and an event holds at most one segment's
+activations and a frontier.
 
 The cut follows one topological order of the graph (a depth-first walk from the
 watched outputs, in the order they are watched); watched layers out of that

@@ -6,7 +6,9 @@ then turns each event into two halves:
 
 - :meth:`Session.capture`, on the training thread: run the compiled probe
   function (forward pass and reductions on the device) and start copying its
-  small results to the host;
+  small results to the host; where the backend runs op by op on the host
+  (PyTorch on the CPU), only the forward pass, the reductions waiting for the
+  background (at most one part of raw outputs at a time);
 - the rest in the background worker (:mod:`actlog.worker`): statistics,
   grids, PNGs, one record, written in step order.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +38,7 @@ from actlog.faults import Faults, classify
 from actlog.layers import resolve
 from actlog.maximize import MaximizeOptions, MaximizePass
 from actlog.runs import Destination
-from actlog.worker import Worker
+from actlog.worker import Worker, in_background
 from actlog.writer import RunWriter, Spool
 
 PIXEL_BUDGET = 24 * 2**20
@@ -136,6 +139,7 @@ class Session:
             self._choose(plans, [k or p.layout.channels for k, p in zip(known, plans, strict=True)])
         else:
             self.plans, self._channels = plans, None  # decided at the first event
+        self._later = threading.Semaphore(1)  # a part whose reductions wait (reduces_later)
         self._assemblers: dict[str, EventAssembler] = {}
         self._writers: dict[str, RunWriter] = {}
         self.worker = Worker(
@@ -225,17 +229,43 @@ class Session:
         previous = self.continuity.previous.get(run)
         self._decide_channels(previous)
         event = _Event(run, step, first=self._assembler(run), has_previous=previous is not None)
-        sketches: list[Any] = [None] * len(self.plans)
         zeros = previous or self.probe_fn.zero_sketches()
-        for indices, out in self.probe_fn.run_parts(self._channels, zeros):
-            for i, o in zip(indices, out, strict=True):
-                sketches[i] = o["sketch"]
-            fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
-                                        for o in out])
-            masks = [o["nonfinite"] for o in out]
-            self.worker.submit(functools.partial(self._render, event, indices, fetch, masks), wait=True)
+        sketches = list(zeros)  # the next event's previous, part by part
+        for indices, out in self.probe_fn.run_parts(self._channels, zeros, later=True):
+            if callable(out):
+                # Reductions in the background: at most one part's raw outputs wait there.
+                self._later.acquire()
+                results = functools.partial(self._reduce_later, out, indices, zeros, sketches)
+            else:
+                results = self._fetch(out, indices, sketches)
+            self.worker.submit(functools.partial(self._render, event, indices, results), wait=True)
         self.continuity.previous[run] = sketches
         self.worker.submit(functools.partial(self._write, event), wait=True)
+
+    def _fetch(self, out: list[dict[str, Any]], indices: list[int], sketches: list[Any]) -> Any:
+        """Keep a part's sketches and start copying the rest: ``() -> (host results, masks)``."""
+        for i, o in zip(indices, out, strict=True):
+            sketches[i] = o["sketch"]
+        fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
+                                    for o in out])
+        masks = [o["nonfinite"] for o in out]
+        return lambda: (fetch(), masks)
+
+    def _reduce_later(self, reduce: Any, indices: list[int], previous: list[Any],
+                      sketches: list[Any]) -> Any:
+        """Background: a part's reductions (see :meth:`actlog.probe.ProbeFunction.run_parts`);
+        if they fail, the next event's drift compares with this one's ``previous``."""
+        try:
+            if in_background():
+                self.backend.enter_background()
+            out = reduce()
+        except BaseException:
+            for i in indices:
+                sketches[i] = previous[i]
+            raise
+        finally:
+            self._later.release()
+        return self._fetch(out, indices, sketches)()
 
     def capture_atlas(self, step: int) -> None:
         """The training thread's half of an atlas event at ``step`` of the epoch run."""
@@ -330,23 +360,25 @@ class Session:
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             self.faults.report(*classify(err, f"{what} at {self._what(run, step)}"), err)
 
-    def _render(self, event: _Event, indices: list[int], fetch: Any, masks: list[Any]) -> None:
-        """Background: one part's grids and statistics, serialized."""
-        if event.error is not None:
-            return
+    def _render(self, event: _Event, indices: list[int], results: Any) -> None:
+        """Background: one part's grids and statistics, serialized. ``results()`` gives the
+        part's copied results and NaN masks (running its reductions first where they wait)."""
         try:
-            results = [
+            host, masks = results()
+            if event.error is not None:
+                return
+            layers = [
                 LayerResult(
                     levels=h["levels"], sums=h["sums"], drift=h["drift"] if event.has_previous else None,
                     nonfinite=functools.partial(_fetch_one, self.backend, mask),
                 )
-                for h, mask in zip(fetch(), masks, strict=True)
+                for h, mask in zip(host, masks, strict=True)
             ]
-            body, nonfinite = self._assemblers[event.run].layers(indices, results)
+            body, nonfinite = self._assemblers[event.run].layers(indices, layers)
             event.body.append(body)
             event.nonfinite += nonfinite
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
-            event.error = err
+            event.error = event.error or err
 
     def _write(self, event: _Event) -> None:
         """Background: the event's one record."""

@@ -18,7 +18,8 @@ Drift is ``1 - cosine similarity`` between two events' activations, each
 channel's map first summed over blocks so that it has at most
 :data:`SKETCH_SIZE` x :data:`SKETCH_SIZE` positions (exact for smaller maps),
 fewer for a layer with so many channels that its sketch would pass
-:data:`SKETCH_VALUES`: only that sketch is kept between events. NaN and Inf never raise: they are left
+:data:`SKETCH_VALUES`, or its share of :data:`SKETCH_BUDGET` when many layers are
+watched: only that sketch is kept between events. NaN and Inf never raise: they are left
 out of every statistic (counted as 0 in the drift sketch) and reported through
 :attr:`LayerStats.finite`.
 
@@ -47,6 +48,11 @@ SKETCH_VALUES = 2**16
 """At most this many float32 values in one layer's sketch, all probes and channels
 (256 KB): a layer with many channels gets fewer positions per side (:func:`sketch_size`),
 so what drift keeps between events stays small also when every layer is watched."""
+
+SKETCH_BUDGET = 2**21
+"""At most this many float32 values in all the watched layers' sketches together (8 MB),
+where :data:`SKETCH_VALUES` per layer would pass it (more than 32 layers): each layer then
+gets an equal share (:func:`sketch_values`), at least one position per channel."""
 
 DEAD_ATOL = 1e-6
 """A channel whose finite values span at most this much is dead."""
@@ -174,10 +180,16 @@ def activity(xp: Any, maps: Any, *, all_finite: bool = False) -> Any:
     return magnitude / xp.maximum(_count(xp, finite, values, magnitude), 1.0)
 
 
-def sketch_size(probes: int, channels: int) -> int:
+def sketch_values(layers: int) -> int:
+    """Values one layer's sketch may hold when ``layers`` are watched: :data:`SKETCH_VALUES`,
+    or its share of :data:`SKETCH_BUDGET`."""
+    return min(SKETCH_VALUES, SKETCH_BUDGET // max(1, layers))
+
+
+def sketch_size(probes: int, channels: int, values: int = SKETCH_VALUES) -> int:
     """Positions per side of a layer's sketch: :data:`SKETCH_SIZE`, fewer where ``probes x
-    channels`` would take it past :data:`SKETCH_VALUES` (at least 1)."""
-    return max(1, min(SKETCH_SIZE, math.isqrt(SKETCH_VALUES // max(1, probes * channels))))
+    channels`` would take it past ``values`` (at least 1)."""
+    return max(1, min(SKETCH_SIZE, math.isqrt(values // max(1, probes * channels))))
 
 
 def sketch_shape(height: int, width: int, size: int = SKETCH_SIZE) -> tuple[int, int, int, int]:

@@ -37,6 +37,12 @@ from actlog.checks import check_choice
 ON_FULL = ("wait", "skip")
 
 _OPEN: weakref.WeakSet[Worker] = weakref.WeakSet()
+_THREAD = threading.local()
+
+
+def in_background() -> bool:
+    """Whether the caller runs on a worker's thread (not inline on the training thread)."""
+    return getattr(_THREAD, "worker", False)
 
 
 class Worker:
@@ -144,6 +150,7 @@ class Worker:
             _OPEN.add(self)
 
     def _loop(self) -> None:
+        _THREAD.worker = True
         while True:
             job = self._queue.get()
             try:

@@ -211,8 +211,9 @@ def _python_for(backend: str, given: dict[str, str]) -> str:
 
 
 def _beyond(ours: dict, theirs: dict, key: str) -> tuple[float, float]:
-    """``key``'s time minus the backend's own forward pass, for two backends: what actlog adds."""
-    return ours[key] - ours["forward_ms"], theirs[key] - theirs["forward_ms"]
+    """``key``'s time minus the backend's own forward pass, for two backends: what actlog adds
+    (0 where the time is within the forward pass's own, which is timed apart)."""
+    return max(0.0, ours[key] - ours["forward_ms"]), max(0.0, theirs[key] - theirs["forward_ms"])
 
 
 def _ratio(a: float, b: float) -> str:
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for backend, device, r in rows:
             print(
-                f"| {backend} | {device} | {r['step_ms']} | {r['forward_ms']} | {r['floor_ms']} | {r['sync_ms']} | "
+                f"| {backend} | {device} | {r['step_ms']} | {r['forward_ms']} | {r['floor_ms']} | "
+                f"{r['sync_ms']} | "
                 f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_ms']} | {r['background_ms']} | "
                 f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | "
                 f"{r['compiles']} x {r['parts']} | "

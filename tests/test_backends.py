@@ -131,3 +131,125 @@ def test_torch_knows_a_layer_is_finite_on_the_host_only_when_it_is():
     # Finite values whose sum overflows take the masked path: slower, never wrong.
     assert arrays.all_finite(ops, torch.full((4,), 3e38)) is False
     assert arrays.all_finite(arrays.NUMPY, np.ones(3)) is False  # numpy never skips its masks
+
+
+# -- where the reductions run ------------------------------------------------------------
+
+torch_on_the_host = pytest.mark.skipif(BACKEND != "torch",
+                                       reason="PyTorch on the CPU reduces in the background")
+
+
+def test_the_training_thread_runs_the_reductions_unless_the_backend_runs_op_by_op_on_the_host(
+    tiny_model, tiny_probes
+):
+    from test_probe import _function, _host
+
+    from actlog import backends
+
+    fn, _ = _function(tiny_model, ["conv_0", "conv_1"], tiny_probes)
+    op_by_op = BACKEND == "torch" and not backends.current().accelerated()
+    assert fn.reduces_later is op_by_op
+    zeros = fn.zero_sketches()
+    ((indices, out),) = fn.run_parts(fn.first_channels(), zeros, later=True)
+    assert indices == [0, 1] and callable(out) is op_by_op
+    later = _host(out() if callable(out) else out)
+    now = _host(fn(fn.first_channels(), zeros))
+    for a, b in zip(later, now, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _classic_fit(log_dir, epochs=3, **options):
+    import keras
+    from conftest import make_classic_model
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).random((32, 28, 28, 1)).astype("float32")
+    y = np.arange(32) % 10
+    logger = actlog.ActivationLogger(log_dir, x[:2], layers=["conv_0", "conv_1"], **options)
+    make_classic_model(0).fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=False,
+                              callbacks=[logger])
+    return logger
+
+
+@torch_on_the_host
+def test_at_most_one_part_waits_for_its_reductions(monkeypatch, tmp_path):
+    """Raw outputs in the background are bounded: the training thread runs part k + 2's forward
+    pass only once part k is reduced, however slow the background."""
+    import time
+
+    from actlog import probe
+
+    monkeypatch.setattr(probe, "PART_BYTES", 1)
+    monkeypatch.setattr(probe, "SEGMENT_BYTES", 1)
+    log: list[str] = []
+    forward, reduce = probe._Part.__call__, probe.ProbeFunction._reduce_part
+
+    def slow_reduce(self, *args):
+        time.sleep(0.05)
+        out = reduce(self, *args)
+        log.append("reduced")
+        return out
+
+    monkeypatch.setattr(probe._Part, "__call__", lambda self, *a: log.append("forward") or forward(self, *a))
+    monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", slow_reduce)
+    logger = _classic_fit(tmp_path, epochs=2)
+    assert logger.probe_function.parts == 2 and logger.misses == {}
+    assert log.count("forward") == log.count("reduced") == 2 * 3  # parts x events
+    ahead = [log[: i + 1].count("forward") - log[: i + 1].count("reduced") for i in range(len(log))]
+    assert max(ahead) == 2, log  # one waiting in the background, one just run
+
+
+@torch_on_the_host
+def test_a_fault_in_background_reductions_loses_that_event_only(monkeypatch, tmp_path, read_run):
+    """The next event's drift compares with the last event that was reduced: the same value as
+    a run that logged only those two events."""
+    from actlog import probe
+
+    reduce, calls = probe.ProbeFunction._reduce_part, []
+
+    def failing(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("reductions failed")
+        return reduce(self, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(probe.ProbeFunction, "_reduce_part", failing)
+        with pytest.warns(RuntimeWarning, match="step 1 .*reductions failed"):
+            logger = _classic_fit(tmp_path / "fault")
+    assert sum(logger.misses.values()) == 1
+    faulty = read_run(tmp_path / "fault" / "activations")
+    _classic_fit(tmp_path / "every_other", freq=2)
+    clean = read_run(tmp_path / "every_other" / "activations")
+    for layer in ("conv_0", "conv_1"):
+        assert [s for s, _ in faulty[f"{layer}/mean"]] == [0, 2, 3]
+        assert [s for s, _ in clean[f"{layer}/drift"]] == [2]
+        (_, expected), = clean[f"{layer}/drift"]
+        assert faulty[f"{layer}/drift"][0][0] == 2
+        np.testing.assert_allclose(faulty[f"{layer}/drift"][0][1], expected, rtol=1e-6)
+
+
+@torch_on_the_host
+def test_background_reductions_leave_the_training_thread_its_torch_threads(monkeypatch, tmp_path):
+    """The worker runs its ops on one thread (a second OpenMP team slows every op of the
+    training thread); the training thread keeps its own setting, also when jobs run inline."""
+    import threading
+
+    import torch
+
+    from actlog import probe
+
+    threads, reduce = {}, probe.ProbeFunction._reduce_part
+
+    def counting(self, *args):
+        threads[threading.current_thread() is threading.main_thread()] = torch.get_num_threads()
+        return reduce(self, *args)
+
+    monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", counting)
+    before = torch.get_num_threads()
+    _classic_fit(tmp_path / "background", epochs=1)
+    assert threads == {False: 1} and torch.get_num_threads() == before
+    threads.clear()
+    _classic_fit(tmp_path / "inline", epochs=1, background=False)
+    assert threads == {True: before} and torch.get_num_threads() == before

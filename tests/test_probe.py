@@ -108,6 +108,23 @@ def test_drift_sums_compare_with_the_previous_sketch(tiny_model, tiny_probes):
     np.testing.assert_allclose(drift.channel_drift[drift.channel_max > 0], 0.0, atol=1e-6)
 
 
+def test_sketches_of_many_layers_share_the_budget_and_still_give_the_drift(monkeypatch, tiny_model,
+                                                                           tiny_probes):
+    monkeypatch.setattr(stats, "SKETCH_BUDGET", 2 * 2 * 2 * 4 * 3)  # conv_0: (k=2, 10, 10, 4)
+    fn, _ = _function(tiny_model, ["conv_0", "conv_1", "conv_0"], tiny_probes)
+    assert fn.sketch_sizes[0] == 2 and fn.sketch_shapes[0] == (2, 2, 2, 4)
+    first = _host(fn(fn.first_channels(), fn.zero_sketches()))
+    assert first[0]["sketch"].shape == (2, 2, 2, 4)
+    changed = tiny_probes[::-1].copy()
+    fn2, _ = _function(tiny_model, ["conv_0", "conv_1", "conv_0"], changed)
+    later = _host(fn2(fn2.first_channels(), [keras.ops.convert_to_tensor(o["sketch"]) for o in first]))
+    sub = keras.Model(tiny_model.input, tiny_model.get_layer("conv_0").output)
+    before, now = (stats.sketch(NUMPY, to_numpy(sub(p, training=False)), 2) for p in (tiny_probes, changed))
+    drift = stats.summarize(later[0]["sums"], later[0]["drift"], size=2 * 10 * 10 * 4)
+    cosine = np.sum(now * before) / np.linalg.norm(now) / np.linalg.norm(before)
+    assert drift.drift == pytest.approx(1 - cosine, rel=1e-4)
+
+
 def test_bytes_that_leave_the_device_are_a_quarter_of_the_activations(classic_model_factory):
     model = classic_model_factory(0)
     x = np.random.default_rng(0).random((8, 28, 28, 1)).astype(np.float32)

@@ -146,6 +146,18 @@ def test_sketch_of_a_layer_with_many_channels_stays_small():
     )
 
 
+def test_many_watched_layers_share_one_sketch_budget():
+    from actlog import stats
+
+    assert stats.sketch_values(1) == stats.sketch_values(32) == stats.SKETCH_VALUES
+    assert stats.sketch_values(174) == stats.SKETCH_BUDGET // 174  # ResNet50, every spatial layer
+    # ResNet50's stages at 8 probes: 64 channels keep 4 x 4 positions of 56 x 56, 2048 keep one.
+    shares = [stats.sketch_size(8, c, stats.sketch_values(174)) for c in (64, 256, 512, 1024, 2048)]
+    assert shares == [4, 2, 1, 1, 1]
+    total = sum(8 * c * s * s for c, s in zip((64, 256, 512, 1024, 2048), shares, strict=True))
+    assert total * 174 / 5 < 1.5 * stats.SKETCH_BUDGET
+
+
 def test_dense_layer_shape():
     acts = np.array([[1.0, -1.0, 0.0], [3.0, -1.0, 0.0]])  # (k, C)
     stats = layer_stats(acts)
@@ -183,7 +195,8 @@ def test_unmasked_path_gives_the_masked_bytes_when_every_value_is_finite(norm, c
     acts[0, :, :, 1] = 0.0  # a dead channel: its zeros and flat tiles
     for fn in (stats.reduce_layer, stats.activity, stats.sketch):
         masked, unmasked = fn(NUMPY, acts), fn(NUMPY, acts, all_finite=True)
-        for a, b in zip(*(v.values() if isinstance(v, dict) else [v] for v in (masked, unmasked)), strict=True):
+        pairs = (v.values() if isinstance(v, dict) else [v] for v in (masked, unmasked))
+        for a, b in zip(*pairs, strict=True):
             assert np.asarray(a).dtype == np.asarray(b).dtype
             np.testing.assert_array_equal(a, b)
     layout = grid.plan_layout((13, 11), [4, 1, 0], rows=1, cols=3)

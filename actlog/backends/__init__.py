@@ -78,6 +78,16 @@ class Backend:
         """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
         raise NotImplementedError
 
+    def reduces_later(self) -> bool:
+        """Whether the probe function's reductions run in the background, after its forward
+        pass (:meth:`actlog.probe.ProbeFunction.run_parts`): where the backend runs op by op
+        on the host, so that they neither fuse with the forward pass nor shrink a copy."""
+        return False
+
+    def enter_background(self) -> None:
+        """Called on the background thread before it runs the backend's ops (the reductions
+        of :meth:`reduces_later`)."""
+
     @property
     def ops(self) -> Any:
         """The ``xp`` namespace the probe function's reductions use: ``keras.ops``, or the
