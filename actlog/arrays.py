@@ -30,13 +30,15 @@ NUMPY: Any = _Numpy()
 """numpy as an ``xp`` namespace."""
 
 
-def all_finite(xp: Any, x: Any) -> bool:
+def all_finite(xp: Any, x: Any) -> Any:
     """True when ``xp`` can tell cheaply, without a device sync, that no value of ``x`` is
-    NaN or infinite (the PyTorch backend on the host); False when it cannot or some is.
+    NaN or infinite (the PyTorch backend on the host); False when it cannot or some is; a
+    scalar boolean tensor where the answer comes at run time, inside a compiled function
+    (TensorFlow on the host: the caller branches on it with ``keras.ops.cond``).
 
-    The grid and statistics functions then skip their masks (``all_finite=True``):
-    an eager backend runs each mask as passes of its own over the activations, a
-    compiled one fuses them away and never asks.
+    The grid and statistics functions then skip their masks (``all_finite=True``): on
+    the host each mask is passes of its own over the activations and, unless a
+    compiler fuses them (XLA), full-size temporaries; on an accelerator nothing asks.
     """
     check = getattr(xp, "all_finite", None)
-    return bool(check(x)) if check is not None else False
+    return check(x) if check is not None else False

@@ -34,7 +34,9 @@ the other (:data:`PART_BYTES`); in a functional graph the parts are segments
 that each start where the previous one stopped (:mod:`actlog.segments`), so an
 event still runs every layer once. Several parts compile their forward passes
 alone, and the reductions once per kind of layer (:class:`_Reduce`), so that
-compiling keeps little more than one forward pass, however many layers.
+compiling keeps little more than one forward pass, however many layers; where
+the backend does not compile several parts (:meth:`actlog.backends.Backend.compiles_parts`:
+TensorFlow on the host), their forward passes run op by op and keep nothing.
 
 A backend that runs op by op on the host (PyTorch on the CPU) gains nothing from
 running the reductions with the forward pass: there, the training thread runs the
@@ -243,11 +245,14 @@ def channels_last(acts: Any, data_format: str) -> Any:
     return acts
 
 
-def compile_function(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any) -> Any:
-    """``backend.compile(fn, model, args)``, with the model's rejection of ``args`` (its
-    inputs come first) said as such: shapes received and expected."""
+def compile_function(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any,
+                     *, eager: bool = False) -> Any:
+    """``backend.compile(fn, model, args)`` (eager with ``eager`` or a model that runs
+    eagerly), with the model's rejection of ``args`` (its inputs come first) said as such:
+    shapes received and expected."""
+    eager = eager or bool(getattr(model, "run_eagerly", False))
     try:
-        return backend.compile(fn, model, args, eager=bool(getattr(model, "run_eagerly", False)))
+        return backend.compile(fn, model, args, eager=eager)
     except _NotCalled:
         raise
     except Exception as err:  # the user's model rejected the probes
@@ -315,15 +320,19 @@ class ProbeFunction:
         # So does a backend that may run them later (:meth:`run_parts`).
         self.reduces_later = backend.reduces_later()
         separate = len(groups) > 1 or self.reduces_later
+        eager_parts = len(groups) > 1 and not backend.compiles_parts()
         self._reducers: dict[tuple, Any] | None = {} if separate else None
-        first, zeros = self.first_channels(), self.zero_sketches()
+        # Shapes and dtypes are all compiling needs: no sketch is allocated before the first event.
+        first = self.first_channels()
+        zeros = [keras.KerasTensor(shape, dtype="float32") for shape in self.sketch_shapes]
         for g, indices in enumerate(groups):
             forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
             reductions = [self._reduction(i) for i in indices] if self._reducers is None else None
             part = _Part(forward, reductions)
             example = forward.specs(k) if part.chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
-            self._parts.append((indices, part, compile_function(backend, part, model, args, runner)))
+            self._parts.append((indices, part, compile_function(backend, part, model, args, runner,
+                                                                eager=eager_parts)))
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
@@ -352,8 +361,8 @@ class ProbeFunction:
 
     @property
     def functions(self) -> int:
-        """Compiled functions so far: the parts, and with several parts one per kind of
-        layer whose reductions have run (:class:`_Reduce`)."""
+        """Functions so far: the parts (compiled, or eager: :meth:`Backend.compiles_parts`),
+        and with separate reductions one per kind of layer that has run (:class:`_Reduce`)."""
         return len(self._parts) + len(self._reducers or {})
 
     @property
@@ -488,10 +497,17 @@ class _Reduce:
                 len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size)
 
     def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
+        acts = channels_last(self.ops.cast(output, "float32"), self.plan.data_format)
+        finite = arrays.all_finite(self.ops, acts)  # then so are the maps: no masks below
+        if isinstance(finite, bool):
+            return self._results(acts, index, before, finite)
+        # Known at run time: both branches are compiled, one runs.
+        return keras.ops.cond(finite, lambda: self._results(acts, index, before, True),
+                              lambda: self._results(acts, index, before, False))
+
+    def _results(self, acts: Any, index: Any, before: Any, finite: bool) -> dict[str, Any]:
         ops, plan = self.ops, self.plan
-        acts = channels_last(ops.cast(output, "float32"), plan.data_format)
         maps = grid.batch_maps(ops, acts)
-        finite = arrays.all_finite(ops, acts)  # then so are the maps: no masks below
         sums = stats.reduce_layer(ops, acts, all_finite=finite)
         sums["activity"] = stats.activity(ops, maps, all_finite=finite)
         sketch = stats.sketch(ops, maps, self.sketch_size, all_finite=finite)

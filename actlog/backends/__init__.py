@@ -84,6 +84,12 @@ class Backend:
         on the host, so that they neither fuse with the forward pass nor shrink a copy."""
         return False
 
+    def compiles_parts(self) -> bool:
+        """Whether several parts of the probe function (:data:`actlog.probe.PART_BYTES`)
+        compile their forward passes; else those run op by op, as the model's own layers do
+        eagerly. Several parts mean large activations, whose ops gain little from compiling."""
+        return True
+
     def enter_background(self) -> None:
         """Called on the background thread before it runs the backend's ops (the reductions
         of :meth:`reduces_later`)."""
