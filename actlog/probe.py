@@ -417,7 +417,8 @@ class ProbeFunction:
         return fn(output, index, before)
 
     def _reduction(self, i: int) -> _Reduce:
-        return _Reduce(self.plans[i], self.backend.ops, self.sketch_sizes[i])
+        return _Reduce(self.plans[i], self.backend.ops, self.sketch_sizes[i],
+                       alone=self._reducers is not None)
 
 
 PART_BYTES = 128 * 2**20
@@ -485,10 +486,11 @@ class _Reduce:
     """One watched layer's reductions: ``(output, channels, previous) -> result`` (see
     :class:`ProbeFunction`). Layers alike in :meth:`key` share one compiled copy."""
 
-    def __init__(self, plan: LayerPlan, ops: Any, sketch_size: int) -> None:
+    def __init__(self, plan: LayerPlan, ops: Any, sketch_size: int, *, alone: bool) -> None:
         self.plan = plan
         self.ops = ops
         self.sketch_size = sketch_size
+        self.alone = alone
 
     def key(self, output: Any) -> tuple:
         """What the compiled reductions depend on: all but which channels are shown."""
@@ -501,6 +503,11 @@ class _Reduce:
         finite = arrays.all_finite(self.ops, acts)  # then so are the maps: no masks below
         if isinstance(finite, bool):
             return self._results(acts, index, before, finite)
+        if not self.alone:
+            # In a part's compiled forward pass the layers are small (else there would be
+            # several parts) and two branches of every layer's reductions would cost more
+            # memory to compile than the masks save.
+            return self._results(acts, index, before, False)
         # Known at run time: both branches are compiled, one runs.
         return keras.ops.cond(finite, lambda: self._results(acts, index, before, True),
                               lambda: self._results(acts, index, before, False))
