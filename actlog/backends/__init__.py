@@ -4,11 +4,13 @@ Everything before the probe function (choosing layers) is Keras; everything
 after it (grids, statistics, writing) is numpy. What differs per Keras backend
 lives in one small module each, behind :class:`Backend`:
 
-- :mod:`~actlog.backends.tensorflow`: ``tf.function`` with a fixed input signature.
+- :mod:`~actlog.backends.tensorflow`: ``tf.function`` with a fixed input signature
+  (on the host, several parts run their forward passes eagerly: :meth:`Backend.compiles_parts`).
 - :mod:`~actlog.backends.jax`: ``jax.jit`` over a stateless call with the
   current variable values (read from the trainer's state mid-epoch, never
   forcing a sync).
-- :mod:`~actlog.backends.torch`: eager, under ``torch.no_grad()``.
+- :mod:`~actlog.backends.torch`: eager, under ``torch.no_grad()`` (on the CPU the
+  reductions run in the background: :meth:`Backend.reduces_later`).
 
 The optional activation maximisation (:mod:`actlog.maximize`) also asks each
 backend for a gradient with respect to the input (:meth:`Backend.gradient`):

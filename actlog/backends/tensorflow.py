@@ -1,4 +1,8 @@
-"""TensorFlow: the probe function is one ``tf.function`` with a fixed input signature."""
+"""TensorFlow: the probe function is one ``tf.function`` with a fixed input signature.
+
+On the host, several parts run their forward passes eagerly and reductions compiled
+on their own branch at run time on whether a layer has NaN or Inf (:class:`_HostOps`).
+"""
 
 from __future__ import annotations
 
