@@ -175,24 +175,35 @@ def _classic_fit(log_dir, epochs=3, **options):
 @torch_on_the_host
 def test_at_most_one_part_waits_for_its_reductions(monkeypatch, tmp_path):
     """Raw outputs in the background are bounded: the training thread runs part k + 2's forward
-    pass only once part k is reduced, however slow the background."""
-    import time
+    pass only once part k is reduced. Each reduction waits for the forward pass two parts on:
+    unbounded, that pass comes; bounded, it cannot, and the wait gives up (a cap, not a check)."""
+    import threading
 
     from actlog import probe
 
     monkeypatch.setattr(probe, "PART_BYTES", 1)
     monkeypatch.setattr(probe, "SEGMENT_BYTES", 1)
     log: list[str] = []
+    changed = threading.Condition()
     forward, reduce = probe._Part.__call__, probe.ProbeFunction._reduce_part
 
-    def slow_reduce(self, *args):
-        time.sleep(0.05)
+    def counted_forward(self, *args):
+        with changed:
+            log.append("forward")
+            changed.notify_all()
+        return forward(self, *args)
+
+    def lagging_reduce(self, *args):
+        with changed:
+            part = log.count("reduced")
+            changed.wait_for(lambda: log.count("forward") >= part + 3, timeout=0.1)
         out = reduce(self, *args)
-        log.append("reduced")
+        with changed:
+            log.append("reduced")
         return out
 
-    monkeypatch.setattr(probe._Part, "__call__", lambda self, *a: log.append("forward") or forward(self, *a))
-    monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", slow_reduce)
+    monkeypatch.setattr(probe._Part, "__call__", counted_forward)
+    monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", lagging_reduce)
     logger = _classic_fit(tmp_path, epochs=2)
     assert logger.probe_function.parts == 2 and logger.misses == {}
     assert log.count("forward") == log.count("reduced") == 2 * 3  # parts x events
