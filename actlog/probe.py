@@ -322,13 +322,16 @@ class ProbeFunction:
         separate = len(groups) > 1 or self.reduces_later
         eager_parts = len(groups) > 1 and not backend.compiles_parts()
         self._reducers: dict[tuple, Any] | None = {} if separate else None
+        self._reductions = [
+            _Reduce(plan, backend.ops, size, alone=separate)
+            for plan, size in zip(self.plans, self.sketch_sizes, strict=True)
+        ]
         # Shapes and dtypes are all compiling needs: no sketch is allocated before the first event.
         first = self.first_channels()
         zeros = [keras.KerasTensor(shape, dtype="float32") for shape in self.sketch_shapes]
         for g, indices in enumerate(groups):
             forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
-            reductions = [self._reduction(i) for i in indices] if self._reducers is None else None
-            part = _Part(forward, reductions)
+            part = _Part(forward, None if separate else _pick(self._reductions, indices))
             example = forward.specs(k) if part.chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner,
@@ -408,17 +411,13 @@ class ProbeFunction:
 
     def _reduce(self, i: int, output: Any, index: Any, before: Any) -> dict[str, Any]:
         """Layer ``i``'s reductions, compiled at the first layer of their kind."""
-        reduction = self._reduction(i)
+        reduction = self._reductions[i]
         key = reduction.key(output)
         fn = self._reducers.get(key)
         if fn is None:
             fn = self._reducers[key] = self.backend.compile(reduction, None, (output, index, before),
                                                             eager=False)
         return fn(output, index, before)
-
-    def _reduction(self, i: int) -> _Reduce:
-        return _Reduce(self.plans[i], self.backend.ops, self.sketch_sizes[i],
-                       alone=self._reducers is not None)
 
 
 PART_BYTES = 128 * 2**20
@@ -487,6 +486,8 @@ class _Reduce:
     :class:`ProbeFunction`). Layers alike in :meth:`key` share one compiled copy."""
 
     def __init__(self, plan: LayerPlan, ops: Any, sketch_size: int, *, alone: bool) -> None:
+        """``alone``: compiled on its own (several parts, or reduced later), not inside a
+        part's forward pass."""
         self.plan = plan
         self.ops = ops
         self.sketch_size = sketch_size
@@ -500,14 +501,12 @@ class _Reduce:
 
     def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
         acts = channels_last(self.ops.cast(output, "float32"), self.plan.data_format)
-        finite = arrays.all_finite(self.ops, acts)  # then so are the maps: no masks below
+        # Then so are the maps: no masks below. Never asked inside a part's compiled forward
+        # pass: its layers are small (else there would be several parts), and two branches of
+        # every layer's reductions would cost more memory to compile than the masks save.
+        finite = arrays.all_finite(self.ops, acts) if self.alone else False
         if isinstance(finite, bool):
             return self._results(acts, index, before, finite)
-        if not self.alone:
-            # In a part's compiled forward pass the layers are small (else there would be
-            # several parts) and two branches of every layer's reductions would cost more
-            # memory to compile than the masks save.
-            return self._results(acts, index, before, False)
         # Known at run time: both branches are compiled, one runs.
         return keras.ops.cond(finite, lambda: self._results(acts, index, before, True),
                               lambda: self._results(acts, index, before, False))

@@ -38,7 +38,7 @@ from actlog.faults import Faults, classify
 from actlog.layers import resolve
 from actlog.maximize import MaximizeOptions, MaximizePass
 from actlog.runs import Destination
-from actlog.worker import Worker, in_background
+from actlog.worker import Worker
 from actlog.writer import RunWriter, Spool
 
 PIXEL_BUDGET = 24 * 2**20
@@ -148,6 +148,7 @@ class Session:
             max_pending=options.max_pending * (self.probe_fn.parts + 1),
             on_full=options.on_full,
             on_error=lambda err: faults.report(*classify(err, "an event")),
+            on_start=self.backend.enter_background,
         )
 
     # -- setup ------------------------------------------------------------------------
@@ -256,8 +257,6 @@ class Session:
         """Background: a part's reductions (see :meth:`actlog.probe.ProbeFunction.run_parts`);
         if they fail, the next event's drift compares with this one's ``previous``."""
         try:
-            if in_background():
-                self.backend.enter_background()
             out = reduce()
         except BaseException:
             for i in indices:

@@ -28,10 +28,10 @@ def test_inline_when_not_in_the_background():
 
 
 def test_a_full_queue_waits_or_skips():
-    gate = threading.Event()
+    gate, taken = threading.Event(), threading.Event()
     waiting = Worker(max_pending=1)
-    waiting.submit(gate.wait)  # taken by the thread at once
-    time.sleep(0.05)
+    waiting.submit(lambda: (taken.set(), gate.wait()))
+    assert taken.wait(5)  # taken by the thread: the queue is empty again
     waiting.submit(lambda: None)  # fills the queue
     blocked = threading.Thread(target=waiting.submit, args=(lambda: None,))
     blocked.start()
@@ -42,9 +42,10 @@ def test_a_full_queue_waits_or_skips():
     assert not blocked.is_alive() and waiting.flush(5)
 
     gate.clear()
+    taken.clear()
     skipping = Worker(max_pending=1, on_full="skip")
-    assert skipping.submit(gate.wait)
-    time.sleep(0.05)
+    assert skipping.submit(lambda: (taken.set(), gate.wait()))
+    assert taken.wait(5)
     assert skipping.submit(lambda: None)
     assert skipping.submit(lambda: None) is False  # dropped, and said so
     gate.set()
@@ -76,3 +77,14 @@ def test_an_escaping_error_is_handed_over_and_the_thread_goes_on():
 def test_on_full_is_checked():
     with pytest.raises(ValueError, match=r"Unknown on_full 'drop'\. Accepted: \['wait', 'skip'\]"):
         Worker(on_full="drop")
+
+
+def test_on_start_runs_once_on_the_worker_thread_and_never_inline():
+    started, ran = [], []
+    worker = Worker(on_start=lambda: started.append(threading.current_thread().name))
+    for _ in range(3):
+        worker.submit(lambda: ran.append(threading.current_thread().name))
+    assert worker.close(5) and started == ["actlog-writer"] and ran == ["actlog-writer"] * 3
+    inline = Worker(background=False, on_start=lambda: started.append("inline"))
+    inline.submit(lambda: None)
+    assert started == ["actlog-writer"]

@@ -93,8 +93,8 @@ class Backend:
         return True
 
     def enter_background(self) -> None:
-        """Called on the background thread before it runs the backend's ops (the reductions
-        of :meth:`reduces_later`)."""
+        """Called once on the background worker's thread when it starts, before it runs any
+        of the backend's ops (the reductions of :meth:`reduces_later`)."""
 
     @property
     def ops(self) -> Any:

@@ -11,15 +11,12 @@ pass; the reductions run in the background (:meth:`TorchBackend.reduces_later`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from actlog.backends import Backend, Compiled
-
-_BACKGROUND = threading.local()
 
 
 class _Function(Compiled):
@@ -45,7 +42,6 @@ class _TorchOps:
     activations in eager mode, which a compiled backend fuses away."""
 
     _DTYPES = {"float32": torch.float32, "uint8": torch.uint8, "int32": torch.int32, "bool": torch.bool}
-
 
     @staticmethod
     def take(x: Any, index: Any, axis: int) -> Any:
@@ -167,9 +163,7 @@ class TorchBackend(Backend):
         # One thread here: a second thread with an OpenMP team of its own makes libgomp stop
         # spinning between parallel regions (more threads than cores), and every op of the
         # training thread then waits to wake its team: 1.8x slower on 2 cores, measured.
-        if not getattr(_BACKGROUND, "entered", False):
-            torch.set_num_threads(1)  # this thread's OpenMP setting; training keeps its own
-            _BACKGROUND.entered = True
+        torch.set_num_threads(1)  # this thread's OpenMP setting; training keeps its own
 
     def is_chief(self, model: Any) -> bool:
         distributed = torch.distributed
