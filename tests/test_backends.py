@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BACKEND, EXPECTED_TRACES
+from conftest import BACKEND, CUDA, EXPECTED_TRACES
 
 import actlog
 from actlog import metadata
@@ -135,7 +135,7 @@ def test_torch_knows_a_layer_is_finite_on_the_host_only_when_it_is():
 
 # -- where the reductions run ------------------------------------------------------------
 
-torch_on_the_host = pytest.mark.skipif(BACKEND != "torch",
+torch_on_the_host = pytest.mark.skipif(BACKEND != "torch" or CUDA,
                                        reason="PyTorch on the CPU reduces in the background")
 
 
@@ -264,3 +264,122 @@ def test_background_reductions_leave_the_training_thread_its_torch_threads(monke
     threads.clear()
     _classic_fit(tmp_path / "inline", epochs=1, background=False)
     assert threads == {True: before} and torch.get_num_threads() == before
+
+
+
+# -- PyTorch on a GPU: one CUDA graph ------------------------------------------------------
+
+cuda_graphs = pytest.mark.skipif(not CUDA, reason="PyTorch on a GPU captures the probe function in a "
+                                 "CUDA graph (run on a GPU machine: no CI runner has one)")
+
+
+def _numpy(tree):
+    return [t.detach().cpu().numpy() for t in tree]
+
+
+@cuda_graphs
+def test_a_cuda_graph_replays_the_probe_function_with_the_current_weights():
+    import keras
+    import torch
+    from conftest import make_classic_model
+
+    from actlog.backends import current
+
+    model = make_classic_model(0)
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.random((4, 28, 28, 1), np.float32), device="cuda")
+    conv = keras.Model(model.inputs, model.get_layer("conv_1").output)
+
+    def probe(inputs):
+        return [model(inputs, training=False), conv(inputs, training=False)]
+
+    graph = current().compile(probe, model, (x,), eager=False)
+    eager = current().compile(probe, model, (x,), eager=True)
+
+    def check(out, inputs):
+        for mine, theirs in zip(_numpy(out), _numpy(eager(inputs)), strict=True):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+    first = graph(x)
+    check(first, x)
+    kept = _numpy(first)
+    # A training step updates the weights in place: the same graph sees the new ones.
+    model.train_on_batch(rng.random((8, 28, 28, 1), np.float32), np.arange(8))
+    second = graph(x + 1.0)
+    check(second, x + 1.0)
+    assert not np.allclose(_numpy(second)[0], kept[0])
+    # Every call returns tensors of its own: the first call's results are untouched.
+    for before, now in zip(kept, _numpy(first), strict=True):
+        np.testing.assert_array_equal(before, now)
+    assert graph.traces == 1 and graph.eager_reason is None
+    # A weight whose storage moves (a new tensor, not an update in place): captured again.
+    kernel = model.get_layer("digits").kernel
+    kernel._value = torch.nn.Parameter(kernel._value.detach() * 2.0)
+    check(graph(x), x)
+    assert graph.traces == 2
+
+
+@cuda_graphs
+def test_a_function_cuda_graphs_refuse_runs_eagerly_with_a_warning():
+    import warnings
+
+    import torch
+
+    from actlog.backends import current
+
+    def waits_for_the_host(inputs):
+        return [inputs * float(inputs.sum().item())]
+
+    x = torch.ones(3, device="cuda")
+    fn = current().compile(waits_for_the_host, None, (x,), eager=False)
+    with pytest.warns(UserWarning, match=r"actlog: the probe function could not be captured in a CUDA graph"):
+        out = fn(x)
+    assert _numpy(out)[0].tolist() == [3.0, 3.0, 3.0]
+    assert fn.traces == 0 and fn.eager_reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _numpy(fn(x * 2.0))[0].tolist() == [12.0, 12.0, 12.0]  # CUDA still works, no new warning
+
+
+@cuda_graphs
+def test_python_and_numpy_values_given_to_keras_ops_are_captured_in_the_graph():
+    """Keras' PyTorch ops make a GPU tensor of each Python number they are given: a copy from
+    the host that a graph cannot hold, unless captured as a fill (or from pinned memory)."""
+    import warnings
+
+    import keras
+    import torch
+
+    from actlog.backends import current
+
+    def with_constants(inputs):
+        clipped = keras.ops.where(inputs > 0.5, inputs, 0.25)
+        return [keras.ops.add(keras.ops.multiply(clipped, 3.0), np.array([1.0, 2.0, 3.0], np.float32))]
+
+    x = torch.as_tensor(np.random.default_rng(2).random((4, 3), np.float32), device="cuda")
+    fn = current().compile(with_constants, None, (x,), eager=False)
+    expected = np.where(x.cpu().numpy() > 0.5, x.cpu().numpy(), 0.25) * 3.0 + np.array([1.0, 2.0, 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            np.testing.assert_allclose(_numpy(fn(x))[0], expected, rtol=1e-6)
+    assert fn.traces == 1 and fn.eager_reason is None
+
+
+@cuda_graphs
+def test_runs_that_share_the_graph_keep_their_own_drift_sketches(monkeypatch, tmp_path, read_run):
+    """The epoch run's drift compares with its own last event, though the batch run replays the
+    same graph in between: the same drift as a run that logs epochs only."""
+    import torch
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    both = _classic_fit(tmp_path / "both", batch_freq=1)
+    alone = _classic_fit(tmp_path / "alone")
+    assert both.misses == alone.misses == {}
+    assert both.probe_function.traces == 1
+    with_batches, epochs_only = (read_run(tmp_path / run / "activations") for run in ("both", "alone"))
+    for layer in ("conv_0", "conv_1"):
+        drift = with_batches[f"{layer}/drift"]
+        assert [s for s, _ in drift] == [s for s, _ in epochs_only[f"{layer}/drift"]] == [1, 2, 3]
+        np.testing.assert_allclose([v for _, v in drift], [v for _, v in epochs_only[f"{layer}/drift"]],
+                                   rtol=1e-3, atol=1e-6)

@@ -46,11 +46,13 @@ def _late_input_model():
 
 
 def _split(monkeypatch, model, layers, probes):
-    """The probe function with one part per layer, and the same in one part."""
-    monkeypatch.setattr(probe, "PART_BYTES", 2**40)
+    """The probe function with one part per layer, and the same in one part (on the host or
+    on an accelerator)."""
+    for budget in ("PART_BYTES", "ACCELERATOR_PART_BYTES"):
+        monkeypatch.setattr(probe, budget, 2**40)
     whole, _ = _function(model, layers, probes)
-    monkeypatch.setattr(probe, "PART_BYTES", 1)
-    monkeypatch.setattr(probe, "SEGMENT_BYTES", 1)
+    for budget in ("PART_BYTES", "ACCELERATOR_PART_BYTES", "SEGMENT_BYTES"):
+        monkeypatch.setattr(probe, budget, 1)
     split, plans = _function(model, layers, probes)
     return whole, split, plans
 

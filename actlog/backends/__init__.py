@@ -9,8 +9,9 @@ lives in one small module each, behind :class:`Backend`:
 - :mod:`~actlog.backends.jax`: ``jax.jit`` over a stateless call with the
   current variable values (read from the trainer's state mid-epoch, never
   forcing a sync).
-- :mod:`~actlog.backends.torch`: eager, under ``torch.no_grad()`` (on the CPU the
-  reductions run in the background: :meth:`Backend.reduces_later`).
+- :mod:`~actlog.backends.torch`: under ``torch.no_grad()``, captured once in a CUDA
+  graph on a GPU; eager on the CPU, where the reductions run in the background
+  (:meth:`Backend.reduces_later`).
 
 The optional activation maximisation (:mod:`actlog.maximize`) also asks each
 backend for a gradient with respect to the input (:meth:`Backend.gradient`):

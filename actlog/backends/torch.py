@@ -1,20 +1,29 @@
-"""PyTorch: the probe function runs eagerly under ``torch.no_grad()``.
+"""PyTorch: the probe function runs under ``torch.no_grad()``, as one CUDA graph on a GPU.
 
 Keras' PyTorch trainer updates the variables in place, so the model always
-holds the current weights. The function is not compiled: it runs a handful of
-probes once every N epochs, where ``torch.compile``'s minutes of compilation
-do not pay. On a GPU the results start their copy to pinned host memory on the
-training thread, and the background waits for it. On the CPU, where nothing is
-copied and no op fuses with another, the training thread runs only the forward
-pass; the reductions run in the background (:meth:`TorchBackend.reduces_later`).
+holds the current weights. The function is never ``torch.compile``d: it runs a
+handful of probes once every N epochs, where minutes of compilation do not pay.
+
+On a GPU it is captured once in a CUDA graph and replayed at every event
+(:class:`_Graph`): run eagerly, Python launches each of an event's few thousand
+kernels one by one (ResNet50's 53 layers: about 140 ms of the training thread
+for a few ms of GPU work), where a replay launches them all at once. The results
+then start their copy to pinned host memory, and the background waits for it.
+
+On the CPU, where nothing is copied and no op fuses with another, it runs eagerly,
+and the training thread runs only the forward pass; the reductions run in the
+background (:meth:`TorchBackend.reduces_later`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import keras
 import torch
+from torch.overrides import TorchFunctionMode
 
 from actlog.backends import Backend, Compiled
 
@@ -28,6 +37,113 @@ class _Function(Compiled):
     def __call__(self, *args: Any) -> Any:
         with torch.no_grad():
             return self._fn(*args)
+
+
+class _Graph(Compiled):
+    """``fn`` captured in a CUDA graph at its first call on GPU tensors, replayed after.
+
+    The graph reads the model's weights where they are: Keras' PyTorch optimizers and
+    ``assign`` update them in place, so it stays valid until a weight's storage moves,
+    and is captured again then. Arguments are copied into the graph's own tensors, and
+    its results out of them: every call returns tensors of its own, as an eager call does
+    (the caller keeps one event's drift sketches while the next runs). The graph keeps its
+    memory between calls: about the function's peak, the probes' activations. A function
+    that cannot be captured (an op that waits for the host) runs eagerly, with a warning;
+    so does one called on the CPU.
+
+    Attributes:
+        traces: how many times ``fn`` was captured (once per argument shapes, and again
+            when a weight moved); 0 while it runs eagerly.
+        eager_reason: why it runs eagerly after a failed capture, else None.
+    """
+
+    def __init__(self, fn: Callable[..., Any], model: Any) -> None:
+        self._fn = fn
+        self._eager = _Function(fn)
+        self._variables = [] if model is None else list(model.variables)
+        self._graphs: dict[tuple, tuple[Any, list[Any], list[Any], Any, list[Any]]] = {}
+        self._weights: tuple[int, ...] | None = None
+        self.traces = 0
+        self.eager_reason: str | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        leaves = keras.tree.flatten(args)
+        on_gpu = [isinstance(t, torch.Tensor) and t.is_cuda for t in leaves]
+        if self.eager_reason is not None or not any(on_gpu) or not all(on_gpu):
+            return self._eager(*args)
+        weights = tuple(v.value.data_ptr() for v in self._variables)
+        if weights != self._weights:
+            self._graphs.clear()
+            self._weights = weights
+        signature = tuple((tuple(t.shape), t.dtype, t.device) for t in leaves)
+        if signature not in self._graphs:
+            try:
+                self._graphs[signature] = self._capture(args, leaves)
+            except Exception as err:  # noqa: BLE001 - an op CUDA graphs refuse: run eagerly
+                self.eager_reason = f"{type(err).__name__}: {err}"
+                self._graphs.clear()
+                warnings.warn(
+                    "actlog: the probe function could not be captured in a CUDA graph, so it runs "
+                    "eagerly, launching every kernel from the training thread (slower per event). "
+                    f"PyTorch said: {self.eager_reason}",
+                    stacklevel=2,
+                )
+                return self._eager(*args)
+        graph, inputs, outputs, structure, _ = self._graphs[signature]
+        changed = [(mine, given) for mine, given in zip(inputs, leaves, strict=True)
+                   if mine.data_ptr() != given.data_ptr()]
+        if changed:
+            torch._foreach_copy_([mine for mine, _ in changed], [given for _, given in changed])
+        graph.replay()
+        results = [torch.empty_like(t) for t in outputs]
+        torch._foreach_copy_(results, outputs)
+        return keras.tree.pack_sequence_as(structure, results)
+
+    def _capture(self, args: Any, leaves: list[Any]) -> tuple[Any, list[Any], list[Any], Any, list[Any]]:
+        inputs = [t.clone() for t in leaves]
+        static = keras.tree.pack_sequence_as(args, inputs)
+        # One eager run first, on a side stream as PyTorch asks: cuDNN and cuBLAS set up their
+        # handles and workspaces outside the capture.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            self._fn(*static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        host = _HostValues()
+        # thread_local: the background thread's copies and waits may go on during the capture.
+        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"), host:
+            out = self._fn(*static)
+        outputs = keras.tree.flatten(out)
+        if not all(isinstance(t, torch.Tensor) for t in outputs):
+            raise TypeError(f"results must all be tensors, got {sorted({type(t).__name__ for t in outputs})}")
+        self.traces += 1
+        return graph, inputs, outputs, out, host.kept  # the graph reads host.kept at every replay
+
+
+class _HostValues(TorchFunctionMode):
+    """While capturing: a GPU tensor made from Python or numpy values becomes a fill, or a
+    copy from pinned memory, both of which a graph holds. Keras' ops make one of every
+    Python number they are given (``keras.ops.where(c, x, 0)``), and a copy from pageable
+    memory cannot be captured. The values are fixed in the graph, as tracing fixes the
+    Python values of a ``tf.function`` or ``jax.jit``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[Any] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        device = kwargs.get("device")
+        if (func in (torch.as_tensor, torch.tensor) and args and not isinstance(args[0], torch.Tensor)
+                and device is not None and torch.device(device).type == "cuda"):
+            values = torch.as_tensor(args[0], dtype=kwargs.get("dtype"))
+            if values.dim() == 0:
+                return torch.full((), values.item(), dtype=values.dtype, device=device)
+            pinned = values.pin_memory()
+            self.kept.append(pinned)
+            return pinned.to(device, non_blocking=True)
+        return func(*args, **kwargs)
 
 
 class _TorchOps:
@@ -126,7 +242,7 @@ class TorchBackend(Backend):
     ops = _TorchOps()
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
-        return _Function(fn)
+        return _Graph(fn, model) if torch.cuda.is_available() and not eager else _Function(fn)
 
     def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
         def step(x: Any, *args: Any) -> tuple[Any, Any]:
