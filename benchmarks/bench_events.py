@@ -21,10 +21,10 @@ model, this prints per event (median over ``--events`` events after warm-up):
   per-channel sums) to the host: the part that must see the weights.
 - **cpu**: process CPU time per event of the background path, every thread.
 - **compiles**: how many times the probe function was traced after all events
-  (1 on TensorFlow and JAX; 0 on PyTorch, which runs it eagerly), and in how
-  many parts it runs (more than one when the watched layers' activations
-  exceed 128 MB together on the CPU: see ``actlog.probe.PART_BYTES`` and
-  ``SEGMENT_BYTES``).
+  (1 on TensorFlow and JAX, and on PyTorch on a GPU: one CUDA graph; 0 on PyTorch on
+  the CPU, which runs it eagerly), and in how many parts it runs (more than one when
+  the watched layers' activations exceed 128 MB together on the CPU: see
+  ``actlog.probe.PART_BYTES`` and ``SEGMENT_BYTES``).
 - **copied**: MB per event leaving the device, against the raw activations.
 
 Targets: sync <= 1.5x floor; blocked <= 1.5x fwd+copy (the MNIST model, CPU);
