@@ -419,7 +419,7 @@ def test_host_depthwise_convolutions_equal_keras_own(shape, window, options, mul
                                       **options)
     assert ours.shape == expected.shape and ours.dtype == expected.dtype
     np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-5, atol=1e-5)
-    with jax_backend.host_depthwise_convolutions():
+    with jax_backend.host_depthwise_convolutions:
         patched = keras.ops.depthwise_conv(x, kernel, **options)
     np.testing.assert_array_equal(np.asarray(patched), np.asarray(ours))
     # Outside actlog's own tracing, Keras' convolution is back.
@@ -455,3 +455,67 @@ def test_the_probe_function_traces_separable_and_depthwise_layers_with_the_host_
     maps = actlog.feature_maps(model, x[:2], layers=["depthwise", "separable"])
     steps, grids = actlog.read(tmp_path).run().grids("separable", 0)
     assert steps.tolist() == [0, 1, 2] and maps["separable"].shape == (2, 5, 5, 4)
+
+
+# -- PyTorch on the CPU: convolutions on channels-last views --------------------------------
+
+torch_only = pytest.mark.skipif(BACKEND != "torch", reason="Keras' PyTorch convolution on the CPU")
+
+
+@torch_only
+@pytest.mark.parametrize(
+    "op, shape, kernel_shape, options",
+    [
+        ("conv", (2, 9, 9, 3), (3, 3, 3, 5), {}),
+        ("conv", (2, 9, 9, 3), (3, 3, 3, 5), {"strides": 2, "padding": "same"}),
+        ("conv", (2, 10, 9, 4), (3, 3, 4, 2), {"dilation_rate": 2, "padding": "same"}),
+        ("conv", (2, 6, 7, 5, 2), (3, 2, 3, 2, 4), {"padding": "same"}),
+        ("conv", (2, 11, 3), (3, 3, 4), {"padding": "same"}),
+        ("conv", (2, 3, 9, 9), (3, 3, 3, 5), {"data_format": "channels_first"}),
+        ("depthwise_conv", (2, 9, 9, 4), (3, 3, 4, 2), {"strides": 2, "padding": "same"}),
+    ],
+)
+def test_host_convolutions_give_keras_own_bytes(op, shape, kernel_shape, options):
+    import keras
+
+    from actlog.backends import torch as torch_backend
+
+    rng = np.random.default_rng(len(shape))
+    x = keras.ops.convert_to_tensor(rng.normal(size=shape).astype(np.float32))
+    kernel = keras.ops.convert_to_tensor(rng.normal(size=kernel_shape).astype(np.float32))
+    run = getattr(keras.ops, op)
+    expected = keras.ops.convert_to_numpy(run(x, kernel, **options))
+    with torch_backend.host_convolutions:
+        ours = run(x, kernel, **options)
+    assert tuple(ours.shape) == expected.shape
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), expected)
+
+
+@torch_only
+def test_host_convolutions_stay_on_their_own_thread():
+    import threading
+
+    import keras
+
+    from actlog.backends import torch as torch_backend
+
+    x = keras.ops.ones((1, 5, 5, 2))
+    kernel = keras.ops.ones((3, 3, 2, 1))
+    seen = []
+    original = torch_backend._conv
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    torch_backend.host_convolutions._replacement = spy
+    try:
+        with torch_backend.host_convolutions:
+            keras.ops.conv(x, kernel)
+            other = threading.Thread(target=keras.ops.conv, args=(x, kernel), name="training")
+            other.start()
+            other.join()
+        keras.ops.conv(x, kernel)
+    finally:
+        torch_backend.host_convolutions._replacement = original
+    assert seen == [threading.current_thread().name]

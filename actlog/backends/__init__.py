@@ -24,6 +24,7 @@ or PyTorch user never loads TensorFlow.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +117,55 @@ class Counted:
     def __call__(self, *args: Any) -> Any:
         self.count += 1
         return self.fn(*args)
+
+
+class Substitute:
+    """``with substitute:`` calls ``replacement(original, *args)`` in place of a function of
+    Keras' backend (``module.name``), on this thread only; other threads, and this one
+    outside the block, call Keras' own.
+
+    Installed at the first use and never removed: a dispatcher takes the function's place
+    and reads a thread-local depth, so that a training step on another thread (or the
+    background worker) never sees the replacement, and blocks may nest. Where Keras has
+    no such function, the block changes nothing.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, module: str, name: str, replacement: Callable[..., Any]) -> None:
+        self._where = (module, name)
+        self._replacement = replacement
+        self._local = threading.local()
+        self._installed = False
+
+    def _install(self) -> None:
+        with self._lock:
+            if self._installed:
+                return
+            module_name, name = self._where
+            try:
+                module = importlib.import_module(module_name)
+                original = getattr(module, name)
+            except (ImportError, AttributeError):  # another Keras: its own function, same values
+                self._installed = True
+                return
+            local = self._local
+
+            def dispatch(*args: Any, **kwargs: Any) -> Any:
+                if getattr(local, "depth", 0):
+                    return self._replacement(original, *args, **kwargs)
+                return original(*args, **kwargs)
+
+            setattr(module, name, dispatch)
+            self._installed = True
+
+    def __enter__(self) -> None:
+        if not self._installed:
+            self._install()
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self._local.depth -= 1
 
 
 def iterations(model: Any, default: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from actlog.backends import Backend, Compiled, Counted
+from actlog.backends import Backend, Compiled, Counted, Substitute
 
 
 def _values(model: Any) -> list[Any]:
@@ -51,7 +51,7 @@ def _stateless(fn: Callable[..., Any], model: Any, *, compiled: bool = True) -> 
 
     def stateless(values: list[Any], *args: Any) -> Any:
         with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
-            with host_depthwise_convolutions() if host else contextlib.nullcontext():
+            with host_depthwise_convolutions if host else contextlib.nullcontext():
                 return fn(*args)
 
     return stateless
@@ -102,22 +102,12 @@ def _per_axis(value: Any, n: int) -> tuple[int, ...]:
     return (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
 
 
-@contextlib.contextmanager
-def host_depthwise_convolutions() -> Iterator[None]:
-    """While tracing on the CPU: Keras' JAX ``depthwise_conv`` (which ``SeparableConv``
-    calls too) is :func:`depthwise_conv`. Only actlog's own functions trace under it, on
-    the training thread; training's functions keep Keras' own."""
-    try:
-        from keras.src.backend.jax import nn
-    except ImportError:  # another Keras layout: XLA's grouped convolution, slower, the same values
-        yield
-        return
-    original = nn.depthwise_conv
-    nn.depthwise_conv = depthwise_conv
-    try:
-        yield
-    finally:
-        nn.depthwise_conv = original
+host_depthwise_convolutions = Substitute(
+    "keras.src.backend.jax.nn", "depthwise_conv",
+    lambda original, *args, **kwargs: depthwise_conv(*args, **kwargs),
+)
+"""While tracing on the CPU: Keras' JAX ``depthwise_conv`` (which ``SeparableConv`` calls
+too) is :func:`depthwise_conv`, on the thread that traces actlog's own functions only."""
 
 
 class _Function(Compiled):
