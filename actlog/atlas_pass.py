@@ -53,7 +53,8 @@ class AtlasFunction:
     ) -> None:
         self.forward = forward
         self.plans = list(plans)
-        self._fn = probe.compile_function(backend, self._peaks, model, (example, channels), runner)
+        self._fn = probe.compile_function(backend, self._peaks, model, (example, channels), runner,
+                                          replay=False)
 
     @property
     def traces(self) -> int:

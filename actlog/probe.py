@@ -246,13 +246,13 @@ def channels_last(acts: Any, data_format: str) -> Any:
 
 
 def compile_function(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any,
-                     *, eager: bool = False) -> Any:
-    """``backend.compile(fn, model, args)`` (eager with ``eager`` or a model that runs
-    eagerly), with the model's rejection of ``args`` (its inputs come first) said as such:
-    shapes received and expected."""
+                     *, eager: bool = False, replay: bool = True) -> Any:
+    """``backend.compile(fn, model, args, replay=replay)`` (eager with ``eager`` or a model
+    that runs eagerly), with the model's rejection of ``args`` (its inputs come first) said
+    as such: shapes received and expected."""
     eager = eager or bool(getattr(model, "run_eagerly", False))
     try:
-        return backend.compile(fn, model, args, eager=eager)
+        return backend.compile(fn, model, args, eager=eager, replay=replay)
     except _NotCalled:
         raise
     except Exception as err:  # the user's model rejected the probes

@@ -17,7 +17,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import EXPECTED_TRACES, to_numpy
+from conftest import to_numpy
 
 import actlog
 from actlog import atlas, metadata, receptive
@@ -204,7 +204,8 @@ def test_stream_equals_a_numpy_top_k_and_compiles_once(tiny_model, tiny_data):
     channels = probe_fn.channels([[3, 1, 0, 2], [5, 0, 1, 2, 3, 4]])
     for _ in range(2):
         tops = pass_.stream(channels)
-    assert pass_.function.traces == EXPECTED_TRACES
+    # (PyTorch streams the pool eagerly, also on a GPU: no CUDA graph keeps a batch's memory.)
+    assert pass_.function.traces == (0 if backends.current().name == "torch" else 1)
     layers = zip(tops, ("conv_0", "conv_1"), ([3, 1, 0, 2], [5, 0, 1, 2, 3, 4]), strict=True)
     for (index, where, value), name, shown in layers:
         acts = to_numpy(keras.Model(tiny_model.input, tiny_model.get_layer(name).output)(x))

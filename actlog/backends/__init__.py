@@ -50,13 +50,18 @@ class Backend:
 
     name: str = ""
 
-    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
+                replay: bool = True) -> Compiled:
         """Compile ``fn(*args)`` once for ``model`` (the model being trained; None for a
         function that reads no variable of it).
 
         ``args`` give the shapes and dtypes of every call (tensors, or ``keras.KerasTensor``
         specs that allocate nothing); they are never run.
         ``eager`` runs ``fn`` as it is (a model with ``run_eagerly=True``).
+        ``replay``: ``fn`` runs at every event on a few probes, where launching its ops costs
+        more than running them: PyTorch on a GPU captures it in a CUDA graph, which keeps its
+        memory between calls. False for a function streamed over large batches (the atlas),
+        whose memory would stay reserved for little gain.
         """
         raise NotImplementedError
 

@@ -132,7 +132,8 @@ class _Function(Compiled):
 class JaxBackend(Backend):
     name = "jax"
 
-    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
+                replay: bool = True) -> Compiled:
         return _Function(fn, model, eager)
 
     def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:

@@ -69,7 +69,8 @@ class _Function(Compiled):
 class TensorFlowBackend(Backend):
     name = "tensorflow"
 
-    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
+                replay: bool = True) -> Compiled:
         return _Function(fn, args, eager)
 
     def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:

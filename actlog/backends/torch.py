@@ -270,8 +270,9 @@ class TorchBackend(Backend):
     name = "torch"
     ops = _TorchOps()
 
-    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool) -> Compiled:
-        if torch.cuda.is_available() and not eager:
+    def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
+                replay: bool = True) -> Compiled:
+        if torch.cuda.is_available() and replay and not eager:
             return _Graph(fn, model)
         return _Function(fn, host=not self.accelerated())
 
