@@ -334,8 +334,9 @@ class ProbeFunction:
             part = _Part(forward, None if separate else _pick(self._reductions, indices))
             example = forward.specs(k) if part.chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
+            # One part only replays (a CUDA graph keeps its memory: several would add up theirs).
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner,
-                                                                eager=eager_parts)))
+                                                                eager=eager_parts, replay=not separate)))
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
@@ -416,7 +417,7 @@ class ProbeFunction:
         fn = self._reducers.get(key)
         if fn is None:
             fn = self._reducers[key] = self.backend.compile(reduction, None, (output, index, before),
-                                                            eager=False)
+                                                            eager=False, replay=False)
         return fn(output, index, before)
 
 

@@ -305,9 +305,10 @@ def test_a_cuda_graph_replays_the_probe_function_with_the_current_weights():
     kept = _numpy(first)
     # A training step updates the weights in place: the same graph sees the new ones.
     model.train_on_batch(rng.random((8, 28, 28, 1), np.float32), np.arange(8))
-    second = graph(x + 1.0)
-    check(second, x + 1.0)
-    assert not np.allclose(_numpy(second)[0], kept[0])
+    second = graph(x)
+    check(second, x)
+    assert not np.allclose(_numpy(second)[1], kept[1])  # conv_1 moved with the weights
+    check(graph(x + 1.0), x + 1.0)  # and new arguments are copied in
     # Every call returns tensors of its own: the first call's results are untouched.
     for before, now in zip(kept, _numpy(first), strict=True):
         np.testing.assert_array_equal(before, now)
@@ -336,6 +337,8 @@ def test_a_function_cuda_graphs_refuse_runs_eagerly_with_a_warning():
         out = fn(x)
     assert _numpy(out)[0].tolist() == [3.0, 3.0, 3.0]
     assert fn.traces == 0 and fn.eager_reason
+    # The training thread is back on its own stream (a failed capture leaves the capture's).
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _numpy(fn(x * 2.0))[0].tolist() == [12.0, 12.0, 12.0]  # CUDA still works, no new warning
@@ -387,7 +390,17 @@ def test_runs_that_share_the_graph_keep_their_own_drift_sketches(monkeypatch, tm
 
 # -- JAX on the CPU: depthwise convolutions as shifted products -----------------------------
 
-jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX's own depthwise convolution on the CPU")
+def _jax_on_the_host() -> bool:
+    if BACKEND != "jax":
+        return False
+    import jax
+
+    return jax.devices()[0].platform == "cpu"
+
+
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX's own depthwise convolution")
+jax_on_the_host = pytest.mark.skipif(not _jax_on_the_host(), reason="JAX on the CPU traces its own depthwise "
+                                     "convolution (on an accelerator, XLA's)")
 
 
 @jax_only
@@ -402,6 +415,8 @@ jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX's own depthwise conv
         ((2, 3, 9, 9), (3, 3), {"data_format": "channels_first", "padding": "same"}),
         ((2, 11, 4), (4,), {"strides": 3, "padding": "same"}),
         ((2, 5, 6, 7, 2), (2, 3, 3), {"padding": "same"}),
+        ((2, 2, 4, 3), (3, 3), {}),  # a window larger than the input: empty, as Keras'
+        ((2, 8, 8, 3), (3, 3), {"strides": 2, "padding": "SAME"}),
     ],
 )
 @pytest.mark.parametrize("multiplier", [1, 2])
@@ -426,9 +441,9 @@ def test_host_depthwise_convolutions_equal_keras_own(shape, window, options, mul
     np.testing.assert_array_equal(np.asarray(keras.ops.depthwise_conv(x, kernel, **options)), expected)
 
 
-@jax_only
+@jax_on_the_host
 def test_the_probe_function_traces_separable_and_depthwise_layers_with_the_host_convolution(
-        monkeypatch, tmp_path):
+        monkeypatch, tmp_path, read_run):
     import keras
 
     from actlog.backends import jax as jax_backend
@@ -452,14 +467,21 @@ def test_the_probe_function_traces_separable_and_depthwise_layers_with_the_host_
     model.fit(x, np.zeros((8, 2)), epochs=2, batch_size=4, verbose=0, callbacks=[logger])
     assert logger.misses == {} and logger.probe_function.traces == 1
     assert len(calls) == 2  # one trace of each layer; training kept XLA's own
+    # The last event's statistics equal those of Keras' own convolution, same weights.
     maps = actlog.feature_maps(model, x[:2], layers=["depthwise", "separable"])
-    steps, grids = actlog.read(tmp_path).run().grids("separable", 0)
-    assert steps.tolist() == [0, 1, 2] and maps["separable"].shape == (2, 5, 5, 4)
+    logged = read_run(tmp_path / metadata.EPOCH_RUN)
+    for layer in ("depthwise", "separable"):
+        steps = [step for step, _ in logged[f"{layer}/mean"]]
+        assert steps == [0, 1, 2]
+        np.testing.assert_allclose(logged[f"{layer}/mean"][-1][1], maps[layer].mean(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(logged[f"{layer}/std"][-1][1], maps[layer].std(), rtol=1e-4)
+        channel_max = maps[layer].reshape(-1, maps[layer].shape[-1]).max(axis=0)
+        np.testing.assert_allclose(logged[f"{layer}/channel_max"][-1][1], channel_max, rtol=1e-6)
 
 
 # -- PyTorch on the CPU: convolutions on channels-last views --------------------------------
 
-torch_only = pytest.mark.skipif(BACKEND != "torch", reason="Keras' PyTorch convolution on the CPU")
+torch_only = pytest.mark.skipif(BACKEND != "torch" or CUDA, reason="Keras' PyTorch convolution on the CPU")
 
 
 @torch_only

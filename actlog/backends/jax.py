@@ -82,7 +82,10 @@ def depthwise_conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "v
         pads = [max((o - 1) * s + r - size, 0) for o, s, r, size in axes]
         inputs = jnp.pad(inputs, [(0, 0), *[(p // 2, p - p // 2) for p in pads], (0, 0)])
     else:
-        out = [(size - r) // s + 1 for size, r, s in zip(spatial, reach, strides, strict=True)]
+        out = [max(0, (size - r) // s + 1) for size, r, s in zip(spatial, reach, strides, strict=True)]
+    if 0 in out:  # a window larger than the input: nothing to slide over, as XLA's empty result
+        empty = jnp.zeros((inputs.shape[0], *out, channels * multiplier), result)
+        return jnp.moveaxis(empty, -1, 1) if data_format == "channels_first" else empty
     dtype = jnp.promote_types(inputs.dtype, jnp.float32)
     if multiplier > 1:  # output channel c * multiplier + j reads input channel c
         inputs = jnp.repeat(inputs, multiplier, axis=-1)
@@ -99,13 +102,18 @@ def depthwise_conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "v
 
 
 def _per_axis(value: Any, n: int) -> tuple[int, ...]:
-    return (int(value),) * n if isinstance(value, int) else tuple(int(v) for v in value)
+    return (int(value),) * n if np.ndim(value) == 0 else tuple(int(v) for v in value)
 
 
-host_depthwise_convolutions = Substitute(
-    "keras.src.backend.jax.nn", "depthwise_conv",
-    lambda original, *args, **kwargs: depthwise_conv(*args, **kwargs),
-)
+def _host_depthwise(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any = 1,
+                    padding: str = "valid", data_format: str | None = None, dilation_rate: Any = 1,
+                    **more: Any) -> Any:
+    if more or str(padding).lower() not in ("same", "valid"):  # what Keras alone knows
+        return original(inputs, kernel, strides, padding, data_format, dilation_rate, **more)
+    return depthwise_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
+
+
+host_depthwise_convolutions = Substitute("keras.src.backend.jax.nn", "depthwise_conv", _host_depthwise)
 """While tracing on the CPU: Keras' JAX ``depthwise_conv`` (which ``SeparableConv`` calls
 too) is :func:`depthwise_conv`, on the thread that traces actlog's own functions only."""
 

@@ -44,7 +44,7 @@ class _Function(Compiled):
 
 
 def _conv(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
-          data_format: str | None = None, dilation_rate: Any = 1) -> Any:
+          data_format: str | None = None, dilation_rate: Any = 1, **more: Any) -> Any:
     """Keras' PyTorch ``conv`` without its two copies of a channels-last input.
 
     Keras copies such an input to channels-first order, then again to PyTorch's
@@ -54,13 +54,14 @@ def _conv(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any =
     69 -> 56 ms on 2 cores.
     """
     data_format = data_format or keras.config.image_data_format()
-    if data_format == "channels_last" and isinstance(inputs, torch.Tensor) and inputs.ndim in (4, 5):
+    plain = not more and isinstance(inputs, torch.Tensor)
+    if plain and data_format == "channels_last" and inputs.ndim in (4, 5):
         view = torch.movedim(inputs, -1, 1)
         layout = torch.channels_last if inputs.ndim == 4 else torch.channels_last_3d
         if view.is_contiguous(memory_format=layout):
             out = original(view, kernel, strides, padding, "channels_first", dilation_rate)
             return torch.movedim(out, 1, -1)
-    return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+    return original(inputs, kernel, strides, padding, data_format, dilation_rate, **more)
 
 
 host_convolutions = Substitute("keras.src.backend.torch.nn", "conv", _conv)
@@ -125,7 +126,8 @@ class _Graph(Compiled):
             torch._foreach_copy_([mine for mine, _ in changed], [given for _, given in changed])
         graph.replay()
         results = [torch.empty_like(t) for t in outputs]
-        torch._foreach_copy_(results, outputs)
+        if results:
+            torch._foreach_copy_(results, outputs)
         return keras.tree.pack_sequence_as(structure, results)
 
     def _capture(self, args: Any, leaves: list[Any]) -> tuple[Any, list[Any], list[Any], Any, list[Any]]:
@@ -140,9 +142,15 @@ class _Graph(Compiled):
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         host = _HostValues()
-        # thread_local: the background thread's copies and waits may go on during the capture.
-        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"), host:
-            out = self._fn(*static)
+        stream = torch.cuda.current_stream()
+        try:
+            # thread_local: the background thread's copies and waits may go on during the capture.
+            with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"), host:
+                out = self._fn(*static)
+        finally:
+            # A failed capture raises again as it ends, before torch.cuda.graph gives the thread
+            # its stream back: training would go on on the capture's side stream.
+            torch.cuda.set_stream(stream)
         outputs = keras.tree.flatten(out)
         if not all(isinstance(t, torch.Tensor) for t in outputs):
             raise TypeError(f"results must all be tensors, got {sorted({type(t).__name__ for t in outputs})}")
