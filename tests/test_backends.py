@@ -175,17 +175,32 @@ def _classic_fit(log_dir, epochs=3, **options):
 @torch_on_the_host
 def test_at_most_one_part_waits_for_its_reductions(monkeypatch, tmp_path):
     """Raw outputs in the background are bounded: the training thread runs part k + 2's forward
-    pass only once part k is reduced. Each reduction waits for the forward pass two parts on:
-    unbounded, that pass comes; bounded, it cannot, and the wait gives up (a cap, not a check)."""
+    pass only once part k is reduced. Each reduction waits until the training thread either
+    runs that forward pass (unbounded) or waits for room (bounded): decided by order, not time."""
     import threading
+    import types
 
-    from actlog import probe
+    from actlog import probe, session
 
     monkeypatch.setattr(probe, "PART_BYTES", 1)
     monkeypatch.setattr(probe, "SEGMENT_BYTES", 1)
     log: list[str] = []
     changed = threading.Condition()
+    waiting = [False]  # the training thread waits for room in the background
     forward, reduce = probe._Part.__call__, probe.ProbeFunction._reduce_part
+    parts, events = 2, 3
+
+    class Room(threading.Semaphore):
+        def acquire(self, blocking=True, timeout=None):
+            if super().acquire(blocking=False):
+                return True
+            with changed:
+                waiting[0] = True
+                changed.notify_all()
+            try:
+                return super().acquire()
+            finally:
+                waiting[0] = False
 
     def counted_forward(self, *args):
         with changed:
@@ -196,17 +211,20 @@ def test_at_most_one_part_waits_for_its_reductions(monkeypatch, tmp_path):
     def lagging_reduce(self, *args):
         with changed:
             part = log.count("reduced")
-            changed.wait_for(lambda: log.count("forward") >= part + 3, timeout=0.1)
+            later = min(part + 3, parts * events)
+            # (60 s: a guard against a hang, never reached when either comes)
+            changed.wait_for(lambda: waiting[0] or log.count("forward") >= later, timeout=60)
         out = reduce(self, *args)
         with changed:
             log.append("reduced")
         return out
 
+    monkeypatch.setattr(session, "threading", types.SimpleNamespace(Semaphore=Room))
     monkeypatch.setattr(probe._Part, "__call__", counted_forward)
     monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", lagging_reduce)
-    logger = _classic_fit(tmp_path, epochs=2)
-    assert logger.probe_function.parts == 2 and logger.misses == {}
-    assert log.count("forward") == log.count("reduced") == 2 * 3  # parts x events
+    logger = _classic_fit(tmp_path, epochs=events - 1)
+    assert logger.probe_function.parts == parts and logger.misses == {}
+    assert log.count("forward") == log.count("reduced") == parts * events
     ahead = [log[: i + 1].count("forward") - log[: i + 1].count("reduced") for i in range(len(log))]
     assert max(ahead) == 2, log  # one waiting in the background, one just run
 

@@ -58,11 +58,14 @@ def test_close_drains_within_its_timeout():
     for i in range(3):
         worker.submit(lambda i=i: (time.sleep(0.05), done.append(i)))
     assert worker.close(timeout=10) and done == [0, 1, 2]
-    slow = Worker(max_pending=8)
+    gate = threading.Event()
+    stuck = Worker(max_pending=8)
     for _ in range(5):
-        slow.submit(lambda: time.sleep(0.5))
-    assert slow.close(timeout=0.3) is False  # jobs left behind with the daemon thread
-    assert slow.pending >= 3  # it returned at its timeout, not after draining 2.5 s of jobs
+        stuck.submit(gate.wait)
+    # The jobs cannot end before the gate opens: close returns at its timeout, jobs left behind.
+    assert stuck.close(timeout=0.3) is False
+    assert stuck.pending >= 4
+    gate.set()
 
 
 def test_an_escaping_error_is_handed_over_and_the_thread_goes_on():
