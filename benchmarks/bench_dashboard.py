@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -260,6 +261,7 @@ def time_browser(base: str, names: list[str], steps: int, moves: int) -> None:
             print(f"  layer switch: first grid {shown * 1000:.0f} ms, all {steps} steps {loaded:.2f} s")
     finally:
         driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main() -> None:
@@ -268,11 +270,18 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--moves", type=int, default=60, help="step changes timed in the browser")
-    parser.add_argument("--logdir", type=Path, help="reuse/keep a log here (default: a temp dir)")
+    parser.add_argument("--logdir", type=Path, help="keep a log here (default: a temp dir, removed)")
     parser.add_argument("--no-browser", action="store_true")
     args = parser.parse_args()
 
-    root = args.logdir or Path(tempfile.mkdtemp(prefix="actlog-bench-"))
+    if args.logdir is None:
+        with tempfile.TemporaryDirectory(prefix="actlog-bench-") as temporary:
+            _bench(args, Path(temporary) / "log")
+    else:
+        _bench(args, args.logdir)
+
+
+def _bench(args: argparse.Namespace, root: Path) -> None:
     names = [f"block_{i // 2}/conv_{i % 2}" for i in range(args.layers)]
     steps = args.epochs + 1
     if not (root / metadata.EPOCH_RUN).exists():

@@ -75,6 +75,11 @@ def _reset_peak() -> bool:
 
 
 def _child(model_name: str, layers: str, steps: int, events: int, batch: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="actlog-memory-") as log_dir:
+        return _measure(log_dir, model_name, layers, steps, events, batch)
+
+
+def _measure(log_dir: str, model_name: str, layers: str, steps: int, events: int, batch: int) -> dict:
     import keras
     import numpy as np
 
@@ -96,7 +101,7 @@ def _child(model_name: str, layers: str, steps: int, events: int, batch: int) ->
     out: dict = {"event_peaks_mb": []}
     if layers != "off":
         spec = None if layers == "none" else "*"
-        logger = actlog.ActivationLogger(tempfile.mkdtemp(), probes, layers=spec, background=False)
+        logger = actlog.ActivationLogger(log_dir, probes, layers=spec, background=False)
         logger.set_model(model)
         before = _status("VmRSS")
         logger.on_train_begin()

@@ -6,9 +6,7 @@ hundred models and setups were tried as a user would (issue 13).
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 
 import keras
@@ -344,7 +342,7 @@ def test_tags_of_composite_layers_survive_a_reload(tmp_path, tiny_probes):
     i = keras.Input((12, 12, 1))
     model = keras.Model(i, L.Dense(1)(L.Flatten()(ResidualBlock(name="rb1")(i))))
     model.compile("sgd", "mse")
-    path = os.path.join(tempfile.mkdtemp(), "model.keras")
+    path = str(tmp_path / "model.keras")
     model.save(path)
     reloaded = keras.models.load_model(path)
     block = reloaded.get_layer("rb1")
