@@ -559,3 +559,122 @@ def test_host_convolutions_stay_on_their_own_thread():
     finally:
         torch_backend.host_convolutions._replacement = original
     assert seen == [threading.current_thread().name]
+
+
+# -- PyTorch on the CPU: Keras' built-in layers called without Layer.__call__ ---------------------
+
+
+def _count_layer_calls(monkeypatch):
+    import keras
+
+    calls = []
+    original = keras.layers.Layer.__call__
+
+    def spy(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.layers.Layer, "__call__", spy)
+    return calls
+
+
+def _every_layer(model):
+    import keras
+
+    return keras.Model(model.inputs, [layer.output for layer in model.layers[1:]])
+
+
+@torch_only
+def test_direct_layer_calls_give_keras_own_bytes(monkeypatch):
+    import keras
+    import torch
+
+    from actlog.backends import torch as torch_backend
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    i = keras.Input((12, 12, 3))
+    x = L.ZeroPadding2D(1)(i)
+    x = L.Conv2D(6, 3, use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    a = L.DepthwiseConv2D(3, padding="same")(x)
+    b = L.SeparableConv2D(6, 3, padding="same", activation="relu")(x)
+    x = L.Add()([a, b])
+    x = L.Concatenate()([x, L.Activation("tanh")(x)])
+    x = L.MaxPooling2D()(x)
+    x = L.Conv2DTranspose(4, 3, strides=2, padding="same")(x)
+    x = L.LayerNormalization()(x)
+    x = L.Dropout(0.5)(x)
+    x = L.Dense(5)(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(i, x)
+    model.compile("adam", "mse")
+    data = np.random.default_rng(0).random((8, 12, 12, 3)).astype(np.float32)
+    model.fit(data, np.zeros((8, 5)), epochs=2, verbose=0)  # BatchNormalization's moving statistics move
+    everything = _every_layer(model)
+    probes = torch.as_tensor(data[:3])
+    with torch.no_grad():
+        expected = [t.numpy() for t in everything(probes, training=False)]
+    calls = _count_layer_calls(monkeypatch)
+    ours = torch_backend._Function(lambda x: everything(x, training=False), host=True)(probes)
+    assert calls == ["Functional"]  # every layer inside ran without Layer.__call__
+    assert len(ours) == len(expected) == len(model.layers) - 1
+    for layer, a, b in zip(model.layers[1:], ours, expected, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b, err_msg=layer.name)
+
+
+@torch_only
+def test_layers_whose_call_does_more_go_through_keras(monkeypatch):
+    import keras
+    import torch
+
+    from actlog.backends import torch as torch_backend
+
+    class Scaled(keras.layers.Conv2D):  # a subclass: its call may be anything
+        def call(self, inputs):
+            return super().call(inputs) * 2.0
+
+    L = keras.layers
+    i = keras.Input((6, 6, 2))
+    hooked = L.Conv2D(3, 3, name="hooked")
+    x = hooked(i)
+    x = Scaled(3, 1, name="scaled")(x)
+    x = L.Dense(2, activity_regularizer="l2", name="regularized")(x)
+    x = L.Conv2D(2, 1, dtype="mixed_bfloat16", name="mixed")(x)
+    model = keras.Model(i, x)
+    seen = []
+    hooked.register_forward_hook(lambda module, args, output: seen.append(module.name))
+    everything = _every_layer(model)
+    probes = torch.as_tensor(np.random.default_rng(1).random((2, 6, 6, 2)).astype(np.float32))
+    with torch.no_grad():
+        expected = [t.float().numpy() for t in everything(probes, training=False)]
+    seen.clear()
+    calls = _count_layer_calls(monkeypatch)
+    ours = torch_backend._Function(lambda x: everything(x, training=False), host=True)(probes)
+    assert calls == ["Functional", "Conv2D", "Scaled", "Dense", "Conv2D"]
+    assert seen == ["hooked"]  # its module hook ran
+    for a, b in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(a.float().numpy(), b)
+
+
+@torch_only
+def test_masked_inputs_go_through_keras_and_keep_their_masks(monkeypatch):
+    import keras
+    import torch
+
+    from actlog.backends import torch as torch_backend
+
+    i = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(7, 4, mask_zero=True)(i)
+    x = keras.layers.Dense(3)(x)
+    model = keras.Model(i, keras.layers.Activation("relu")(x))
+    tokens = torch.as_tensor(np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 0]], np.int32))
+    everything = _every_layer(model)
+    with torch.no_grad():
+        expected = everything(tokens, training=False)
+    calls = _count_layer_calls(monkeypatch)
+    ours = torch_backend._Function(lambda x: everything(x, training=False), host=True)(tokens)
+    assert calls == ["Functional", "Embedding", "Dense", "Activation"]
+    for a, b in zip(ours, expected, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(a._keras_mask.numpy(), b._keras_mask.numpy())

@@ -193,6 +193,7 @@ def test_unmasked_path_gives_the_masked_bytes_when_every_value_is_finite(norm, c
     rng = np.random.default_rng(3)
     acts = (rng.standard_normal((3, 13, 11, 6)) * 2).astype(np.float32)
     acts[0, :, :, 1] = 0.0  # a dead channel: its zeros and flat tiles
+    acts[1, 0, 0, 2] = -0.0  # a zero too
     for fn in (stats.reduce_layer, stats.activity, stats.sketch):
         masked, unmasked = fn(NUMPY, acts), fn(NUMPY, acts, all_finite=True)
         pairs = (v.values() if isinstance(v, dict) else [v] for v in (masked, unmasked))
