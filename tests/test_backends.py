@@ -532,6 +532,34 @@ def test_host_convolutions_give_keras_own_bytes(op, shape, kernel_shape, options
 
 
 @torch_only
+@pytest.mark.parametrize(
+    "shape, options",
+    [
+        ((2, 9, 9, 3), {"pool_size": 2}),
+        ((2, 11, 10, 4), {"pool_size": 3, "strides": 2}),
+        ((2, 8, 8, 3), {"pool_size": (2, 3), "strides": (1, 2)}),
+        ((2, 6, 7, 5, 2), {"pool_size": 2}),
+        ((2, 9, 9, 3), {"pool_size": 2, "padding": "same"}),  # Keras' own path
+        ((2, 3, 9, 9), {"pool_size": 2, "data_format": "channels_first"}),  # Keras' own path
+    ],
+)
+def test_host_max_pooling_gives_keras_own_bytes(shape, options):
+    import keras
+
+    from actlog.backends import torch as torch_backend
+
+    x = keras.ops.convert_to_tensor(np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32))
+    expected = keras.ops.convert_to_numpy(keras.ops.max_pool(x, **options))
+    with torch_backend.host_pooling:
+        ours = keras.ops.max_pool(x, **options)
+    if "data_format" not in options:
+        # Ours is channels-last in memory; Keras' own path returns a view of channels-first data.
+        assert ours.is_contiguous() == ("padding" not in options)
+    assert tuple(ours.shape) == expected.shape
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), expected)
+
+
+@torch_only
 def test_host_convolutions_stay_on_their_own_thread():
     import threading
 
