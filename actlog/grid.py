@@ -586,17 +586,17 @@ def levels(
         else:
             low, high = _scoped_range(xp, values, finite, axis)
             magnitude = xp.maximum(xp.abs(low), xp.abs(high))
-            small = magnitude < _EPS
-            x01 = xp.where(small, 0.5, (values / xp.where(small, 1.0, magnitude) + 1.0) * 0.5)
+            # A scope with no magnitude divides by inf: its values (finite here) become 0.
+            x01 = (values / xp.where(magnitude < _EPS, np.inf, magnitude) + 1.0) * 0.5
     elif isinstance(norm, tuple):
         low, high = norm
         x01 = (xp.clip(values, low, high) - low) / (high - low)
     else:
         low, high = _scoped_range(xp, values, finite, axis)
         span = high - low
-        # A constant (e.g. dead) tile maps to the low end: flat, never NaN.
-        small = span < _EPS
-        x01 = xp.where(small, 0.0, (values - low) / xp.where(small, 1.0, span))
+        # A constant (e.g. dead) tile maps to the low end: flat, never NaN. Its scope divides
+        # by inf, and its values, finite here, become 0 without a pass of their own.
+        x01 = (values - low) / xp.where(span < _EPS, np.inf, span)
     index = xp.round(xp.clip(x01, 0.0, 1.0) * 255.0)
     if finite is None:
         levels = xp.cast(index, "uint8")
