@@ -543,20 +543,29 @@ def test_host_convolutions_give_keras_own_bytes(op, shape, kernel_shape, options
         ((2, 3, 9, 9), {"pool_size": 2, "data_format": "channels_first"}),  # Keras' own path
     ],
 )
-def test_host_max_pooling_gives_keras_own_bytes(shape, options):
+def test_host_max_pooling_gives_keras_own_bytes(monkeypatch, shape, options):
     import keras
 
     from actlog.backends import torch as torch_backend
 
     x = keras.ops.convert_to_tensor(np.random.default_rng(len(shape)).normal(size=shape).astype(np.float32))
-    expected = keras.ops.convert_to_numpy(keras.ops.max_pool(x, **options))
+    expected = keras.ops.max_pool(x, **options)
+    keras_own = []
+
+    def spy(keras_pool, *args, **kwargs):
+        def counted(*a, **k):
+            keras_own.append(True)
+            return keras_pool(*a, **k)
+
+        return torch_backend._max_pool(counted, *args, **kwargs)
+
+    monkeypatch.setattr(torch_backend.host_pooling, "_replacement", spy)
     with torch_backend.host_pooling:
         ours = keras.ops.max_pool(x, **options)
-    if "data_format" not in options:
-        # Ours is channels-last in memory; Keras' own path returns a view of channels-first data.
-        assert ours.is_contiguous() == ("padding" not in options)
-    assert tuple(ours.shape) == expected.shape
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), expected)
+    assert keras_own == ([True] if "padding" in options or "data_format" in options else [])
+    # Keras' own layout too: a sum over it then adds in the same order.
+    assert ours.shape == expected.shape and ours.stride() == expected.stride()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(expected))
 
 
 @torch_only
@@ -630,11 +639,12 @@ def test_direct_layer_calls_give_keras_own_bytes(monkeypatch):
     b = L.SeparableConv2D(6, 3, padding="same", activation="relu")(x)
     x = L.Add()([a, b])
     x = L.Concatenate()([x, L.Activation("tanh")(x)])
+    pooled = L.GlobalAveragePooling2D()(L.MaxPooling2D()(b))  # a sum right after a pool
     x = L.MaxPooling2D()(x)
-    x = L.Conv2DTranspose(4, 3, strides=2, padding="same")(x)
+    x = L.Conv2DTranspose(4, 3, strides=2, padding="same")(x, training=None)  # dropped, as Keras does
     x = L.LayerNormalization()(x)
     x = L.Dropout(0.5)(x)
-    x = L.Dense(5)(L.GlobalAveragePooling2D()(x))
+    x = L.Dense(5)(L.Concatenate()([L.GlobalAveragePooling2D()(x), pooled]))
     model = keras.Model(i, x)
     model.compile("adam", "mse")
     data = np.random.default_rng(0).random((8, 12, 12, 3)).astype(np.float32)

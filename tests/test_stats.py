@@ -206,3 +206,14 @@ def test_unmasked_path_gives_the_masked_bytes_when_every_value_is_finite(norm, c
     for a, b in zip(masked, unmasked, strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+def test_zeros_are_counted_exactly_past_float32_integers():
+    """Over 2**24 values per channel a float32 count is rounded: the zeros are still exact."""
+    from actlog import stats
+    from actlog.arrays import NUMPY
+
+    values = np.ones((2**24 + 3, 1), np.float32)
+    values[[5, 7, 2**24 + 1]] = 0.0
+    for finite in (False, True):
+        assert stats.reduce_layer(NUMPY, values, all_finite=finite)["zeros"][0] == 3
