@@ -126,8 +126,8 @@ class Counted:
 
 class Substitute:
     """``with substitute:`` calls ``replacement(original, *args)`` in place of a function of
-    Keras' backend (``module.name``), on this thread only; other threads, and this one
-    outside the block, call Keras' own.
+    Keras (``module.name``: a backend's ``conv``, the functional model's ``operation_fn``), on
+    this thread only; other threads, and this one outside the block, call Keras' own.
 
     Installed at the first use and never removed: a dispatcher takes the function's place
     and reads a thread-local depth, so that a training step on another thread (or the
