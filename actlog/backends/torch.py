@@ -50,6 +50,17 @@ class _Function(Compiled):
             return self._fn(*args)
 
 
+def _channels_first_view(inputs: Any, data_format: str | None) -> Any:
+    """A channels-last 2-D or 3-D ``inputs`` viewed as channels-first, which is PyTorch's
+    ``channels_last`` memory format already; None for anything else."""
+    data_format = data_format or keras.config.image_data_format()
+    if not isinstance(inputs, torch.Tensor) or data_format != "channels_last" or inputs.ndim not in (4, 5):
+        return None
+    view = torch.movedim(inputs, -1, 1)
+    layout = torch.channels_last if inputs.ndim == 4 else torch.channels_last_3d
+    return view if view.is_contiguous(memory_format=layout) else None
+
+
 def _conv(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
           data_format: str | None = None, dilation_rate: Any = 1, **more: Any) -> Any:
     """Keras' PyTorch ``conv`` without its two copies of a channels-last input.
@@ -60,14 +71,9 @@ def _conv(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any =
     with the same bytes out (tested). MobileNetV2's forward pass at 128 px x 4 probes:
     69 -> 56 ms on 2 cores.
     """
-    data_format = data_format or keras.config.image_data_format()
-    plain = not more and isinstance(inputs, torch.Tensor)
-    if plain and data_format == "channels_last" and inputs.ndim in (4, 5):
-        view = torch.movedim(inputs, -1, 1)
-        layout = torch.channels_last if inputs.ndim == 4 else torch.channels_last_3d
-        if view.is_contiguous(memory_format=layout):
-            out = original(view, kernel, strides, padding, "channels_first", dilation_rate)
-            return torch.movedim(out, 1, -1)
+    view = None if more else _channels_first_view(inputs, data_format)
+    if view is not None:
+        return torch.movedim(original(view, kernel, strides, padding, "channels_first", dilation_rate), 1, -1)
     return original(inputs, kernel, strides, padding, data_format, dilation_rate, **more)
 
 
@@ -82,16 +88,12 @@ def _max_pool(original: Callable[..., Any], inputs: Any, pool_size: Any, strides
     order: PyTorch pools its ``channels_last`` format as it is, and a maximum is the same
     value whichever order it is taken in (tested). The smaller output is copied back to
     Keras' own layout. The classic MNIST model's probe forward pass: about 2.0 -> 1.7 ms."""
-    data_format = data_format or keras.config.image_data_format()
-    plain = isinstance(inputs, torch.Tensor) and padding == "valid" and data_format == "channels_last"
-    if plain and inputs.ndim in (4, 5):
-        view = torch.movedim(inputs, -1, 1)
-        layout = torch.channels_last if inputs.ndim == 4 else torch.channels_last_3d
-        if view.is_contiguous(memory_format=layout):
-            pool = torch.nn.functional.max_pool2d if inputs.ndim == 4 else torch.nn.functional.max_pool3d
-            # Returned in Keras' own layout (a channels-last view of channels-first memory): a
-            # reduction after it (global average pooling) then adds in the same order.
-            return torch.movedim(pool(view, kernel_size=pool_size, stride=strides).contiguous(), 1, -1)
+    view = _channels_first_view(inputs, data_format) if padding == "valid" else None
+    if view is not None:
+        pool = torch.nn.functional.max_pool2d if view.ndim == 4 else torch.nn.functional.max_pool3d
+        # Returned in Keras' own layout (a channels-last view of channels-first memory): a
+        # reduction after it (global average pooling) then adds in the same order.
+        return torch.movedim(pool(view, kernel_size=pool_size, stride=strides).contiguous(), 1, -1)
     return original(inputs, pool_size, strides, padding, data_format)
 
 
