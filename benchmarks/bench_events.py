@@ -14,11 +14,16 @@ model, this prints per event (median over ``--events`` events after warm-up):
   PNG encoding and one write of one record.
 - **sync**: ``ActivationLogger(background=False)``: the whole event on the
   training thread (actlog's path before this release).
-- **blocked**: ``ActivationLogger()`` (background): what the training thread
-  waits for per event.
 - **fwd+copy**: the compiled probe function (forward pass and the reductions
   on the device) plus the copy of its results (selected channels as uint8,
-  per-channel sums) to the host: the part that must see the weights.
+  per-channel sums) to the host: the part that must see the weights. Timed
+  twice: **(loop)** back to back, and after ``BETWEEN_STEPS`` training steps (of
+  the first ``BETWEEN`` examples of the batch), as an event runs in training.
+- **blocked**: ``ActivationLogger()`` (background): what the training thread
+  waits for per event, timed like fwd+copy after training steps, the two
+  alternating. What ran just before matters on the CPU: a probe function that
+  follows a training step or the background's numpy and zlib work finds cold
+  caches and idle thread pools, and takes up to 1.5x its time in a loop.
 - **cpu**: process CPU time per event of the background path, every thread.
 - **compiles**: how many times the probe function was traced after all events
   (1 on TensorFlow and JAX, and on PyTorch on a GPU: one CUDA graph; 0 on PyTorch on
@@ -46,6 +51,8 @@ them (``bash .ci/run`` makes them), else in this Python.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
 import os
 import statistics
@@ -53,7 +60,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -63,6 +72,8 @@ MODELS = {
     "mobilenetv2": (None, 4, "every Conv2D and DepthwiseConv2D"),
     "resnet50": (224, 4, "every Conv2D"),
 }
+BETWEEN = 8  # examples in each training step before a blocked or a fwd+copy event ...
+BETWEEN_STEPS = 3  # ... and how many such steps
 
 
 # --------------------------------------------------------------------------- child
@@ -86,6 +97,74 @@ def _build(name: str, side: int):
 
 def _median_ms(samples: list[float]) -> float:
     return round(statistics.median(samples) * 1000, 2)
+
+
+def _rounds(events: int, before: Callable[[], Any], *measures: Callable[[], dict[str, float]]) -> dict:
+    """Median ms of what each measure times (it returns ``{key: seconds}``), over ``events``
+    rounds after one round of warm-up; every measure of a round runs after ``before()``."""
+    samples: dict[str, list[float]] = collections.defaultdict(list)
+    for i in range(events + 1):
+        for measure in measures:
+            before()
+            for key, seconds in measure().items():
+                if i:
+                    samples[key].append(seconds)
+    return {key: _median_ms(values) for key, values in samples.items()}
+
+
+def _train(model: Any, x: Any, y: Any, steps: int) -> None:
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+
+
+def _actlog_events(logger: Any, events: int, train: Callable[[], Any]) -> dict:
+    """One logger's events in the background and synchronously, and its probe function
+    with the copy of its results alone (fwd+copy)."""
+    import numpy as np
+
+    from actlog import backends
+
+    backend = backends.current()
+    sess = logger._session
+    fn = sess.probe_fn
+    channels = fn.channels([p.layout.channels for p in sess.plans])
+    steps = iter(range(10**9))
+    previous = fn.zero_sketches()
+    copied = 0
+
+    def background() -> dict[str, float]:
+        c = time.process_time()
+        t = time.perf_counter()
+        logger.log_now(next(steps))
+        blocked = time.perf_counter() - t
+        logger.flush()
+        return {"background_ms": blocked, "cpu_ms": time.process_time() - c}
+
+    def sync() -> dict[str, float]:
+        sess.worker.background = False
+        t = time.perf_counter()
+        logger.log_now(next(steps))
+        sess.worker.background = True
+        return {"sync_ms": time.perf_counter() - t}
+
+    def fwd_copy(key: str = "fwd_copy_ms") -> dict[str, float]:
+        nonlocal previous, copied
+        t = time.perf_counter()
+        res = fn(channels, previous)
+        host = backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
+                              for o in res])()
+        elapsed = time.perf_counter() - t
+        previous = [o["sketch"] for o in res]
+        copied = sum(np.asarray(v).nbytes for h in host for v in [h["levels"], h["sums"], h["drift"]])
+        return {key: elapsed}
+
+    # Blocked against fwd+copy: each after training steps, as in training (what ran just
+    # before sets how warm the caches and thread pools are), alternating, so that the
+    # machine's drift meets both alike.
+    result = _rounds(events, train, background, fwd_copy)
+    result.update(_rounds(events, lambda: None, sync))
+    result.update(_rounds(events, lambda: None, lambda: fwd_copy("fwd_copy_loop_ms")))
+    return {**result, "copied_mb": round(copied / 1e6, 3), "compiles": fn.traces, "parts": fn.parts}
 
 
 def _child(models: list[str], events: int, batch: int, side: int) -> dict:
@@ -125,47 +204,12 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
         result = {"layers": len(layers), "probes": k, "side": shape[0], "step_ms": _median_ms(step)}
 
         with tempfile.TemporaryDirectory() as tmp:
-            # -- actlog, in the background and synchronously: one logger, one compiled function
             logger = actlog.ActivationLogger(os.path.join(tmp, "actlog"), x, layers=layers)
             logger.set_model(model)
             logger.on_train_begin()
             sess = logger._session
-            logger.log_now(0)
-            logger.flush()
-            step_number = 1
-            for mode in ("background", "sync"):
-                sess.worker.background = mode == "background"
-                blocked, cpu = [], []
-                for _ in range(events):
-                    c = time.process_time()
-                    t = time.perf_counter()
-                    logger.log_now(step_number)
-                    blocked.append(time.perf_counter() - t)
-                    logger.flush()
-                    cpu.append(time.process_time() - c)
-                    step_number += 1
-                result[f"{mode}_ms"] = _median_ms(blocked)
-                if mode == "background":
-                    result["cpu_ms"] = _median_ms(cpu)
-
-            # -- the device half alone: probe function + copy of its results
-            fn = sess.probe_fn
-            channels = fn.channels([p.layout.channels for p in sess.plans])
-            previous = fn.zero_sketches()
-            copy, copied = [], 0
-            for i in range(events + 1):
-                t = time.perf_counter()
-                res = fn(channels, previous)
-                host = backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
-                                      for o in res])()
-                if i:
-                    copy.append(time.perf_counter() - t)
-                previous = [o["sketch"] for o in res]
-                copied = sum(np.asarray(v).nbytes for h in host for v in [h["levels"], h["sums"], h["drift"]])
-            result["fwd_copy_ms"] = _median_ms(copy)
-            result["copied_mb"] = round(copied / 1e6, 3)
-            result["compiles"] = fn.traces
-            result["parts"] = fn.parts
+            train = functools.partial(_train, model, xb[:BETWEEN], yb[:BETWEEN], BETWEEN_STEPS)
+            result.update(_actlog_events(logger, events, train))
             logger.on_train_end()
             assert logger.misses == {}, logger.misses
 
@@ -264,14 +308,15 @@ def main(argv: list[str] | None = None) -> int:
         first = rows[0][2]
         print(f"\n{name}: {first['layers']} layers ({what}) x {k} probes at "
               f"{first['side']} px; ms per event, median of {args.events}")
-        print("| backend | device | step | forward | floor | sync | sync/floor | fwd+copy | blocked | "
-              "blocked/(fwd+copy) | cpu | compiles | copied MB (raw) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| backend | device | step | forward | floor | sync | sync/floor | fwd+copy (loop) | "
+              "fwd+copy | blocked | blocked/(fwd+copy) | cpu | compiles | copied MB (raw) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for backend, device, r in rows:
             print(
                 f"| {backend} | {device} | {r['step_ms']} | {r['forward_ms']} | {r['floor_ms']} | "
                 f"{r['sync_ms']} | "
-                f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_ms']} | {r['background_ms']} | "
+                f"{_ratio(r['sync_ms'], r['floor_ms'])} | {r['fwd_copy_loop_ms']} | {r['fwd_copy_ms']} | "
+                f"{r['background_ms']} | "
                 f"{_ratio(r['background_ms'], r['fwd_copy_ms'])} | {r['cpu_ms']} | "
                 f"{r['compiles']} x {r['parts']} | "
                 f"{r['copied_mb']} ({r['raw_mb']}) |"
