@@ -268,9 +268,9 @@ class ProbeFunction:
     ``fn(channels, previous)`` returns, per layer, a dict of device arrays:
     ``levels`` (uint8 ``(k, th, tw, n)``), ``nonfinite`` (its NaN/Inf mask),
     ``sums`` (:func:`actlog.stats.reduce_layer` plus ``activity``, stacked as
-    :data:`actlog.stats.SUMS`), ``drift`` (:func:`actlog.stats.drift_sums` against
-    ``previous``, stacked as :data:`actlog.stats.DRIFT`) and ``sketch``
-    (the next event's ``previous``).
+    :data:`actlog.stats.SUMS`; ``activity`` is zeros unless asked for), ``drift``
+    (:func:`actlog.stats.drift_sums` against ``previous``, stacked as
+    :data:`actlog.stats.DRIFT`) and ``sketch`` (the next event's ``previous``).
 
     Args:
         model: the model being trained (its variables feed the function).
@@ -279,6 +279,9 @@ class ProbeFunction:
         inputs: the probes as backend tensors (:func:`to_tensors`).
         plans: one :class:`actlog.event.LayerPlan` per watched layer.
         backend: the current :class:`actlog.backends.Backend`.
+        activity: also reduce each channel's mean ``|activation|`` (the score of
+            ``channels="most_active"``): two more passes over every activation, so only
+            while that choice is still to make.
     """
 
     def __init__(
@@ -289,6 +292,8 @@ class ProbeFunction:
         inputs: Any,
         plans: Sequence[LayerPlan],
         backend: Backend,
+        *,
+        activity: bool = False,
     ) -> None:
         self.plans = list(plans)
         self.watched = list(watched)
@@ -323,7 +328,7 @@ class ProbeFunction:
         eager_parts = len(groups) > 1 and not backend.compiles_parts()
         self._reducers: dict[tuple, Any] | None = {} if separate else None
         self._reductions = [
-            _Reduce(plan, backend.ops, size, alone=separate)
+            _Reduce(plan, backend.ops, size, alone=separate, activity=activity)
             for plan, size in zip(self.plans, self.sketch_sizes, strict=True)
         ]
         # Shapes and dtypes are all compiling needs: no sketch is allocated before the first event.
@@ -486,19 +491,21 @@ class _Reduce:
     """One watched layer's reductions: ``(output, channels, previous) -> result`` (see
     :class:`ProbeFunction`). Layers alike in :meth:`key` share one compiled copy."""
 
-    def __init__(self, plan: LayerPlan, ops: Any, sketch_size: int, *, alone: bool) -> None:
+    def __init__(self, plan: LayerPlan, ops: Any, sketch_size: int, *, alone: bool,
+                 activity: bool = False) -> None:
         """``alone``: compiled on its own (several parts, or reduced later), not inside a
-        part's forward pass."""
+        part's forward pass. ``activity``: as in :class:`ProbeFunction`."""
         self.plan = plan
         self.ops = ops
         self.sketch_size = sketch_size
         self.alone = alone
+        self.activity = activity
 
     def key(self, output: Any) -> tuple:
         """What the compiled reductions depend on: all but which channels are shown."""
         plan = self.plan
         return (tuple(output.shape), str(output.dtype), plan.data_format, plan.layout.stride,
-                len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size)
+                len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size, self.activity)
 
     def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
         acts = channels_last(self.ops.cast(output, "float32"), self.plan.data_format)
@@ -516,7 +523,8 @@ class _Reduce:
         ops, plan = self.ops, self.plan
         maps = grid.batch_maps(ops, acts)
         sums = stats.reduce_layer(ops, acts, all_finite=finite)
-        sums["activity"] = stats.activity(ops, maps, all_finite=finite)
+        sums["activity"] = (stats.activity(ops, maps, all_finite=finite) if self.activity
+                            else ops.zeros_like(sums["count"]))
         sketch = stats.sketch(ops, maps, self.sketch_size, all_finite=finite)
         levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap,
                                         all_finite=finite)

@@ -120,7 +120,12 @@ class Session:
         self.count = probes.count_of(fitted)
         plans = [self._plan(w) for w in watched]
         self._warn_budget(plans)
-        self.probe_fn = probe.ProbeFunction(model, runner, watched, inputs, plans, self.backend)
+        known = [continuity.channels.get(p.path) for p in plans]
+        decided = options.channels == "first" or all(
+            k is not None and len(k) == len(p.layout.channels) for k, p in zip(known, plans, strict=True)
+        )
+        self.probe_fn = probe.ProbeFunction(model, runner, watched, inputs, plans, self.backend,
+                                            activity=not decided)
         self.atlas = None
         if options.atlas is not None or options.maximize is not None:
             forward = probe.Forward(runner, watched)  # all watched layers in one pass
@@ -132,10 +137,7 @@ class Session:
         if options.maximize is not None:
             self.maximize = MaximizePass(model, runner, forward, plans, options.maximize,
                                          self.backend, fitted)
-        known = [continuity.channels.get(p.path) for p in plans]
-        if options.channels == "first" or all(
-            k is not None and len(k) == len(p.layout.channels) for k, p in zip(known, plans, strict=True)
-        ):
+        if decided:
             self._choose(plans, [k or p.layout.channels for k, p in zip(known, plans, strict=True)])
         else:
             self.plans, self._channels = plans, None  # decided at the first event

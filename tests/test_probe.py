@@ -23,7 +23,7 @@ from actlog.layers import resolve
 pytestmark = pytest.mark.backend
 
 
-def _function(model, layers, probes, **plan_options):
+def _function(model, layers, probes, activity=False, **plan_options):
     """A ProbeFunction over ``layers`` of ``model`` and the plans it was built with."""
     inputs = probe.to_tensors(model, probes)
     watched = resolve(model, layers, probe.tracer(model, inputs))
@@ -35,7 +35,7 @@ def _function(model, layers, probes, **plan_options):
         layout = grid.plan_layout((height, width), range(shown), **plan_options.get("layout", {}))
         plans.append(LayerPlan(w.name, w.path, type(w.layer).__name__, shape, "channels_last", layout,
                                plan_options.get("norm", "channel"), plan_options.get("cmap", "gray")))
-    fn = probe.ProbeFunction(model, model, watched, inputs, plans, backends.current())
+    fn = probe.ProbeFunction(model, model, watched, inputs, plans, backends.current(), activity=activity)
     return fn, plans
 
 
@@ -67,6 +67,22 @@ def test_device_levels_and_sums_equal_the_numpy_reference(tiny_model, tiny_probe
         for i in range(len(tiny_probes)):
             image = grid.render_levels(result["levels"][i], plan.layout, cmap=cmap)
             np.testing.assert_array_equal(image, grid.render(maps[i], plan.layout, norm=norm, cmap=cmap))
+
+
+@pytest.mark.parametrize("activity", [True, False])
+def test_channel_activity_is_reduced_only_when_asked(tiny_model, tiny_probes, activity):
+    """The score of channels="most_active" (mean |activation| per channel) costs passes
+    over every activation: only a function asked for it reduces it, the rest leave zeros."""
+    fn, plans = _function(tiny_model, ["conv_0", "conv_1"], tiny_probes, activity=activity)
+    out = _host(fn(fn.first_channels(), fn.zero_sketches()))
+    for plan, result in zip(plans, out, strict=True):
+        sub = keras.Model(tiny_model.input, tiny_model.get_layer(plan.name).output)
+        maps = grid.batch_maps(NUMPY, to_numpy(sub(tiny_probes, training=False)))
+        expected = stats.activity(NUMPY, maps)
+        assert expected.min() > 0  # so that zeros below can only mean "not reduced"
+        device = stats.unstack(result["sums"], stats.SUMS)["activity"]
+        np.testing.assert_allclose(device, expected if activity else np.zeros_like(expected),
+                                   rtol=1e-5, atol=0, err_msg=plan.name)
 
 
 def test_nonfinite_values_are_masked_on_the_device(tiny_model, tiny_probes):
