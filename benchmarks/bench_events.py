@@ -112,6 +112,22 @@ def _rounds(events: int, before: Callable[[], Any], *measures: Callable[[], dict
     return {key: _median_ms(values) for key, values in samples.items()}
 
 
+def device_half(session: Any) -> Callable[[Any], tuple[list, list]]:
+    """fwd+copy, what must see the weights: ``previous -> (results, host copies)`` runs the
+    session's probe function on its shown channels and copies what leaves the device
+    (levels, sums, drift)."""
+    from actlog import backends
+
+    backend, fn = backends.current(), session.probe_fn
+    channels = fn.channels([p.layout.channels for p in session.plans])
+
+    def run(previous: Any) -> tuple[list, list]:
+        res = fn(channels, previous)
+        return res, backend.fetch([{key: o[key] for key in ("levels", "sums", "drift")} for o in res])()
+
+    return run
+
+
 def _train(model: Any, x: Any, y: Any, steps: int) -> None:
     for _ in range(steps):
         model.train_on_batch(x, y)
@@ -122,12 +138,9 @@ def _actlog_events(logger: Any, events: int, train: Callable[[], Any]) -> dict:
     with the copy of its results alone (fwd+copy)."""
     import numpy as np
 
-    from actlog import backends
-
-    backend = backends.current()
     sess = logger._session
     fn = sess.probe_fn
-    channels = fn.channels([p.layout.channels for p in sess.plans])
+    run = device_half(sess)
     steps = iter(range(10**9))
     previous = fn.zero_sketches()
     copied = 0
@@ -150,9 +163,7 @@ def _actlog_events(logger: Any, events: int, train: Callable[[], Any]) -> dict:
     def fwd_copy(key: str = "fwd_copy_ms") -> dict[str, float]:
         nonlocal previous, copied
         t = time.perf_counter()
-        res = fn(channels, previous)
-        host = backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
-                              for o in res])()
+        res, host = run(previous)
         elapsed = time.perf_counter() - t
         previous = [o["sketch"] for o in res]
         copied = sum(np.asarray(v).nbytes for h in host for v in [h["levels"], h["sums"], h["drift"]])

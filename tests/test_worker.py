@@ -52,7 +52,9 @@ def test_a_full_queue_waits_or_skips():
     assert skipping.flush(5) and skipping.close()
 
 
-def test_close_drains_within_its_timeout():
+def test_close_drains_the_queue_or_gives_up_when_its_timeout_passes():
+    """``Worker.close(timeout)`` as an API: True once every job ran, False (jobs left) while
+    jobs held at a gate outlast the timeout. No speed is measured."""
     done = []
     worker = Worker(max_pending=8)
     for i in range(3):
