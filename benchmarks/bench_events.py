@@ -39,9 +39,16 @@ beyond the forward (what actlog adds on each backend).
 
 ```
 python benchmarks/bench_events.py                              # every backend found, mnist + mobilenetv2
+python benchmarks/bench_events.py --rounds 3                   # the same three times, interleaved (README)
 python benchmarks/bench_events.py --backends jax --models resnet50 --events 10
 KERAS_BACKEND=jax python benchmarks/bench_events.py            # the same on a GPU machine
 ```
+
+``--rounds R`` runs every backend's child R times, interleaved (each round starts
+with the next backend): a machine's load drifts over minutes, and a comparison between
+two backends then pairs children that ran side by side. The tables show each figure's
+median over the rounds; the ratios below them are taken within each round, then given
+as their median and range.
 
 Each backend runs in the Python given by ``--python BACKEND=PATH``, else in
 ``.venv`` (TensorFlow), ``.venv-jax`` or ``.venv-torch`` when the checkout has
@@ -284,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--side", type=int, default=128, help="MobileNetV2 input side (default 128)")
     parser.add_argument("--python", action="append", default=[], metavar="BACKEND=PATH")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1, help="children per backend, interleaved")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -296,20 +304,24 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [os.environ["KERAS_BACKEND"]]
     else:
         wanted = args.backends.split(",")
-    results = []
-    for backend in wanted:
-        python = _python_for(backend, given)
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        command = [python, __file__, "--child", backend, "--models", args.models, "--events",
-                   str(args.events), "--batch", str(args.batch), "--side", str(args.side)]
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["?"])[-1]
-            print(f"{backend}: not measured ({python}): {last}")
-            continue
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rounds: list[dict[str, dict]] = []
+    for r in range(args.rounds):
+        rounds.append({})
+        for backend in wanted[r % len(wanted):] + wanted[:r % len(wanted)]:
+            python = _python_for(backend, given)
+            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            command = [python, __file__, "--child", backend, "--models", args.models, "--events",
+                       str(args.events), "--batch", str(args.batch), "--side", str(args.side)]
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["?"])[-1]
+                print(f"{backend}: not measured ({python}): {last}")
+                continue
+            rounds[-1][backend] = json.loads(done.stdout.strip().splitlines()[-1])
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps(rounds, indent=1))
+    results = [_over_rounds([one[b] for one in rounds if b in one]) for b in wanted
+               if any(b in one for one in rounds)]
 
     for name in models:
         side, k, what = MODELS[name]
@@ -317,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             continue
         first = rows[0][2]
+        over = f", then of {args.rounds} rounds" if args.rounds > 1 else ""
         print(f"\n{name}: {first['layers']} layers ({what}) x {k} probes at "
-              f"{first['side']} px; ms per event, median of {args.events}")
+              f"{first['side']} px; ms per event, median of {args.events}{over}")
         print("| backend | device | step | forward | floor | sync | sync/floor | fwd+copy (loop) | "
               "fwd+copy | blocked | blocked/(fwd+copy) | cpu | compiles | copied MB (raw) |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -332,17 +345,39 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['compiles']} x {r['parts']} | "
                 f"{r['copied_mb']} ({r['raw_mb']}) |"
             )
-        base = {b: r for b, _, r in rows}
-        if "tensorflow" in base:
-            for backend in ("jax", "torch"):
-                if backend in base:
-                    ours, theirs = base[backend], base["tensorflow"]
-                    print(f"{backend} vs tensorflow: sync {_ratio(ours['sync_ms'], theirs['sync_ms'])}, "
-                          f"blocked {_ratio(ours['background_ms'], theirs['background_ms'])}, "
-                          f"forward {_ratio(ours['forward_ms'], theirs['forward_ms'])}; beyond the "
-                          f"forward: sync {_ratio(*_beyond(ours, theirs, 'sync_ms'))}, "
-                          f"blocked {_ratio(*_beyond(ours, theirs, 'background_ms'))}")
+        for backend in ("jax", "torch"):
+            pairs = [(one[backend]["models"][name], one["tensorflow"]["models"][name]) for one in rounds
+                     if backend in one and "tensorflow" in one and name in one[backend]["models"]]
+            if not pairs:
+                continue
+            ratio = functools.partial(_ratios, pairs)
+            print(f"{backend} vs tensorflow: sync {ratio(lambda a, b: (a['sync_ms'], b['sync_ms']))}, "
+                  f"blocked {ratio(lambda a, b: (a['background_ms'], b['background_ms']))}, "
+                  f"forward {ratio(lambda a, b: (a['forward_ms'], b['forward_ms']))}; beyond the "
+                  f"forward: sync {ratio(lambda a, b: _beyond(a, b, 'sync_ms'))}, "
+                  f"blocked {ratio(lambda a, b: _beyond(a, b, 'background_ms'))}")
     return 0
+
+
+def _over_rounds(children: list[dict]) -> dict:
+    """One backend's children (one per round) as one result: each number the median over the rounds."""
+    if len(children) == 1:
+        return children[0]
+    models = {}
+    for name, first in children[0]["models"].items():
+        runs = [child["models"][name] for child in children if name in child["models"]]
+        models[name] = {key: (round(statistics.median(run[key] for run in runs), 3)
+                              if isinstance(value, float) else value) for key, value in first.items()}
+    return {**children[0], "models": models}
+
+
+def _ratios(pairs: list[tuple[dict, dict]], pick: Callable[[dict, dict], tuple[float, float]]) -> str:
+    """``pick``'s ratio for each pair of results (ours, TensorFlow's) of a round: one, or the
+    median and range of several."""
+    values = sorted(a / b for a, b in (pick(ours, theirs) for ours, theirs in pairs) if b)
+    if len(values) < 2:
+        return f"{values[0]:.2f}x" if values else "-"
+    return f"{statistics.median(values):.2f}x ({values[0]:.2f}-{values[-1]:.2f})"
 
 
 if __name__ == "__main__":
