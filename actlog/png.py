@@ -1,10 +1,14 @@
-"""PNG encoding of uint8 grids with numpy and zlib only.
+"""PNG encoding of uint8 grids with numpy and a deflate library only.
 
 actlog's grids are blocky (nearest-neighbour upscaled tiles on flat padding),
-so the cheapest PNG there is, every row unfiltered and deflated at level 1,
-is both faster to make and smaller than the general-purpose encoders
-(TensorFlow's ``encode_png``, Pillow's): about 1 ms per 150 kpixel grid.
-``zlib.compress`` releases the GIL while it works.
+so the cheapest PNG there is, every row unfiltered and deflated fast, is both
+faster to make and smaller than the general-purpose encoders (TensorFlow's
+``encode_png``, Pillow's). Deflating is nearly all of the time, so it is ISA-L's
+(``isal``, a dependency where it has wheels): the same zlib stream any PNG
+decoder reads, about 6x faster than zlib's level 1 and about 15% larger
+(MobileNetV2's 208 grids of one event, 33 MB of pixels: 23 against 140 ms,
+6.7 against 5.8 MB). Without ``isal`` it is zlib's level 1. Both release the
+GIL while they work.
 """
 
 from __future__ import annotations
@@ -14,17 +18,27 @@ import zlib
 
 import numpy as np
 
+try:
+    from isal import isal_zlib
+except ImportError:  # a platform without its wheel
+    isal_zlib = None
+
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # gray, gray+alpha, RGB, RGBA
 LEVEL = 1
+"""zlib's level where ``isal`` is missing, and ISA-L's (0-3) where it is there."""
+
+DEFLATE = "isal" if isal_zlib is not None else "zlib"
+"""Which library :func:`encode_png` deflates with by default."""
 
 
-def encode_png(image: np.ndarray, level: int = LEVEL) -> bytes:
+def encode_png(image: np.ndarray, level: int | None = None) -> bytes:
     """A uint8 ``(h, w)`` or ``(h, w, c)`` array (c in 1..4) as PNG bytes.
 
     Args:
         image: the pixels; not modified.
-        level: zlib level, 0 (none) to 9 (smallest). Default 1.
+        level: zlib's level, 0 (none) to 9 (smallest), deflated by zlib. Default:
+            :data:`LEVEL` of :data:`DEFLATE`'s library.
     """
     array = np.asarray(image)
     if array.ndim == 2:
@@ -44,11 +58,17 @@ def encode_png(image: np.ndarray, level: int = LEVEL) -> bytes:
         (
             _SIGNATURE,
             _chunk(b"IHDR", header),
-            _chunk(b"IDAT", zlib.compress(rows.tobytes(), level)),
+            _chunk(b"IDAT", _deflate(rows, level)),
             _chunk(b"IEND", b""),
         )
     )
 
 
+def _deflate(data: np.ndarray, level: int | None) -> bytes:
+    if level is None and isal_zlib is not None:
+        return isal_zlib.compress(data, LEVEL)
+    return zlib.compress(data, LEVEL if level is None else level)
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
