@@ -31,6 +31,13 @@ from actlog.version import __version__
 
 _IMAGE = image_metadata.create_summary_metadata("", "")
 _SCALAR = scalar_metadata.create_summary_metadata("", "")
+
+PICTURE_LEVEL = 1
+"""zlib's level for the pictures made of inputs (probe images, atlas crops, activation
+maximisation), where the grids take ISA-L's fast deflate (:mod:`actlog.png`): on such pictures
+ISA-L's PNGs came out larger (``benchmarks/bench_atlas.py``'s random images: 2.8 against 1.6 MB;
+scikit-learn's sample photographs, at their size or doubled: 5-35%), and they are logged once per
+run or per atlas event, not at every event."""
 _TEXT = text_metadata.create_summary_metadata("", "")
 
 
@@ -170,7 +177,7 @@ class EventAssembler:
         _add(summary, metadata.LAYERS_TEXT_TAG, _strings([self.layers_table()], ()), _TEXT)
         for i, image in enumerate(self.probe_images):
             if image is not None:
-                _add_image(summary, metadata.probe_image_tag(i, self.probes), image)
+                _add_image(summary, metadata.probe_image_tag(i, self.probes), image, PICTURE_LEVEL)
         return summary.SerializeToString()
 
     def layers_table(self) -> str:
@@ -223,7 +230,7 @@ def atlas_summary(results: Sequence[AtlasResult]) -> bytes:
     summary = summary_pb2.Summary()
     for result in results:
         name = result.name
-        _add_image(summary, metadata.atlas_tag(name), result.image)
+        _add_image(summary, metadata.atlas_tag(name), result.image, PICTURE_LEVEL)
         tensors = {"index": _ints(result.index), "position": _ints(result.position),
                    "value": _floats(result.value), "box": _ints(result.box)}
         if result.change is not None:
@@ -240,7 +247,7 @@ def images_summary(images: dict[str, np.ndarray]) -> bytes:
     """The serialized ``Summary`` of images by tag (activation maximisation's pictures)."""
     summary = summary_pb2.Summary()
     for tag, image in images.items():
-        _add_image(summary, tag, image)
+        _add_image(summary, tag, image, PICTURE_LEVEL)
     return summary.SerializeToString()
 
 
@@ -263,9 +270,10 @@ def _add(summary: Any, tag: str, tensor: Any, meta: Any) -> None:
     value.metadata.CopyFrom(meta)
 
 
-def _add_image(summary: Any, tag: str, image: np.ndarray) -> None:
+def _add_image(summary: Any, tag: str, image: np.ndarray, level: int | None = None) -> None:
+    """``level``: as in :func:`encode_png` (None: the grids' fast default)."""
     height, width = image.shape[:2]
-    _add(summary, tag, _strings([str(width), str(height), encode_png(image)], (3,)), _IMAGE)
+    _add(summary, tag, _strings([str(width), str(height), encode_png(image, level)], (3,)), _IMAGE)
 
 
 def _shape(dims: tuple[int, ...]) -> Any:

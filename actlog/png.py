@@ -8,7 +8,8 @@ faster to make and smaller than the general-purpose encoders (TensorFlow's
 decoder reads, about 6x faster than zlib's level 1 and about 15% larger
 (MobileNetV2's 208 grids of one event, 33 MB of pixels: 23 against 140 ms,
 6.7 against 5.8 MB). Without ``isal`` it is zlib's level 1. Both release the
-GIL while they work.
+GIL while they work. Pictures made of the inputs compress better with zlib, and
+take it (:data:`actlog.event.PICTURE_LEVEL`).
 """
 
 from __future__ import annotations

@@ -82,3 +82,18 @@ def test_without_isal_zlib_deflates(monkeypatch):
 def test_bad_images_are_refused_naming_what_was_received(image, received):
     with pytest.raises(ValueError, match=f"received.*{received.replace('(', '[(]').replace(')', '[)]')}"):
         png.encode_png(image)
+
+
+def test_pictures_of_inputs_take_zlib():
+    """Probe images, atlas crops and activation maximisation are photographs, where zlib's
+    PNGs are smaller; only the grids take the fast default."""
+    from tensorboard.compat.proto import summary_pb2
+
+    from actlog import event
+
+    image = _grid(3)
+    summary = summary_pb2.Summary.FromString(event.images_summary({"conv_1/actmax": image}))
+    data = summary.value[0].tensor.string_val[2]
+    rows = np.concatenate([np.zeros((30, 1), np.uint8), image.reshape(30, 90)], axis=1)
+    assert _idat(data) == zlib.compress(rows.tobytes(), event.PICTURE_LEVEL)
+    np.testing.assert_array_equal(_decode(data), image)
