@@ -31,6 +31,7 @@ from actlog.version import __version__
 
 _IMAGE = image_metadata.create_summary_metadata("", "")
 _SCALAR = scalar_metadata.create_summary_metadata("", "")
+_TEXT = text_metadata.create_summary_metadata("", "")
 
 PICTURE_LEVEL = 1
 """zlib's level for the pictures made of inputs (probe images, atlas crops, activation
@@ -38,7 +39,6 @@ maximisation), where the grids take ISA-L's fast deflate (:mod:`actlog.png`): on
 ISA-L's PNGs came out larger (``benchmarks/bench_atlas.py``'s random images: 2.8 against 1.6 MB;
 scikit-learn's sample photographs, at their size or doubled: 5-35%), and they are logged once per
 run or per atlas event, not at every event."""
-_TEXT = text_metadata.create_summary_metadata("", "")
 
 
 @dataclass(frozen=True)

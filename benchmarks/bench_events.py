@@ -22,7 +22,7 @@ model, this prints per event (median over ``--events`` events after warm-up):
 - **blocked**: ``ActivationLogger()`` (background): what the training thread
   waits for per event, timed like fwd+copy after training steps, the two
   alternating. What ran just before matters on the CPU: a probe function that
-  follows a training step or the background's numpy and zlib work finds cold
+  follows a training step or the background's numpy and deflate work finds cold
   caches and idle thread pools, and takes up to 1.5x its time in a loop.
 - **cpu**: process CPU time per event of the background path, every thread.
 - **compiles**: how many times the probe function was traced after all events
@@ -374,9 +374,11 @@ def _over_rounds(children: list[dict]) -> dict:
 def _ratios(pairs: list[tuple[dict, dict]], pick: Callable[[dict, dict], tuple[float, float]]) -> str:
     """``pick``'s ratio for each pair of results (ours, TensorFlow's) of a round: one, or the
     median and range of several."""
+    if len(pairs) == 1:
+        return _ratio(*pick(*pairs[0]))
     values = sorted(a / b for a, b in (pick(ours, theirs) for ours, theirs in pairs) if b)
-    if len(values) < 2:
-        return f"{values[0]:.2f}x" if values else "-"
+    if not values:
+        return "-"
     return f"{statistics.median(values):.2f}x ({values[0]:.2f}-{values[-1]:.2f})"
 
 
