@@ -203,7 +203,8 @@ class ActivationLogger(keras.callbacks.Callback):
     @property
     def probe_function(self) -> Any:
         """The probe function of the current (or last) training run; ``traces`` counts its
-        compilations: 1 on TensorFlow and JAX, 0 where it runs eagerly (PyTorch)."""
+        compilations (traces, or CUDA graph captures on PyTorch): 1 on every backend, 0 where it
+        runs eagerly (``run_eagerly=True``, or a function PyTorch cannot trace)."""
         return self._probe_fn
 
     # -- Keras hooks -----------------------------------------------------------------

@@ -341,7 +341,7 @@ class ProbeFunction:
             args = (example, _pick(first, indices), _pick(zeros, indices))
             # One part only replays (a CUDA graph keeps its memory: several would add up theirs).
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner,
-                                                                eager=eager_parts, replay=not separate)))
+                                                                eager=eager_parts, replay=len(groups) == 1)))
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""

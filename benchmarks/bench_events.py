@@ -9,7 +9,8 @@ model, this prints per event (median over ``--events`` events after warm-up):
   the copy of their raw outputs to the host (the floor's first stage): what the
   model itself costs on this backend, whoever logs it.
 - **floor**: the least a careful hand-written logger does: one compiled forward
-  pass of the watched layers (``tf.function`` / ``jax.jit`` / ``torch.no_grad``),
+  pass of the watched layers (``tf.function`` / ``jax.jit`` / PyTorch's CUDA graph or,
+  on the CPU, traced graph of ops, as actlog compiles it),
   every activation copied to the host, numpy grids (``actlog.grid.render``),
   PNG encoding and one write of one record.
 - **sync**: ``ActivationLogger(background=False)``: the whole event on the
@@ -26,8 +27,8 @@ model, this prints per event (median over ``--events`` events after warm-up):
   caches and idle thread pools, and takes up to 1.5x its time in a loop.
 - **cpu**: process CPU time per event of the background path, every thread.
 - **compiles**: how many times the probe function was traced after all events
-  (1 on TensorFlow and JAX, and on PyTorch on a GPU: one CUDA graph; 0 on PyTorch on
-  the CPU, which runs it eagerly), and in how many parts it runs (more than one when
+  (1 on every backend: on PyTorch one CUDA graph on a GPU, one traced graph of ops
+  on the CPU), and in how many parts it runs (more than one when
   the watched layers' activations exceed 128 MB together on the CPU: see
   ``actlog.probe.PART_BYTES`` and ``SEGMENT_BYTES``).
 - **copied**: MB per event leaving the device, against the raw activations.

@@ -12,7 +12,7 @@ epoch events on the classic MNIST ConvNet of ``examples/mnist_convnet.py``
   the events after ``--warmup`` events (target <= 2 KB per event), with the
   total growth over those events;
 - **traces**: of the probe function, after the first event and at the end
-  (target: no new trace; 0 throughout on PyTorch, which runs it eagerly);
+  (target: no new trace);
 - **bytes per event**: growth of the run's event file at every event after the
   second (the first carries the manifest, layer table and probe images, the
   second starts the ``drift`` statistics): min / max / mean. The weights do

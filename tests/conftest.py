@@ -26,8 +26,7 @@ Fixtures:
 
 Backends: tests marked ``backend`` run a Keras model and run once per Keras
 backend (CI sets ``KERAS_BACKEND``). Helpers for them: :data:`BACKEND`,
-:data:`EXPECTED_TRACES` (the probe function compiles once; PyTorch runs it
-eagerly), :func:`to_numpy` (a backend tensor as numpy), :func:`keras_tensorboard`
+:func:`to_numpy` (a backend tensor as numpy), :func:`keras_tensorboard`
 (Keras' own TensorBoard callback, which exists on TensorFlow only) and the
 ``tensorflow_only`` mark.
 """
@@ -58,10 +57,6 @@ def _cuda() -> bool:
 
 CUDA = _cuda()
 """Whether this test process runs PyTorch on a GPU (never in CI: a developer's GPU machine)."""
-
-EXPECTED_TRACES = 0 if BACKEND == "torch" and not CUDA else 1
-"""``ActivationLogger.probe_function.traces`` after any number of events: PyTorch runs the
-probe function eagerly on the CPU and captures it once in a CUDA graph on a GPU."""
 
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow", reason=f"uses TensorFlow itself; KERAS_BACKEND={BACKEND}"

@@ -27,7 +27,6 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import EXPECTED_TRACES
 
 import actlog
 from actlog import metadata, storage
@@ -539,4 +538,4 @@ def test_bytes_per_event_are_constant_and_nothing_retraces(tmp_path, tiny_data, 
     growth = np.diff(sizes)
     assert len(growth) == 29
     assert growth[0] > 0 and set(growth[1:].tolist()) == {int(growth[1])}, growth
-    assert logger.probe_function.traces == EXPECTED_TRACES
+    assert logger.probe_function.traces == 1

@@ -10,8 +10,8 @@ lives in one small module each, behind :class:`Backend`:
   current variable values (read from the trainer's state mid-epoch, never
   forcing a sync).
 - :mod:`~actlog.backends.torch`: under ``torch.no_grad()``, captured once in a CUDA
-  graph on a GPU; eager on the CPU, where the reductions run in the background
-  (:meth:`Backend.reduces_later`).
+  graph on a GPU, traced once into a graph of PyTorch ops on the CPU, where the
+  reductions run eagerly in the background (:meth:`Backend.reduces_later`).
 
 The optional activation maximisation (:mod:`actlog.maximize`) also asks each
 backend for a gradient with respect to the input (:meth:`Backend.gradient`):
@@ -59,9 +59,10 @@ class Backend:
         specs that allocate nothing); they are never run.
         ``eager`` runs ``fn`` as it is (a model with ``run_eagerly=True``).
         ``replay``: ``fn`` runs at every event on a few probes, where launching its ops costs
-        more than running them: PyTorch on a GPU captures it in a CUDA graph, which keeps its
-        memory between calls. False for a function streamed over large batches (the atlas),
-        whose memory would stay reserved for little gain.
+        more than running them: PyTorch captures it once, in a CUDA graph on a GPU (which keeps
+        its memory between calls), as a traced graph of ops on the CPU. False for a function
+        streamed over large batches (the atlas), whose memory would stay reserved for little
+        gain, and for each of several parts.
         """
         raise NotImplementedError
 
