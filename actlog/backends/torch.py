@@ -31,7 +31,6 @@ from typing import Any
 
 import keras
 import torch
-from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
 from actlog.backends import Backend, Compiled, Substitute
@@ -277,6 +276,9 @@ class _Traced(_Captured):
         return all(t.device.type == "cpu" for t in leaves if isinstance(t, torch.Tensor))
 
     def _capture(self, args: Any, leaves: list[Any]) -> Any:
+        # Imported here: a PyTorch without it (the module is "experimental") runs eagerly, warned.
+        from torch.fx.experimental.proxy_tensor import make_fx
+
         with torch.no_grad(), host_convolutions, host_pooling, direct_layer_calls:
             return make_fx(self._fn)(*args)
 
