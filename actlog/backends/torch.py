@@ -15,7 +15,8 @@ On the CPU, where nothing is copied and no op fuses with another, the training
 thread runs only the forward pass, traced once into a graph of the PyTorch ops it
 ran (:class:`_Traced`): a replay runs them without Keras' Python. The reductions run
 eagerly in the background (:meth:`TorchBackend.reduces_later`), calling torch
-directly (:class:`_TorchOps`): bound by arithmetic, they gain nothing from a trace.
+directly (:class:`_TorchOps`): bound by their passes over memory, they gain nothing
+from a trace.
 Convolutions and max pooling run on channels-last views (:func:`_conv`), and a
 functional model calls Keras' built-in layers without ``Layer.__call__`` where that
 changes nothing (:func:`_layer_call`): fewer ops in the trace, and less Python
@@ -258,7 +259,7 @@ class _Captured(Compiled):
 class _Traced(_Captured):
     """``fn`` traced on the CPU into a graph of the PyTorch ops it ran (``make_fx``), which
     replays them without the Python that chose them: Keras' layers, ``keras.ops`` and
-    actlog's own. MobileNetV2's forward pass at 128 px x 4 probes: 55 -> 28 ms on 2 cores,
+    actlog's own. MobileNetV2's forward pass at 128 px x 4 probes: 39 -> 30 ms on 2 cores,
     with the same kernels on the same tensors, so the same bytes (tested).
 
     The trace runs ``fn`` once for real and records its ops: Python values are fixed in the
@@ -371,9 +372,9 @@ class _HostValues(TorchFunctionMode):
 class _TorchOps:
     """The ``xp`` functions of :mod:`actlog.grid` and :mod:`actlog.stats`, in plain torch.
 
-    PyTorch runs the probe function eagerly, op by op, and ``keras.ops`` adds its
-    conversions and checks to each of the few thousand small ops of an event: calling
-    torch directly costs a fraction of that. Same IEEE float32 arithmetic: the grids'
+    Where PyTorch runs op by op (the reductions on the CPU, and anything not captured),
+    ``keras.ops`` adds its conversions and checks to each of the few thousand small ops
+    of an event: calling torch directly costs a fraction of that. Same IEEE float32 arithmetic: the grids'
     bytes equal numpy's, the sums agree to rounding (the test suite compares both). On
     the host, where reading a number costs no device sync, :meth:`all_finite` lets the
     reductions of a layer without NaN or Inf skip their masks: each mask is passes of its
