@@ -204,7 +204,8 @@ class ActivationLogger(keras.callbacks.Callback):
     def probe_function(self) -> Any:
         """The probe function of the current (or last) training run; ``traces`` counts its
         compilations (traces, or CUDA graph captures on PyTorch): 1 on every backend, 0 where it
-        runs eagerly (``run_eagerly=True``, or a function PyTorch cannot trace)."""
+        runs eagerly (``run_eagerly=True``; on PyTorch, in several parts, on Apple's MPS, or a
+        function that cannot be captured)."""
         return self._probe_fn
 
     # -- Keras hooks -----------------------------------------------------------------

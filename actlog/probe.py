@@ -339,7 +339,8 @@ class ProbeFunction:
             part = _Part(forward, None if separate else _pick(self._reductions, indices))
             example = forward.specs(k) if part.chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
-            # One part only replays (a CUDA graph keeps its memory: several would add up theirs).
+            # One part only replays: a CUDA graph keeps its memory (several would add up theirs),
+            # and each of several parts is large, where a traced graph gains little.
             self._parts.append((indices, part, compile_function(backend, part, model, args, runner,
                                                                 eager=eager_parts, replay=len(groups) == 1)))
 

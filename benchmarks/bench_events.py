@@ -28,9 +28,9 @@ model, this prints per event (median over ``--events`` events after warm-up):
 - **cpu**: process CPU time per event of the background path, every thread.
 - **compiles**: how many times the probe function was traced after all events
   (1 on every backend: on PyTorch one CUDA graph on a GPU, one traced graph of ops
-  on the CPU), and in how many parts it runs (more than one when
-  the watched layers' activations exceed 128 MB together on the CPU: see
-  ``actlog.probe.PART_BYTES`` and ``SEGMENT_BYTES``).
+  on the CPU; 0 on PyTorch in several parts, which run eagerly), and in how many
+  parts it runs (more than one when the watched layers' activations exceed 128 MB
+  together on the CPU: see ``actlog.probe.PART_BYTES`` and ``SEGMENT_BYTES``).
 - **copied**: MB per event leaving the device, against the raw activations.
 
 Targets: sync <= 1.5x floor; blocked <= 1.5x fwd+copy (the MNIST model, CPU);

@@ -729,26 +729,84 @@ def test_a_captured_probe_function_replays_with_the_current_weights(monkeypatch,
 
 
 @torch_only
-def test_a_function_that_reads_a_tensor_in_python_runs_eagerly_with_a_warning():
+@pytest.mark.parametrize("read", ["a branch", "a weight's item", "numpy", "tolist"])
+def test_a_function_that_reads_a_tensor_in_python_runs_eagerly_with_a_warning(read):
+    """Each read would fix its value in a traced graph (make_fx itself refuses only some):
+    the function runs eagerly, and the value is read again at each call."""
     import warnings
 
     import torch
 
     from actlog.backends import current
 
-    def branches_on_a_value(inputs):
-        return [inputs * 2.0 if float(inputs.sum()) > 0 else inputs]
+    weight = torch.nn.Parameter(torch.ones(()), requires_grad=False)
+    reads = {
+        "a branch": lambda x: x * 2.0 if float(x.sum()) > 0 else x,
+        "a weight's item": lambda x: x * weight.item(),
+        "numpy": lambda x: x * float(x.numpy().sum()),
+        "tolist": lambda x: x * x.tolist()[0],
+    }
 
-    x = torch.ones(3)
-    fn = current().compile(branches_on_a_value, None, (x,), eager=False)
+    def probe(inputs):
+        return [reads[read](inputs)]
+
+    fn = current().compile(probe, None, (torch.ones(3),), eager=False)
     with pytest.warns(UserWarning, match=r"actlog: the probe function could not be traced into one graph "
                                          r"of PyTorch ops, so it runs eagerly"):
-        out = fn(x)
-    assert _numpy(out)[0].tolist() == [2.0, 2.0, 2.0]
-    assert fn.traces == 0 and "data-dependent" in fn.eager_reason
+        out = fn(torch.ones(3))
+    np.testing.assert_array_equal(_numpy(out)[0], _numpy(probe(torch.ones(3)))[0])
+    said = "data-dependent" if read == "a branch" else "reads a tensor's value in Python"  # make_fx's, ours
+    assert fn.traces == 0 and said in fn.eager_reason
+    with torch.no_grad():
+        weight.fill_(5.0)
+    other = torch.full((3,), -2.0)
+    expected = {"a branch": -2.0, "a weight's item": -10.0, "numpy": 12.0, "tolist": 4.0}[read]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _numpy(fn(-x))[0].tolist() == [-1.0, -1.0, -1.0]  # the branch is taken at each call
+        assert _numpy(fn(other))[0].tolist() == [expected] * 3
+
+
+@torch_only
+def test_numbers_read_from_constants_are_traced():
+    """Keras' PyTorch RNN loops while a step counter is below the number of steps: numbers
+    from constants, the same at every call, which the trace keeps."""
+    import warnings
+
+    import torch
+
+    from actlog.backends import current
+
+    def probe(inputs):
+        step, steps = torch.tensor(0), torch.tensor(3)
+        while step < steps:
+            inputs = inputs * 2.0
+            step = step + 1
+        return [inputs]
+
+    fn = current().compile(probe, None, (), eager=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _numpy(fn(torch.ones(2)))[0].tolist() == [8.0, 8.0]
+        assert _numpy(fn(torch.full((2,), 3.0)))[0].tolist() == [24.0, 24.0]
+    assert fn.traces == 1 and fn.eager_reason is None
+
+
+@torch_only
+def test_the_same_tensors_in_another_structure_are_traced_apart():
+    """The same tensors in other lists are another call: the first call's graph cannot take
+    them (it would fail to unpack them)."""
+    import torch
+
+    from actlog.backends import current
+
+    def probe(first, second):
+        return [torch.stack(first).sum(0) - torch.stack(second).sum(0)]
+
+    fn = current().compile(probe, None, (), eager=False)
+    a, b, c = torch.ones(2), torch.full((2,), 3.0), torch.full((2,), 10.0)
+    assert _numpy(fn([a], [b, c]))[0].tolist() == [-12.0, -12.0]
+    assert _numpy(fn([a, b], [c]))[0].tolist() == [-6.0, -6.0]
+    assert fn.traces == 2
 
 
 @torch_only

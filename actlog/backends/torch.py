@@ -32,6 +32,7 @@ from typing import Any
 
 import keras
 import torch
+import torch.utils._pytree as pytree
 from torch.overrides import TorchFunctionMode
 
 from actlog.backends import Backend, Compiled, Substitute
@@ -199,8 +200,9 @@ class _Captured(Compiled):
     A capture reads the model's weights where they are: Keras' PyTorch optimizers and
     ``assign`` update them in place, so it stays valid until a weight's storage moves,
     and is captured again then. A function that cannot be captured runs eagerly from then
-    on, with a warning (an error of the function itself is raised as it is); so does a call
-    on tensors the capture is not for.
+    on, with a warning; so does a call on arguments the capture is not for. Where the eager
+    run fails too, its error is raised as it is, without the warning, and the next call
+    tries to capture again.
 
     Attributes:
         traces: how many times ``fn`` was captured (once per argument shapes, and again
@@ -229,8 +231,9 @@ class _Captured(Compiled):
         if weights != self._weights:
             self._captures.clear()
             self._weights = weights
-        signature = tuple((tuple(t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else repr(t)
-                          for t in leaves)
+        # The structure too: the same tensors in other lists are arguments a graph cannot take.
+        signature = (pytree.tree_structure(args), *(
+            (tuple(t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else repr(t) for t in leaves))
         if signature not in self._captures:
             try:
                 self._captures[signature] = self._capture(args, leaves)
@@ -263,8 +266,11 @@ class _Traced(_Captured):
     with the same kernels on the same tensors, so the same bytes (tested).
 
     The trace runs ``fn`` once for real and records its ops: Python values are fixed in the
-    graph, as tracing fixes them in a ``tf.function`` or ``jax.jit``, and reading a tensor's
-    value in Python (a branch on it) fails the trace.
+    graph, as tracing fixes them in a ``tf.function`` or ``jax.jit``, and reading a value that
+    can change in Python (a branch on an activation or a weight, ``.numpy()``) fails the
+    trace (:class:`_ValueReads`): the graph would keep the value read. While it traces, PyTorch's
+    FX marks the whole process as tracing, which a ``torch.compile``d function called
+    from another thread then refuses.
     """
 
     _capturing = "traced into one graph of PyTorch ops"
@@ -274,18 +280,42 @@ class _Traced(_Captured):
         super().__init__(fn, model, host=True)
 
     def _captures_for(self, leaves: list[Any]) -> bool:
-        return all(t.device.type == "cpu" for t in leaves if isinstance(t, torch.Tensor))
+        # Tensors on the CPU, and Python values a trace may fix (the signature holds them).
+        return all(t.device.type == "cpu" if isinstance(t, torch.Tensor) else isinstance(t, _FIXED)
+                   for t in leaves)
 
     def _capture(self, args: Any, leaves: list[Any]) -> Any:
         # Imported here: a PyTorch without it (the module is "experimental") runs eagerly, warned.
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        with torch.no_grad(), host_convolutions, host_pooling, direct_layer_calls:
+        with torch.no_grad(), host_convolutions, host_pooling, direct_layer_calls, _ValueReads():
             return make_fx(self._fn)(*args)
 
     def _replay(self, capture: Any, args: Any, leaves: list[Any]) -> Any:
         with torch.no_grad():
             return capture(*args)
+
+
+_FIXED = (bool, int, float, str, type(None))
+"""Python values a traced graph may hold as constants."""
+
+
+class _ValueReads(TorchFunctionMode):
+    """While tracing: a read of a tensor's values in Python that the graph would keep as it
+    was then fails the trace. ``make_fx`` refuses a number read from a value the arguments or
+    the weights computed, and keeps one read from constants (the step counter of Keras' RNN
+    loop), rightly; it does not see a copy out (``.numpy()``, ``.tolist()``), nor a number
+    read from a weight itself."""
+
+    _COPIES = frozenset((torch.Tensor.numpy, torch.Tensor.tolist, torch.Tensor.__array__))
+    _NUMBERS = frozenset((torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.__float__,
+                          torch.Tensor.__int__, torch.Tensor.__index__))
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        if func in self._COPIES or (func in self._NUMBERS and isinstance(args[0], torch.nn.Parameter)):
+            raise RuntimeError(f"the function reads a tensor's value in Python (Tensor.{func.__name__}), "
+                               "which a traced graph would keep as it is now")
+        return func(*args, **(kwargs or {}))
 
 
 class _Graph(_Captured):
