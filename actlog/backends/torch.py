@@ -224,7 +224,7 @@ class _Captured(Compiled):
         self.eager_reason: str | None = None
 
     def __call__(self, *args: Any) -> Any:
-        leaves = keras.tree.flatten(args)
+        leaves, structure = pytree.tree_flatten(args)
         if self.eager_reason is not None or not self._captures_for(leaves):
             return self._eager(*args)
         weights = tuple(v.value.data_ptr() for v in self._variables)
@@ -232,7 +232,7 @@ class _Captured(Compiled):
             self._captures.clear()
             self._weights = weights
         # The structure too: the same tensors in other lists are arguments a graph cannot take.
-        signature = (pytree.tree_structure(args), *(
+        signature = (structure, *(
             (tuple(t.shape), t.dtype, t.device) if isinstance(t, torch.Tensor) else repr(t) for t in leaves))
         if signature not in self._captures:
             try:
@@ -345,11 +345,11 @@ class _Graph(_Captured):
         results = [torch.empty_like(t) for t in outputs]
         if results:
             torch._foreach_copy_(results, outputs)
-        return keras.tree.pack_sequence_as(structure, results)
+        return pytree.tree_unflatten(results, structure)
 
     def _capture(self, args: Any, leaves: list[Any]) -> tuple[Any, list[Any], list[Any], Any, list[Any]]:
         inputs = [t.clone() for t in leaves]
-        static = keras.tree.pack_sequence_as(args, inputs)
+        static = pytree.tree_unflatten(inputs, pytree.tree_structure(args))
         # One eager run first, on a side stream as PyTorch asks: cuDNN and cuBLAS set up their
         # handles and workspaces outside the capture.
         side = torch.cuda.Stream()
@@ -368,10 +368,10 @@ class _Graph(_Captured):
             # A failed capture raises again as it ends, before torch.cuda.graph gives the thread
             # its stream back: training would go on on the capture's side stream.
             torch.cuda.set_stream(stream)
-        outputs = keras.tree.flatten(out)
+        outputs, structure = pytree.tree_flatten(out)
         if not all(isinstance(t, torch.Tensor) for t in outputs):
             raise TypeError(f"results must all be tensors, got {sorted({type(t).__name__ for t in outputs})}")
-        return graph, inputs, outputs, out, host.kept  # the graph reads host.kept at every replay
+        return graph, inputs, outputs, structure, host.kept  # the graph reads host.kept at every replay
 
 
 class _HostValues(TorchFunctionMode):
