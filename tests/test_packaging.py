@@ -66,6 +66,34 @@ def test_every_install_line_names_the_distribution():
         assert f"pip install '{DISTRIBUTION}[{extra}]'" in readme
 
 
+def test_a_backend_keras_cannot_import_names_the_variable_to_set():
+    """Keras picks TensorFlow when KERAS_BACKEND is unset and then says only "No module named
+    'tensorflow'": actlog and the example say which KERAS_BACKEND to set instead."""
+    import importlib.util
+    import os
+
+    from actlog.backends import SUPPORTED
+
+    missing = [name for name in SUPPORTED if importlib.util.find_spec(name) is None]
+    installed = [name for name in SUPPORTED if name not in missing]
+    if not missing or not installed:
+        pytest.skip(f"needs a backend that is not installed here and one that is; installed: {installed}")
+    env = {**os.environ, "KERAS_BACKEND": missing[0], "PYTHONPATH": str(ROOT)}
+    expected = (
+        f"Keras could not import its backend: KERAS_BACKEND={missing[0]} is {missing[0]!r}, which is not "
+        f"installed here (ModuleNotFoundError: No module named {missing[0]!r}). To run on another backend, "
+        f"set KERAS_BACKEND to a backend installed here ({' or '.join(installed)}) before Python starts: "
+        f"export KERAS_BACKEND={installed[0]}. To run on {missing[0]}: "
+        f"pip install 'keras-actlog[{missing[0]}]'."
+    )
+    logger = subprocess.run([sys.executable, "-c", "import actlog; actlog.ActivationLogger"], env=env,
+                            capture_output=True, text=True)
+    assert logger.returncode == 1 and logger.stderr.splitlines()[-1] == f"ModuleNotFoundError: {expected}"
+    example = subprocess.run([sys.executable, str(ROOT / "examples" / "mnist_convnet.py")], env=env,
+                             capture_output=True, text=True)
+    assert (example.returncode, example.stdout, example.stderr) == (1, "", f"mnist_convnet.py: {expected}\n")
+
+
 @pytest.mark.slow
 def test_a_wheel_built_from_a_clean_checkout_ships_the_package_data(tmp_path):
     """What `git archive HEAD` holds is what a release builds from: no stray local file helps."""
