@@ -110,7 +110,9 @@ class ActivationLogger(keras.callbacks.Callback):
             as Keras' ``TensorBoard`` callback names them, with actlog's own writer,
             so TensorBoard's Scalars tab has loss curves on every backend. ``None``
             (default): where the backend is not TensorFlow (Keras' callback needs
-            TensorFlow; on TensorFlow, use it). See :mod:`actlog.epoch_logs`.
+            TensorFlow; on TensorFlow, use it). Pass ``False`` on JAX or PyTorch
+            next to Keras' own callback (with TensorFlow installed), or the curves
+            are written twice. See :mod:`actlog.epoch_logs`.
     """
 
     def __init__(
