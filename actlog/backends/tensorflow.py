@@ -22,7 +22,7 @@ def _check_version() -> None:
     if found < _MINIMUM:
         raise ImportError(
             f"actlog needs TensorFlow >= 2.16 with Keras 3; found {tf.__version__}. Install one "
-            "TensorFlow with `pip install 'actlog[tensorflow]'` or `'actlog[tensorflow-cpu]'`."
+            "TensorFlow with `pip install 'keras-actlog[tensorflow]'` or `'keras-actlog[tensorflow-cpu]'`."
         )
 
 
