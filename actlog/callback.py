@@ -139,8 +139,12 @@ class ActivationLogger(keras.callbacks.Callback):
         actmax_freq: int = 5,
     ) -> None:
         super().__init__()
-        backends.current()  # an unsupported backend, or a TensorFlow too old, fails here
-        self.log_dir, self._storage = storage.check_log_dir(log_dir)
+        # an unsupported backend, or a TensorFlow too old, fails here
+        if backends.current().is_chief(None):
+            self.log_dir, self._storage = storage.check_log_dir(log_dir)
+        else:  # a process that will not write (multi-process training) creates nothing
+            self.log_dir = os.fspath(log_dir)
+            self._storage = storage.for_path(self.log_dir)
         count = check_optional_int("probe_count", probe_count, minimum=1)
         self.probes = copy_probes(probes, count=count)
         check_spec(layers)

@@ -266,6 +266,193 @@ def test_jax_data_parallel_gives_the_grids_of_one_device(tmp_path):
     _assert_same_grids(_grids(tmp_path / "parallel"), _grids(tmp_path / "single"))
 
 
+_JAX_PROCESSES = textwrap.dedent(
+    """
+    import json, os, shutil, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    sys.path.insert(0, {tests!r})
+    import jax
+    import numpy as np
+
+    out, port, process = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if port != "single":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"127.0.0.1:{{port}}", num_processes=2, process_id=process)
+    import keras
+    from conftest import make_tiny_data, make_tiny_model
+    import actlog
+
+    x, y = make_tiny_data()
+    options = dict(layers={layers!r}, channels="most_active", max_channels=4, atlas=x, atlas_k=3,
+                   atlas_freq=1, atlas_batch=8, actmax={{"conv_1": [0, 2]}}, actmax_freq=2)
+    # Each process fits its own half, 4 samples a step: a global batch is 4 of each half,
+    # which one process sees as these batches of 8.
+    half = len(x) // 2
+    order = np.concatenate([np.r_[s:s + 4, half + s:half + s + 4] for s in range(0, half, 4)])
+
+    class Inject(keras.callbacks.Callback):
+        # before the logger: a fault of the probe function at step 1, on every process alike
+        def on_epoch_end(self, epoch, logs=None):
+            function = logger.probe_function
+            def failing(*args, **kwargs):
+                del function.run_parts
+                raise RuntimeError("the probe function failed")
+            if epoch == 0:
+                function.run_parts = failing
+
+    class Remove(keras.callbacks.Callback):
+        # after the logger: the chief's log_dir disappears after step 1
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0 and jax.process_index() == 0:
+                logger.flush()
+                shutil.rmtree(logger.log_dir)
+
+    def train(name, distribution=None, before=(), after=(), **more):
+        global logger
+        keras.distribution.set_distribution(distribution)
+        model = make_tiny_model(0)
+        logger = actlog.ActivationLogger(os.path.join(out, name), x[:2], **options, **more)
+        callbacks = [*before, logger, *after]
+        if distribution is None:
+            model.fit(x[order], y[order], batch_size=8, epochs={epochs}, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+        else:
+            mine = slice(process * half, (process + 1) * half)
+            model.fit(x[mine], y[mine], batch_size=4, epochs={epochs}, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+        return logger.misses
+
+    result = {{"process": jax.process_index(), "processes": jax.process_count()}}
+    if port == "single":
+        result["single"] = train("single")
+    else:
+        devices = jax.devices()
+        result["data"] = train("data", keras.distribution.DataParallel(
+            devices=devices, auto_shard_dataset=False))
+        result["traces"] = logger.probe_function.traces
+        mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices)
+        layouts = keras.distribution.LayoutMap(mesh)
+        layouts["conv_.*kernel"] = (None, None, None, "model")
+        result["model"] = train("model", keras.distribution.ModelParallel(
+            layout_map=layouts, batch_dim_name="batch", auto_shard_dataset=False))
+        data = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+        result["inject"] = train("inject", data, before=[Inject()])
+        result["remove"] = train("remove", data, after=[Remove()])
+        try:
+            train("strict", data, before=[Inject()], strict=True)
+        except actlog.LoggingError as err:
+            result["strict"] = err.kind
+    print(json.dumps(result))
+    """
+)
+
+
+def _start_jax(script: Path, out: Path, port: str, process: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(script), str(out / f"p{process}"), port, str(process)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def jax_processes(tmp_path_factory) -> dict[str, Any]:
+    """Two ``jax.distributed`` processes (2 host devices each, gloo on 127.0.0.1) and one
+    single-device process, started at once; their outputs and log directories."""
+    root = tmp_path_factory.mktemp("jax_processes")
+    script = root / "train.py"
+    script.write_text(_JAX_PROCESSES.format(tests=str(Path(__file__).parent), layers=LAYERS, epochs=EPOCHS))
+    port = str(_free_ports(1)[0])
+    children = {"single": _start_jax(script, root, "single", 2),
+                **{f"p{i}": _start_jax(script, root, port, i) for i in range(2)}}
+    results: dict[str, Any] = {"root": root}
+    try:
+        for name, child in children.items():
+            # a desynchronised collective hangs: the timeout fails the test instead
+            out, err = child.communicate(timeout=400)
+            assert child.returncode == 0, f"{name} failed:\n{err[-4000:]}"
+            results[name] = json.loads(out.strip().splitlines()[-1])
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    return results
+
+
+def _statistics(log_dir: Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+    found = {(layer, stat): series for layer in run.layers for stat, series in run.scalars(layer).items()}
+    for layer in run.layers:
+        for stat in metadata.CHANNEL_STATS:
+            found[(layer, stat)] = run.channel_stats(layer, stat)
+    return found
+
+
+def _rare(log_dir: Path) -> dict[tuple[str, str, int], Any]:
+    """The atlas (top-k images, their positions and values) and the maximised inputs, by step."""
+    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+    found: dict[tuple[str, str, int], Any] = {}
+    for layer in run.layers:
+        for step in run.atlas_steps(layer):
+            atlas = run.atlas(layer, step)
+            found[(layer, "atlas", step)] = (atlas.channels, atlas.index, atlas.position, atlas.value,
+                                             atlas.image)
+        for step in run.actmax_steps(layer):
+            found[(layer, "actmax", step)] = run.actmax(layer, step)
+    return found
+
+
+@_only("jax")
+@pytest.mark.parametrize("distribution", ["data", "model"])
+def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_processes, distribution):
+    """DataParallel, and ModelParallel with conv kernels (and so activations) sharded on the
+    model axis of a mesh over both processes' devices: process 0's log is one process's."""
+    p0, p1 = jax_processes["p0"], jax_processes["p1"]
+    assert (p0["process"], p1["process"], p0["processes"]) == (0, 1, 2)
+    assert p0[distribution] == {} and p1[distribution] == {} and jax_processes["single"]["single"] == {}
+    assert p0["traces"] == p1["traces"] == 1
+    root = jax_processes["root"]
+    # process 1 computed every event and created nothing: no file, no directory
+    assert not (root / "p1").exists()
+    got, expected = root / "p0" / distribution, root / "p2" / "single"
+    _assert_same_grids(_grids(got), _grids(expected))
+    statistics, single = _statistics(got), _statistics(expected)
+    assert sorted(statistics) == sorted(single)
+    # At step 0 the weights are the same: with DataParallel so are the statistics, to the bit
+    # (ModelParallel sums a layer's channels held on two devices in another order). The
+    # gradients are averaged over four devices, summed in another order than on one: after a
+    # training step the weights (so statistics and the atlas' peak values) may differ in the
+    # last bits; the grids (uint8) do not.
+    for key, (steps, values) in single.items():
+        np.testing.assert_array_equal(statistics[key][0], steps, err_msg=str(key))
+        if distribution == "data":
+            np.testing.assert_array_equal(statistics[key][1][steps == 0], values[steps == 0], err_msg=str(key))
+        np.testing.assert_allclose(statistics[key][1], values, rtol=1e-5, atol=1e-6, err_msg=str(key))
+    rare, single_rare = _rare(got), _rare(expected)
+    assert sorted(rare) == sorted(single_rare)
+    assert {(layer, kind) for layer, kind, _ in rare} == {
+        *((layer, "atlas") for layer in LAYERS), ("conv_1", "actmax")}
+    for key, value in single_rare.items():
+        for part, (mine, theirs) in enumerate(zip(rare[key], value, strict=True)):
+            if np.asarray(theirs).dtype.kind == "f" and (key[2] > 0 or distribution == "model"):
+                np.testing.assert_allclose(mine, theirs, rtol=1e-5, err_msg=f"{key} {part}")
+            else:
+                np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=f"{key} {part}")
+
+
+@_only("jax")
+def test_jax_processes_faults_stay_in_step(jax_processes):
+    """A fault of the probe function happens on every process alike and is counted there
+    (``strict`` raises on every process); the chief's own write faults stay on the chief:
+    neither desynchronises the collectives (both processes trained to the end)."""
+    p0, p1 = jax_processes["p0"], jax_processes["p1"]
+    assert p0["inject"] == p1["inject"] == {"internal": 1}
+    assert p0["strict"] == p1["strict"] == "internal"
+    assert p1["remove"] == {} and p0["remove"] and set(p0["remove"]) <= {"removed", "write"}
+    root = jax_processes["root"]
+    steps = {step for _, _, step in _grids(root / "p0" / "inject")}
+    assert steps == {0, 2}  # the step that failed is missing, the next one is there
+    assert not (root / "p1").exists()
+
+
 _TORCH = textwrap.dedent(
     """
     import json, os, sys

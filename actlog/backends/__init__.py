@@ -84,6 +84,19 @@ class Backend:
         """Whether this process writes (only one does under multi-worker training)."""
         raise NotImplementedError
 
+    def lockstep(self, model: Any) -> bool:
+        """Whether every process runs each compiled function at the same events, the chief and
+        the others alike: where ``model`` spans the devices of several processes (multi-process
+        JAX), a compiled function is one computation over all of them, and a process that
+        skipped one would leave the others waiting in its collectives. Elsewhere only the
+        chief computes."""
+        return False
+
+    def check_same(self, what: str, arrays: list[Any]) -> None:
+        """Raise ``ValueError`` unless every process holds the same numpy ``arrays`` (the
+        probes, the atlas pool); called by every process of a :meth:`lockstep` model, once
+        per training run."""
+
     def accelerated(self) -> bool:
         """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
         raise NotImplementedError
