@@ -232,6 +232,8 @@ class ActivationLogger(keras.callbacks.Callback):
                 faults=self._faults, continuity=self._continuity,
             )
             self._probe_fn = self._session.probe_fn
+            lockstep = self._session.lockstep and self._faults.strict
+            self._faults.together = self._session.backend.any_process if lockstep else None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -301,10 +303,10 @@ class ActivationLogger(keras.callbacks.Callback):
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             what = f"step {step} of run {run!r}" if kind == "grids" else f"the {kind} at step {step}"
             self._faults.report("internal", f"could not log {what}: {type(err).__name__}: {err}", err)
-        self._faults.deliver()
+        self._faults.deliver(event=True)
 
     def _close(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             session.close()
-            self._faults.deliver()
+            self._faults.deliver(event=True)

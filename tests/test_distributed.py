@@ -338,10 +338,11 @@ _JAX_PROCESSES = textwrap.dedent(
         data = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
         result["inject"] = train("inject", data, before=[Inject()])
         result["remove"] = train("remove", data, after=[Remove()])
-        try:
-            train("strict", data, before=[Inject()], strict=True)
-        except actlog.LoggingError as err:
-            result["strict"] = err.kind
+        for name, faults in [("strict", dict(before=[Inject()])), ("strict_remove", dict(after=[Remove()]))]:
+            try:
+                train(name, data, strict=True, **faults)
+            except actlog.LoggingError as err:
+                result[name] = err.kind
     print(json.dumps(result))
     """
 )
@@ -440,12 +441,14 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
 
 @_only("jax")
 def test_jax_processes_faults_stay_in_step(jax_processes):
-    """A fault of the probe function happens on every process alike and is counted there
-    (``strict`` raises on every process); the chief's own write faults stay on the chief:
-    neither desynchronises the collectives (both processes trained to the end)."""
+    """A fault of the probe function happens on every process alike and is counted there;
+    the chief's own write faults stay on the chief: neither desynchronises the collectives
+    (both processes trained to the end). ``strict`` raises on every process, either way."""
     p0, p1 = jax_processes["p0"], jax_processes["p1"]
     assert p0["inject"] == p1["inject"] == {"internal": 1}
     assert p0["strict"] == p1["strict"] == "internal"
+    # strict: process 0's own write fault stops every process, at the same event
+    assert p0["strict_remove"] in ("removed", "write") and p1["strict_remove"] == "internal"
     assert p1["remove"] == {} and p0["remove"] and set(p0["remove"]) <= {"removed", "write"}
     root = jax_processes["root"]
     steps = {step for _, _, step in _grids(root / "p0" / "inject")}

@@ -97,6 +97,11 @@ class Backend:
         probes, the atlas pool); called by every process of a :meth:`lockstep` model, once
         per training run."""
 
+    def any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process of a :meth:`lockstep` model (a collective:
+        every process calls it at the same point)."""
+        return flag
+
     def accelerated(self) -> bool:
         """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
         raise NotImplementedError

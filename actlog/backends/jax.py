@@ -220,6 +220,9 @@ class JaxBackend(Backend):
             return jax.process_count() > 1
         return any(not getattr(v, "is_fully_addressable", True) for v in values)
 
+    def any_process(self, flag: bool) -> bool:
+        return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
+
     def check_same(self, what: str, arrays: list[np.ndarray]) -> None:
         # One fixed-size fingerprint per process, gathered: a collective every process runs.
         shapes = repr([(a.shape, str(a.dtype)) for a in arrays]).encode()
