@@ -161,10 +161,16 @@ def runs(tmp_path_factory) -> dict[str, Any]:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**env, "TF_CONFIG": json.dumps(tf_config)},
         )
+    return _collect(children, root, timeout=240)
+
+
+def _collect(children: dict[str, subprocess.Popen], root: Path, *, timeout: float) -> dict[str, Any]:
+    """Each child's last line of output (JSON) by name, and ``root``; a child that fails, or
+    runs past ``timeout`` (a desynchronised collective hangs), fails the test."""
     results: dict[str, Any] = {"root": root}
     try:
         for name, child in children.items():
-            out, err = child.communicate(timeout=240)
+            out, err = child.communicate(timeout=timeout)
             assert child.returncode == 0, f"{name} failed:\n{err[-4000:]}"
             results[name] = json.loads(out.strip().splitlines()[-1])
     finally:
@@ -363,19 +369,7 @@ def jax_processes(tmp_path_factory) -> dict[str, Any]:
     port = str(_free_ports(1)[0])
     children = {"single": _start_jax(script, root, "single", 2),
                 **{f"p{i}": _start_jax(script, root, port, i) for i in range(2)}}
-    results: dict[str, Any] = {"root": root}
-    try:
-        for name, child in children.items():
-            # a desynchronised collective hangs: the timeout fails the test instead
-            out, err = child.communicate(timeout=400)
-            assert child.returncode == 0, f"{name} failed:\n{err[-4000:]}"
-            results[name] = json.loads(out.strip().splitlines()[-1])
-    finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
-    return results
+    return _collect(children, root, timeout=400)
 
 
 def _statistics(log_dir: Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
@@ -425,7 +419,8 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
     for key, (steps, values) in single.items():
         np.testing.assert_array_equal(statistics[key][0], steps, err_msg=str(key))
         if distribution == "data":
-            np.testing.assert_array_equal(statistics[key][1][steps == 0], values[steps == 0], err_msg=str(key))
+            first = steps == 0
+            np.testing.assert_array_equal(statistics[key][1][first], values[first], err_msg=str(key))
         np.testing.assert_allclose(statistics[key][1], values, rtol=1e-5, atol=1e-6, err_msg=str(key))
     rare, single_rare = _rare(got), _rare(expected)
     assert sorted(rare) == sorted(single_rare)
