@@ -275,12 +275,13 @@ def test_jax_data_parallel_gives_the_grids_of_one_device(tmp_path):
 _JAX_PROCESSES = textwrap.dedent(
     """
     import json, os, shutil, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    out, port, process = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # two host devices a process; one process alone has the four of a 2 x 2 mesh
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={{4 if port == 'single' else 2}}"
     sys.path.insert(0, {tests!r})
     import jax
     import numpy as np
 
-    out, port, process = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if port != "single":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"127.0.0.1:{{port}}", num_processes=2, process_id=process)
@@ -313,13 +314,20 @@ _JAX_PROCESSES = textwrap.dedent(
                 logger.flush()
                 shutil.rmtree(logger.log_dir)
 
+    def model_parallel(devices, **more):
+        # conv kernels, so their activations, sharded on the model axis
+        mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices)
+        layouts = keras.distribution.LayoutMap(mesh)
+        layouts["conv_.*kernel"] = (None, None, None, "model")
+        return keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch", **more)
+
     def train(name, distribution=None, before=(), after=(), **more):
         global logger
         keras.distribution.set_distribution(distribution)
         model = make_tiny_model(0)
         logger = actlog.ActivationLogger(os.path.join(out, name), x[:2], **options, **more)
         callbacks = [*before, logger, *after]
-        if distribution is None:
+        if jax.process_count() == 1:
             model.fit(x[order], y[order], batch_size=8, epochs={epochs}, shuffle=False, verbose=0,
                       callbacks=callbacks)
         else:
@@ -329,18 +337,16 @@ _JAX_PROCESSES = textwrap.dedent(
         return logger.misses
 
     result = {{"process": jax.process_index(), "processes": jax.process_count()}}
+    devices = jax.devices()
+    assert len(devices) == 4, devices
     if port == "single":
         result["single"] = train("single")
+        result["model_single"] = train("model_single", model_parallel(devices))
     else:
-        devices = jax.devices()
         result["data"] = train("data", keras.distribution.DataParallel(
             devices=devices, auto_shard_dataset=False))
         result["traces"] = logger.probe_function.traces
-        mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices)
-        layouts = keras.distribution.LayoutMap(mesh)
-        layouts["conv_.*kernel"] = (None, None, None, "model")
-        result["model"] = train("model", keras.distribution.ModelParallel(
-            layout_map=layouts, batch_dim_name="batch", auto_shard_dataset=False))
+        result["model"] = train("model", model_parallel(devices, auto_shard_dataset=False))
         data = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
         result["inject"] = train("inject", data, before=[Inject()])
         result["remove"] = train("remove", data, after=[Remove()])
@@ -396,29 +402,34 @@ def _rare(log_dir: Path) -> dict[tuple[str, str, int], Any]:
 
 
 @_only("jax")
-@pytest.mark.parametrize("distribution", ["data", "model"])
+@pytest.mark.parametrize("distribution", ["data", "model", "model_single"])
 def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_processes, distribution):
     """DataParallel, and ModelParallel with conv kernels (and so activations) sharded on the
-    model axis of a mesh over both processes' devices: process 0's log is one process's."""
-    p0, p1 = jax_processes["p0"], jax_processes["p1"]
-    assert (p0["process"], p1["process"], p0["processes"]) == (0, 1, 2)
-    assert p0[distribution] == {} and p1[distribution] == {} and jax_processes["single"]["single"] == {}
-    assert p0["traces"] == p1["traces"] == 1
-    root = jax_processes["root"]
-    # process 1 computed every event and created nothing: no file, no directory
-    assert not (root / "p1").exists()
-    got, expected = root / "p0" / distribution, root / "p2" / "single"
+    model axis of a mesh over both processes' devices: process 0's log is one device's. So is
+    one process's ModelParallel over the same 2 x 2 mesh of its own four devices."""
+    p0, p1, single = jax_processes["p0"], jax_processes["p1"], jax_processes["single"]
+    assert (p0["process"], p1["process"], p0["processes"], single["processes"]) == (0, 1, 2, 1)
+    assert single["single"] == {}
+    if distribution == "model_single":
+        assert single[distribution] == {}
+        got = jax_processes["root"] / "p2" / distribution
+    else:
+        assert p0[distribution] == {} and p1[distribution] == {}
+        assert p0["traces"] == p1["traces"] == 1
+        # process 1 computed every event and created nothing: no file, no directory
+        assert not (jax_processes["root"] / "p1").exists()
+        got = jax_processes["root"] / "p0" / distribution
+    expected = jax_processes["root"] / "p2" / "single"
     _assert_same_grids(_grids(got), _grids(expected))
     statistics, single = _statistics(got), _statistics(expected)
     assert sorted(statistics) == sorted(single)
-    # At step 0 the weights are the same: with DataParallel so are the statistics, to the bit
-    # (ModelParallel sums a layer's channels held on two devices in another order). The
-    # gradients are averaged over four devices, summed in another order than on one: after a
-    # training step the weights (so statistics and the atlas' peak values) may differ in the
-    # last bits; the grids (uint8) do not.
+    # At step 0 the weights are the same: with DataParallel so are the statistics, to the bit.
+    # The gradients are averaged over several devices, summed in another order than on one:
+    # after a training step the weights (so statistics and the atlas' peak values) may differ
+    # in the last bits; the grids (uint8) do not.
     for key, (steps, values) in single.items():
         np.testing.assert_array_equal(statistics[key][0], steps, err_msg=str(key))
-        if distribution == "data":
+        if distribution == "data":  # the others sum a layer's channels held on two devices
             first = steps == 0
             np.testing.assert_array_equal(statistics[key][1][first], values[first], err_msg=str(key))
         np.testing.assert_allclose(statistics[key][1], values, rtol=1e-5, atol=1e-6, err_msg=str(key))
@@ -428,7 +439,7 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
         *((layer, "atlas") for layer in LAYERS), ("conv_1", "actmax")}
     for key, value in single_rare.items():
         for part, (mine, theirs) in enumerate(zip(rare[key], value, strict=True)):
-            if np.asarray(theirs).dtype.kind == "f" and (key[2] > 0 or distribution == "model"):
+            if np.asarray(theirs).dtype.kind == "f" and (key[2] > 0 or distribution != "data"):
                 np.testing.assert_allclose(mine, theirs, rtol=1e-5, err_msg=f"{key} {part}")
             else:
                 np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=f"{key} {part}")
