@@ -432,7 +432,7 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
         if distribution == "data":  # the others sum a layer's channels held on two devices
             first = steps == 0
             np.testing.assert_array_equal(statistics[key][1][first], values[first], err_msg=str(key))
-        np.testing.assert_allclose(statistics[key][1], values, rtol=1e-5, atol=1e-6, err_msg=str(key))
+        np.testing.assert_allclose(statistics[key][1], values, rtol=1e-4, atol=1e-6, err_msg=str(key))
     rare, single_rare = _rare(got), _rare(expected)
     assert sorted(rare) == sorted(single_rare)
     assert {(layer, kind) for layer, kind, _ in rare} == {
@@ -440,7 +440,7 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
     for key, value in single_rare.items():
         for part, (mine, theirs) in enumerate(zip(rare[key], value, strict=True)):
             if np.asarray(theirs).dtype.kind == "f" and (key[2] > 0 or distribution != "data"):
-                np.testing.assert_allclose(mine, theirs, rtol=1e-5, err_msg=f"{key} {part}")
+                np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6, err_msg=f"{key} {part}")
             else:
                 np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=f"{key} {part}")
 
