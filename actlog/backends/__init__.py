@@ -97,6 +97,12 @@ class Backend:
         probes, the atlas pool); called by every process of a :meth:`lockstep` model, once
         per training run."""
 
+    def spread(self, batch: Any, model: Any) -> Any:
+        """``batch`` (backend tensors: independent samples) split over the devices that hold
+        ``model``'s batches, where the model spans several (``keras.distribution``): each
+        device computes its share, each process reads its own rows. As it is elsewhere."""
+        return batch
+
     def any_process(self, flag: bool) -> bool:
         """Whether ``flag`` holds on any process of a :meth:`lockstep` model (a collective:
         every process calls it at the same point)."""

@@ -52,25 +52,32 @@ def _replicated(values: list[Any]) -> Any:
 
 def _placed(args: Any, replicated: Any) -> Any:
     """``args`` replicated over the model's devices (see :func:`_replicated`): one placement
-    for every call, so no recompiling.
+    for every call, so no recompiling. Arrays already spread over several devices stay as
+    they are (a batch :meth:`JaxBackend.spread` split, the last event's results).
 
     Over several processes, ``jax.device_put`` of a host value first checks with every other
     process that it holds the same value (a collective per array); the values are known to
     agree (:meth:`JaxBackend.check_same`, once per training run), so each process places its
-    own copy instead. Arrays that already span the processes (the last event's results) stay.
+    own copy instead.
     """
     if replicated is None:
         return args
-    if replicated.is_fully_addressable:
-        return jax.device_put(args, replicated)
 
     def place(leaf: Any) -> Any:
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        if isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1:
             return leaf
-        host = np.asarray(leaf)
-        return jax.make_array_from_callback(host.shape, replicated, lambda index: host[index])
+        if replicated.is_fully_addressable:
+            return jax.device_put(leaf, replicated)
+        return _from_host(leaf, replicated)
 
     return jax.tree_util.tree_map(place, args)
+
+
+def _from_host(leaf: Any, sharding: Any) -> Any:
+    """``leaf`` (the same on every process) placed by ``sharding``: each process copies only
+    what its own devices hold."""
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 class _Jitted:
@@ -219,6 +226,18 @@ class JaxBackend(Backend):
         if not values:
             return jax.process_count() > 1
         return any(not getattr(v, "is_fully_addressable", True) for v in values)
+
+    def spread(self, batch: Any, model: Any) -> Any:
+        replicated = _replicated(_values(model))
+        if replicated is None:
+            return batch
+        mesh = replicated.mesh
+        axis = getattr(keras.distribution.distribution(), "batch_dim_name", None)
+        if axis not in mesh.axis_names or any(np.shape(leaf)[0] % mesh.shape[axis]
+                                               for leaf in jax.tree_util.tree_leaves(batch)):
+            return batch
+        split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+        return jax.tree_util.tree_map(lambda leaf: _from_host(leaf, split), batch)
 
     def any_process(self, flag: bool) -> bool:
         return bool(np.asarray(multihost_utils.process_allgather(np.int32(flag))).any())
