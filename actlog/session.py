@@ -223,6 +223,11 @@ class Session:
         watched, see :data:`actlog.probe.PART_BYTES`); each part's results go to the
         background as soon as they are copied, so at most the queue's worth of them
         is ever held.
+
+        Under :meth:`actlog.backends.Backend.lockstep` every process runs the device half
+        (the others keep only the sketches for the next event's drift); only the chief
+        hands anything to the background, and a fault of its own before the device half
+        (choosing the run's directory) drops the event without skipping the device half.
         """
         if kind != "grids":
             return self.capture_atlas(step) if kind == "atlas" else self.capture_maximize(step)
@@ -243,22 +248,27 @@ class Session:
             if event is None:  # another process writes, or this event is dropped
                 for i, o in zip(indices, out, strict=True):
                     sketches[i] = o["sketch"]
-            elif callable(out):
+                continue
+            if callable(out):
                 # Reductions in the background: at most one part's raw outputs wait there.
                 self._later.acquire()
                 results = functools.partial(self._reduce_later, out, indices, zeros, sketches)
-                self.worker.submit(functools.partial(self._render, event, indices, results), wait=True)
             else:
                 results = self._fetch(out, indices, sketches)
-                self.worker.submit(functools.partial(self._render, event, indices, results), wait=True)
+            self.worker.submit(functools.partial(self._render, event, indices, results), wait=True)
         self.continuity.previous[run] = sketches
         if event is not None:
             self.worker.submit(functools.partial(self._write, event), wait=True)
         elif full:
             self._skipped(run, step)
 
-    def _start_event(self, run: str, step: int, previous: list[Any] | None) -> _Event:
+    def _decide(self, run: str, step: int) -> bool:
+        """The run's directory, chosen at the logger's first event (it reads the store)."""
         self.destination.decide(run, step, [p.name for p in self.plans])
+        return True
+
+    def _start_event(self, run: str, step: int, previous: list[Any] | None) -> _Event:
+        self._decide(run, step)
         return _Event(run, step, first=self._assembler(run), has_previous=previous is not None)
 
     def _host(self, work: Any, run: str, step: int) -> Any:
@@ -318,8 +328,7 @@ class Session:
         if not (self.chief or self.lockstep):
             return
         run = metadata.EPOCH_RUN
-        ready = self.chief and self._host(
-            lambda: self.destination.decide(run, step, [p.name for p in self.plans]) or True, run, step)
+        ready = self.chief and self._host(functools.partial(self._decide, run, step), run, step)
         summary = work(step)
         if ready:
             job = functools.partial(self._finish_rare, step, self._assembler(run), what, summary)
