@@ -236,12 +236,12 @@ class Session:
         full = self.chief and self.options.on_full == "skip" and self.worker.room() < self.probe_fn.parts + 1
         if full and not self.lockstep:
             return self._skipped(run, step)
-        event = None
         previous = self.continuity.previous.get(run)
+        self._decide_channels(previous)  # before the run's assembler, which draws those channels
+        event = None
         if self.chief and not full:
             # In lockstep, nothing that only the chief does may keep it from the probe function.
             event = self._host(lambda: self._start_event(run, step, previous), run, step)
-        self._decide_channels(previous)
         zeros = previous or self.probe_fn.zero_sketches()
         sketches = list(zeros)  # the next event's previous, part by part
         for indices, out in self.probe_fn.run_parts(self._channels, zeros, later=True):
