@@ -14,7 +14,15 @@ TensorFlow (``tf.distribute``), started once for the module and in parallel:
   ``log_dir``, as on two machines.
 
 JAX: ``keras.distribution.DataParallel`` over two host devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=2``) against one device.
+(``XLA_FLAGS=--xla_force_host_platform_device_count=2``) against one device. And two
+``jax.distributed`` processes on 127.0.0.1 (two host devices each, gloo CPU collectives,
+a free port), each fitting its half of the data, under ``DataParallel`` and under
+``ModelParallel`` (conv kernels sharded on the model axis of a 2 x 2 mesh over both
+processes), with an atlas and an activation maximisation: process 1 creates nothing,
+process 0's log equals one device's (a third process, which also runs ``ModelParallel``
+over a 2 x 2 mesh of its own four devices); then faults: one injected in the probe function
+on every process, the chief's ``log_dir`` removed mid-run, each again with ``strict=True``.
+A desynchronised collective hangs: every wait has a timeout.
 
 PyTorch: two ``torch.distributed`` processes (gloo on 127.0.0.1): only rank 0
 writes, and what it writes equals a single process's log.

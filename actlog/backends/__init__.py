@@ -81,7 +81,9 @@ class Backend:
         raise NotImplementedError
 
     def is_chief(self, model: Any) -> bool:
-        """Whether this process writes (only one does under multi-worker training)."""
+        """Whether this process writes (only one does under multi-worker training); ``model``
+        None before the model is known (the logger's constructor creates ``log_dir`` only on
+        the process that writes)."""
         raise NotImplementedError
 
     def lockstep(self, model: Any) -> bool:
