@@ -189,8 +189,8 @@ def _collect(children: dict[str, subprocess.Popen], root: Path, *, timeout: floa
     return results
 
 
-def _grids(log_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
-    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+def _grids(log_dir: Path, run_name: str = metadata.EPOCH_RUN) -> dict[tuple[str, int, int], np.ndarray]:
+    run = actlog.read(log_dir).run(run_name)
     found = {}
     for layer in run.layers:
         for probe in range(run.probes):
@@ -299,7 +299,7 @@ _JAX_PROCESSES = textwrap.dedent(
 
     x, y = make_tiny_data()
     options = dict(layers={layers!r}, channels="most_active", max_channels=4, atlas=x, atlas_k=3,
-                   atlas_freq=1, atlas_batch=8, actmax={{"conv_1": [0, 2]}}, actmax_freq=2)
+                   atlas_freq=1, atlas_batch=8, actmax={{"conv_1": [0, 2]}}, actmax_freq=2, batch_freq=1)
     # Each process fits its own half, 4 samples a step: a global batch is 4 of each half,
     # which one process sees as these batches of 8.
     half = len(x) // 2
@@ -429,6 +429,12 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
         got = jax_processes["root"] / "p0" / distribution
     expected = jax_processes["root"] / "p2" / "single"
     _assert_same_grids(_grids(got), _grids(expected))
+    # mid-epoch, at every training step of the first epoch, from the trainer's own state
+    batches, single_batches = _grids(got, metadata.BATCH_RUN), _grids(expected, metadata.BATCH_RUN)
+    assert sorted(batches) == sorted(single_batches)
+    assert sorted({step for _, _, step in batches}) == [1, 2]
+    for key, image in single_batches.items():
+        np.testing.assert_array_equal(batches[key], image, err_msg=str(key))
     statistics, single = _statistics(got), _statistics(expected)
     assert sorted(statistics) == sorted(single)
     # At step 0 the weights are the same: with DataParallel so are the statistics, to the bit.
