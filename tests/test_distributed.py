@@ -329,11 +329,11 @@ _JAX_PROCESSES = textwrap.dedent(
         layouts["conv_.*kernel"] = (None, None, None, "model")
         return keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch", **more)
 
-    def train(name, distribution=None, before=(), after=(), **more):
+    def train(name, distribution=None, before=(), after=(), probes=x[:2], **more):
         global logger
         keras.distribution.set_distribution(distribution)
         model = make_tiny_model(0)
-        logger = actlog.ActivationLogger(os.path.join(out, name), x[:2], **options, **more)
+        logger = actlog.ActivationLogger(os.path.join(out, name), probes, **options, **more)
         callbacks = [*before, logger, *after]
         if jax.process_count() == 1:
             model.fit(x[order], y[order], batch_size=8, epochs={epochs}, shuffle=False, verbose=0,
@@ -363,6 +363,10 @@ _JAX_PROCESSES = textwrap.dedent(
                 train(name, data, strict=True, **faults)
             except actlog.LoggingError as err:
                 result[name] = err.kind
+        try:  # each process its own half's first images
+            train("differ", data, probes=x[process * half:][:2])
+        except ValueError as err:
+            result["differ"] = str(err)
     print(json.dumps(result))
     """
 )
@@ -463,13 +467,17 @@ def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_process
 def test_jax_processes_faults_stay_in_step(jax_processes):
     """A fault of the probe function happens on every process alike and is counted there;
     the chief's own write faults stay on the chief: neither desynchronises the collectives
-    (both processes trained to the end). ``strict`` raises on every process, either way."""
+    (both processes trained to the end). ``strict`` raises on every process, either way.
+    Probes that differ between the processes fail on every process before training."""
     p0, p1 = jax_processes["p0"], jax_processes["p1"]
     assert p0["inject"] == p1["inject"] == {"internal": 1}
     assert p0["strict"] == p1["strict"] == "internal"
     # strict: process 0's own write fault stops every process, at the same event
     assert p0["strict_remove"] in ("removed", "write") and p1["strict_remove"] == "internal"
     assert p1["remove"] == {} and p0["remove"] and set(p0["remove"]) <= {"removed", "write"}
+    for p in (p0, p1):  # before the first epoch, on every process alike
+        assert "the probes differ between the JAX processes (process 0 and processes [1]" in p["differ"]
+        assert "pass the same probes on every process" in p["differ"]
     root = jax_processes["root"]
     steps = {step for _, _, step in _grids(root / "p0" / "inject")}
     assert steps == {0, 2}  # the step that failed is missing, the next one is there
