@@ -11,7 +11,9 @@ model, or a model without an image input, fails before the first epoch). At
 each atlas event, on the training thread, :meth:`AtlasPass.stream` runs the
 pool through the function in batches (the last one padded) and merges each
 batch into a running top-k on the host while the next batch runs: memory is
-bounded by the batch. :meth:`AtlasPass.finish`, in the background, crops the
+bounded by the batch; a model spread over several devices (``keras.distribution``) gets
+each batch split over them (:meth:`actlog.backends.Backend.spread`), every process reading
+its own share. :meth:`AtlasPass.finish`, in the background, crops the
 receptive fields (:mod:`actlog.receptive`) and draws each layer's atlas.
 """
 
@@ -92,6 +94,7 @@ class AtlasPass:
         specs = probe.input_specs(runner)
         self.options = options
         self.backend = backend
+        self._model = model
         self._runner = runner
         self.pool = probes.fit_to_model(options.pool, specs, name="atlas")
         found = probes.image_input(self.pool, specs)
@@ -197,7 +200,8 @@ class AtlasPass:
 
         pending = None
         for start, count, batch in atlas.batches(self.pool, self.batch):
-            out = self.function(probe.to_tensors(self._runner, batch), channels)
+            out = self.function(self.backend.spread(probe.to_tensors(self._runner, batch), self._model),
+                                channels)
             if pending is not None:
                 merge(pending)  # the previous batch, while this one may still run
             pending = (self.backend.fetch(out), start, count)

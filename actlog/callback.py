@@ -149,8 +149,12 @@ class ActivationLogger(keras.callbacks.Callback):
         epoch_logs: bool | None = None,
     ) -> None:
         super().__init__()
-        backends.current()  # an unsupported backend, or a TensorFlow too old, fails here
-        self.log_dir, self._storage = storage.check_log_dir(log_dir)
+        # an unsupported backend, or a TensorFlow too old, fails here
+        if backends.current().is_chief(None):
+            self.log_dir, self._storage = storage.check_log_dir(log_dir)
+        else:  # a process that will not write (multi-process training) creates nothing
+            self.log_dir = os.fspath(log_dir)
+            self._storage = storage.for_path(self.log_dir)
         count = check_optional_int("probe_count", probe_count, minimum=1)
         self.probes = copy_probes(probes, count=count)
         check_spec(layers)
@@ -243,6 +247,8 @@ class ActivationLogger(keras.callbacks.Callback):
                 faults=self._faults, continuity=self._continuity,
             )
             self._probe_fn = self._session.probe_fn
+            lockstep = self._session.lockstep and self._faults.strict
+            self._faults.together = self._session.backend.any_process if lockstep else None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -314,7 +320,7 @@ class ActivationLogger(keras.callbacks.Callback):
         except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
             what = f"step {step} of run {run!r}" if kind == "grids" else f"the {kind} at step {step}"
             self._faults.report("internal", f"could not log {what}: {type(err).__name__}: {err}", err)
-        self._faults.deliver()
+        self._faults.deliver(event=True)
 
     def _learning_rate(self) -> float | None:
         """The optimizer's learning rate now, as Keras' ``TensorBoard`` logs it."""
@@ -334,5 +340,6 @@ class ActivationLogger(keras.callbacks.Callback):
             epoch_log_writer.close()
         if session is not None:
             session.close()
-        if epoch_log_writer is not None or session is not None:
+            self._faults.deliver(event=True)  # on every process alike: a collective under multi-process JAX
+        elif epoch_log_writer is not None:
             self._faults.deliver()

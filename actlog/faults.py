@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import threading
 import warnings
+from collections.abc import Callable
 
 KINDS = {
     "write": "the store failed (full disk, permissions, a failing remote)",
@@ -45,14 +46,31 @@ class Faults:
         self._warned: set[str] = set()
         self._pending: collections.deque[tuple[str, str, BaseException | None]] = collections.deque()
         self._lock = threading.Lock()
+        self.together: Callable[[bool], bool] | None = None
+        """Set where every process must stop together (multi-process JAX, ``strict``):
+        ``together(mine)`` tells every process whether any of them holds a fault (a collective,
+        called by each process at the same events); a strict fault is raised only there,
+        on every process at once, so that none is left waiting in a collective."""
 
     def report(self, kind: str, message: str, error: BaseException | None = None) -> None:
         """Note a fault; thread-safe. It counts once :meth:`deliver` runs."""
         with self._lock:
             self._pending.append((kind, message, error))
 
-    def deliver(self) -> None:
-        """Count, warn about or raise every fault reported so far (training thread only)."""
+    def deliver(self, *, event: bool = False) -> None:
+        """Count, warn about or raise every fault reported so far (training thread only).
+
+        ``event``: called by every process at the same event (see :attr:`together`)."""
+        if self.strict and self.together is not None:
+            if not event:
+                return
+            with self._lock:
+                mine = bool(self._pending)
+            if not self.together(mine):
+                return
+            if not mine:
+                raise LoggingError("internal", "actlog (internal): another process met a logging "
+                                   "fault (see its own error); every process stops with it.")
         while True:
             with self._lock:
                 if not self._pending:

@@ -137,6 +137,13 @@ class Session:
         if options.maximize is not None:
             self.maximize = MaximizePass(model, runner, forward, plans, options.maximize,
                                          self.backend, fitted)
+        # Every process of a model spread over several (multi-process JAX) runs each event's
+        # device half, on the same probes and pool; only the chief writes.
+        self.lockstep = self.backend.lockstep(model)
+        if self.lockstep:
+            self.backend.check_same("probes", probes.leaves(fitted))
+            if self.atlas is not None:
+                self.backend.check_same("atlas pools", probes.leaves(self.atlas.pool))
         if decided:
             self._choose(plans, [k or p.layout.channels for k, p in zip(known, plans, strict=True)])
         else:
@@ -216,25 +223,32 @@ class Session:
         watched, see :data:`actlog.probe.PART_BYTES`); each part's results go to the
         background as soon as they are copied, so at most the queue's worth of them
         is ever held.
+
+        Under :meth:`actlog.backends.Backend.lockstep` every process runs the device half
+        (the others keep only the sketches for the next event's drift); only the chief
+        hands anything to the background, and a fault of its own before the device half
+        (choosing the run's directory) drops the event without skipping the device half.
         """
         if kind != "grids":
             return self.capture_atlas(step) if kind == "atlas" else self.capture_maximize(step)
-        if not self.chief:
+        if not (self.chief or self.lockstep):
             return
-        self.destination.decide(run, step, [p.name for p in self.plans])
-        if self.options.on_full == "skip" and self.worker.room() < self.probe_fn.parts + 1:
-            self.faults.report(
-                "skipped",
-                f"step {step} of run {self.destination.name(run)!r} was not logged: "
-                f"{self.options.max_pending} events were still being written (on_full='skip')",
-            )
-            return
+        full = self.chief and self.options.on_full == "skip" and self.worker.room() < self.probe_fn.parts + 1
+        if full and not self.lockstep:
+            return self._skipped(run, step)
         previous = self.continuity.previous.get(run)
-        self._decide_channels(previous)
-        event = _Event(run, step, first=self._assembler(run), has_previous=previous is not None)
+        self._decide_channels(previous)  # before the run's assembler, which draws those channels
+        event = None
+        if self.chief and not full:
+            # In lockstep, nothing that only the chief does may keep it from the probe function.
+            event = self._host(lambda: self._start_event(run, step, previous), run, step)
         zeros = previous or self.probe_fn.zero_sketches()
         sketches = list(zeros)  # the next event's previous, part by part
         for indices, out in self.probe_fn.run_parts(self._channels, zeros, later=True):
+            if event is None:  # another process writes, or this event is dropped
+                for i, o in zip(indices, out, strict=True):
+                    sketches[i] = o["sketch"]
+                continue
             if callable(out):
                 # Reductions in the background: at most one part's raw outputs wait there.
                 self._later.acquire()
@@ -243,7 +257,38 @@ class Session:
                 results = self._fetch(out, indices, sketches)
             self.worker.submit(functools.partial(self._render, event, indices, results), wait=True)
         self.continuity.previous[run] = sketches
-        self.worker.submit(functools.partial(self._write, event), wait=True)
+        if event is not None:
+            self.worker.submit(functools.partial(self._write, event), wait=True)
+        elif full:
+            self._skipped(run, step)
+
+    def _decide(self, run: str, step: int) -> bool:
+        """The run's directory, chosen at the logger's first event (it reads the store)."""
+        self.destination.decide(run, step, [p.name for p in self.plans])
+        return True
+
+    def _start_event(self, run: str, step: int, previous: list[Any] | None) -> _Event:
+        self._decide(run, step)
+        return _Event(run, step, first=self._assembler(run), has_previous=previous is not None)
+
+    def _host(self, work: Any, run: str, step: int) -> Any:
+        """``work()``, the chief's own part of an event before its device half; in lockstep a
+        fault there is reported and the event dropped (None), the device half still runs,
+        as on every other process."""
+        if not self.lockstep:
+            return work()
+        try:
+            return work()
+        except Exception as err:  # noqa: BLE001 - a fault in logging never stops training
+            self.faults.report(*classify(err, self._what(run, step)), err)
+            return None
+
+    def _skipped(self, run: str, step: int) -> None:
+        self.faults.report(
+            "skipped",
+            f"step {step} of run {self.destination.name(run)!r} was not logged: "
+            f"{self.options.max_pending} events were still being written (on_full='skip')",
+        )
 
     def _fetch(self, out: list[dict[str, Any]], indices: list[int], sketches: list[Any]) -> Any:
         """Keep a part's sketches and start copying the rest: ``() -> (host results, masks)``."""
@@ -280,13 +325,14 @@ class Session:
 
     def _capture_rare(self, step: int, what: str, work: Any) -> None:
         """``work()`` on the training thread; the summary it returns, in the background."""
-        if not self.chief:
+        if not (self.chief or self.lockstep):
             return
         run = metadata.EPOCH_RUN
-        self.destination.decide(run, step, [p.name for p in self.plans])
+        ready = self.chief and self._host(functools.partial(self._decide, run, step), run, step)
         summary = work(step)
-        job = functools.partial(self._finish_rare, step, self._assembler(run), what, summary)
-        self._submit(job, run, step)
+        if ready:
+            job = functools.partial(self._finish_rare, step, self._assembler(run), what, summary)
+            self._submit(job, run, step)
 
     def _stream_atlas(self, step: int) -> Any:
         self._decide_channels(self.continuity.previous.get(metadata.EPOCH_RUN))
@@ -330,11 +376,7 @@ class Session:
 
     def _submit(self, job: Any, run: str, step: int) -> None:
         if not self.worker.submit(job):
-            self.faults.report(
-                "skipped",
-                f"step {step} of run {self.destination.name(run)!r} was not logged: "
-                f"{self.options.max_pending} events were still being written (on_full='skip')",
-            )
+            self._skipped(run, step)
 
     def _what(self, run: str, step: int) -> str:
         return f"step {step} of run {self.destination.name(run)!r} under {self.destination.log_dir!r}"

@@ -14,7 +14,15 @@ TensorFlow (``tf.distribute``), started once for the module and in parallel:
   ``log_dir``, as on two machines.
 
 JAX: ``keras.distribution.DataParallel`` over two host devices
-(``XLA_FLAGS=--xla_force_host_platform_device_count=2``) against one device.
+(``XLA_FLAGS=--xla_force_host_platform_device_count=2``) against one device. And two
+``jax.distributed`` processes on 127.0.0.1 (two host devices each, gloo CPU collectives,
+a free port), each fitting its half of the data, under ``DataParallel`` and under
+``ModelParallel`` (conv kernels sharded on the model axis of a 2 x 2 mesh over both
+processes), with an atlas and an activation maximisation: process 1 creates nothing,
+process 0's log equals one device's (a third process, which also runs ``ModelParallel``
+over a 2 x 2 mesh of its own four devices); then faults: one injected in the probe function
+on every process, the chief's ``log_dir`` removed mid-run, each again with ``strict=True``.
+A desynchronised collective hangs: every wait has a timeout.
 
 PyTorch: two ``torch.distributed`` processes (gloo on 127.0.0.1): only rank 0
 writes, and what it writes equals a single process's log.
@@ -161,10 +169,16 @@ def runs(tmp_path_factory) -> dict[str, Any]:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**env, "TF_CONFIG": json.dumps(tf_config)},
         )
+    return _collect(children, root, timeout=240)
+
+
+def _collect(children: dict[str, subprocess.Popen], root: Path, *, timeout: float) -> dict[str, Any]:
+    """Each child's last line of output (JSON) by name, and ``root``; a child that fails, or
+    runs past ``timeout`` (a desynchronised collective hangs), fails the test."""
     results: dict[str, Any] = {"root": root}
     try:
         for name, child in children.items():
-            out, err = child.communicate(timeout=240)
+            out, err = child.communicate(timeout=timeout)
             assert child.returncode == 0, f"{name} failed:\n{err[-4000:]}"
             results[name] = json.loads(out.strip().splitlines()[-1])
     finally:
@@ -175,8 +189,8 @@ def runs(tmp_path_factory) -> dict[str, Any]:
     return results
 
 
-def _grids(log_dir: Path) -> dict[tuple[str, int, int], np.ndarray]:
-    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+def _grids(log_dir: Path, run_name: str = metadata.EPOCH_RUN) -> dict[tuple[str, int, int], np.ndarray]:
+    run = actlog.read(log_dir).run(run_name)
     found = {}
     for layer in run.layers:
         for probe in range(run.probes):
@@ -264,6 +278,210 @@ def test_jax_data_parallel_gives_the_grids_of_one_device(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"misses": [{}, {}], "traces": 1}
     _assert_same_grids(_grids(tmp_path / "parallel"), _grids(tmp_path / "single"))
+
+
+_JAX_PROCESSES = textwrap.dedent(
+    """
+    import json, os, shutil, sys
+    out, port, process = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    # two host devices a process; one process alone has the four of a 2 x 2 mesh
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={{4 if port == 'single' else 2}}"
+    sys.path.insert(0, {tests!r})
+    import jax
+    import numpy as np
+
+    if port != "single":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"127.0.0.1:{{port}}", num_processes=2, process_id=process)
+    import keras
+    from conftest import make_tiny_data, make_tiny_model
+    import actlog
+
+    x, y = make_tiny_data()
+    options = dict(layers={layers!r}, channels="most_active", max_channels=4, atlas=x, atlas_k=3,
+                   atlas_freq=1, atlas_batch=8, actmax={{"conv_1": [0, 2]}}, actmax_freq=2, batch_freq=1)
+    # Each process fits its own half, 4 samples a step: a global batch is 4 of each half,
+    # which one process sees as these batches of 8.
+    half = len(x) // 2
+    order = np.concatenate([np.r_[s:s + 4, half + s:half + s + 4] for s in range(0, half, 4)])
+
+    class Inject(keras.callbacks.Callback):
+        # before the logger: a fault of the probe function at step 1, on every process alike
+        def on_epoch_end(self, epoch, logs=None):
+            function = logger.probe_function
+            def failing(*args, **kwargs):
+                del function.run_parts
+                raise RuntimeError("the probe function failed")
+            if epoch == 0:
+                function.run_parts = failing
+
+    class Remove(keras.callbacks.Callback):
+        # after the logger: the chief's log_dir disappears after step 1
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0 and jax.process_index() == 0:
+                logger.flush()
+                shutil.rmtree(logger.log_dir)
+
+    def model_parallel(devices, **more):
+        # conv kernels, so their activations, sharded on the model axis
+        mesh = keras.distribution.DeviceMesh((2, 2), ["batch", "model"], devices)
+        layouts = keras.distribution.LayoutMap(mesh)
+        layouts["conv_.*kernel"] = (None, None, None, "model")
+        return keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch", **more)
+
+    def train(name, distribution=None, before=(), after=(), probes=x[:2], **more):
+        global logger
+        keras.distribution.set_distribution(distribution)
+        model = make_tiny_model(0)
+        logger = actlog.ActivationLogger(os.path.join(out, name), probes, **options, **more)
+        callbacks = [*before, logger, *after]
+        if jax.process_count() == 1:
+            model.fit(x[order], y[order], batch_size=8, epochs={epochs}, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+        else:
+            mine = slice(process * half, (process + 1) * half)
+            model.fit(x[mine], y[mine], batch_size=4, epochs={epochs}, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+        return logger.misses
+
+    result = {{"process": jax.process_index(), "processes": jax.process_count()}}
+    devices = jax.devices()
+    assert len(devices) == 4, devices
+    if port == "single":
+        result["single"] = train("single")
+        result["model_single"] = train("model_single", model_parallel(devices))
+    else:
+        result["data"] = train("data", keras.distribution.DataParallel(
+            devices=devices, auto_shard_dataset=False))
+        result["traces"] = logger.probe_function.traces
+        result["model"] = train("model", model_parallel(devices, auto_shard_dataset=False))
+        data = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+        result["inject"] = train("inject", data, before=[Inject()])
+        result["remove"] = train("remove", data, after=[Remove()])
+        for name, faults in [("strict", dict(before=[Inject()])), ("strict_remove", dict(after=[Remove()]))]:
+            try:
+                train(name, data, strict=True, **faults)
+            except actlog.LoggingError as err:
+                result[name] = err.kind
+        try:  # each process its own half's first images
+            train("differ", data, probes=x[process * half:][:2])
+        except ValueError as err:
+            result["differ"] = str(err)
+    print(json.dumps(result))
+    """
+)
+
+
+def _start_jax(script: Path, out: Path, port: str, process: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(script), str(out / f"p{process}"), port, str(process)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def jax_processes(tmp_path_factory) -> dict[str, Any]:
+    """Two ``jax.distributed`` processes (2 host devices each, gloo on 127.0.0.1) and one
+    single-device process, started at once; their outputs and log directories."""
+    root = tmp_path_factory.mktemp("jax_processes")
+    script = root / "train.py"
+    script.write_text(_JAX_PROCESSES.format(tests=str(Path(__file__).parent), layers=LAYERS, epochs=EPOCHS))
+    port = str(_free_ports(1)[0])
+    children = {"single": _start_jax(script, root, "single", 2),
+                **{f"p{i}": _start_jax(script, root, port, i) for i in range(2)}}
+    return _collect(children, root, timeout=400)
+
+
+def _statistics(log_dir: Path) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+    found = {(layer, stat): series for layer in run.layers for stat, series in run.scalars(layer).items()}
+    for layer in run.layers:
+        for stat in metadata.CHANNEL_STATS:
+            found[(layer, stat)] = run.channel_stats(layer, stat)
+    return found
+
+
+def _rare(log_dir: Path) -> dict[tuple[str, str, int], Any]:
+    """The atlas (top-k images, their positions and values) and the maximised inputs, by step."""
+    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+    found: dict[tuple[str, str, int], Any] = {}
+    for layer in run.layers:
+        for step in run.atlas_steps(layer):
+            atlas = run.atlas(layer, step)
+            found[(layer, "atlas", step)] = (atlas.channels, atlas.index, atlas.position, atlas.value,
+                                             atlas.image)
+        for step in run.actmax_steps(layer):
+            found[(layer, "actmax", step)] = run.actmax(layer, step)
+    return found
+
+
+@_only("jax")
+@pytest.mark.parametrize("distribution", ["data", "model", "model_single"])
+def test_jax_processes_only_process_0_writes_and_matches_one_process(jax_processes, distribution):
+    """DataParallel, and ModelParallel with conv kernels (and so activations) sharded on the
+    model axis of a mesh over both processes' devices: process 0's log is one device's. So is
+    one process's ModelParallel over the same 2 x 2 mesh of its own four devices."""
+    p0, p1, single = jax_processes["p0"], jax_processes["p1"], jax_processes["single"]
+    assert (p0["process"], p1["process"], p0["processes"], single["processes"]) == (0, 1, 2, 1)
+    assert single["single"] == {}
+    if distribution == "model_single":
+        assert single[distribution] == {}
+        got = jax_processes["root"] / "p2" / distribution
+    else:
+        assert p0[distribution] == {} and p1[distribution] == {}
+        assert p0["traces"] == p1["traces"] == 1
+        # process 1 computed every event and created nothing: no file, no directory
+        assert not (jax_processes["root"] / "p1").exists()
+        got = jax_processes["root"] / "p0" / distribution
+    expected = jax_processes["root"] / "p2" / "single"
+    _assert_same_grids(_grids(got), _grids(expected))
+    # mid-epoch, at every training step of the first epoch, from the trainer's own state
+    batches, single_batches = _grids(got, metadata.BATCH_RUN), _grids(expected, metadata.BATCH_RUN)
+    assert sorted(batches) == sorted(single_batches)
+    assert sorted({step for _, _, step in batches}) == [1, 2]
+    for key, image in single_batches.items():
+        np.testing.assert_array_equal(batches[key], image, err_msg=str(key))
+    statistics, single = _statistics(got), _statistics(expected)
+    assert sorted(statistics) == sorted(single)
+    # At step 0 the weights are the same: with DataParallel so are the statistics, to the bit.
+    # The gradients are averaged over several devices, summed in another order than on one:
+    # after a training step the weights (so statistics and the atlas' peak values) may differ
+    # in the last bits; the grids (uint8) do not.
+    for key, (steps, values) in single.items():
+        np.testing.assert_array_equal(statistics[key][0], steps, err_msg=str(key))
+        if distribution == "data":  # the others sum a layer's channels held on two devices
+            first = steps == 0
+            np.testing.assert_array_equal(statistics[key][1][first], values[first], err_msg=str(key))
+        np.testing.assert_allclose(statistics[key][1], values, rtol=1e-4, atol=1e-6, err_msg=str(key))
+    rare, single_rare = _rare(got), _rare(expected)
+    assert sorted(rare) == sorted(single_rare)
+    assert {(layer, kind) for layer, kind, _ in rare} == {
+        *((layer, "atlas") for layer in LAYERS), ("conv_1", "actmax")}
+    for key, value in single_rare.items():
+        for part, (mine, theirs) in enumerate(zip(rare[key], value, strict=True)):
+            if np.asarray(theirs).dtype.kind == "f" and (key[2] > 0 or distribution != "data"):
+                np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6, err_msg=f"{key} {part}")
+            else:
+                np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs), err_msg=f"{key} {part}")
+
+
+@_only("jax")
+def test_jax_processes_faults_stay_in_step(jax_processes):
+    """A fault of the probe function happens on every process alike and is counted there;
+    the chief's own write faults stay on the chief: neither desynchronises the collectives
+    (both processes trained to the end). ``strict`` raises on every process, either way.
+    Probes that differ between the processes fail on every process before training."""
+    p0, p1 = jax_processes["p0"], jax_processes["p1"]
+    assert p0["inject"] == p1["inject"] == {"internal": 1}
+    assert p0["strict"] == p1["strict"] == "internal"
+    # strict: process 0's own write fault stops every process, at the same event
+    assert p0["strict_remove"] in ("removed", "write") and p1["strict_remove"] == "internal"
+    assert p1["remove"] == {} and p0["remove"] and set(p0["remove"]) <= {"removed", "write"}
+    for p in (p0, p1):  # before the first epoch, on every process alike
+        assert "the probes differ between the JAX processes (process 0 and processes [1]" in p["differ"]
+        assert "pass the same probes on every process" in p["differ"]
+    root = jax_processes["root"]
+    steps = {step for _, _, step in _grids(root / "p0" / "inject")}
+    assert steps == {0, 2}  # the step that failed is missing, the next one is there
+    assert not (root / "p1").exists()
 
 
 _TORCH = textwrap.dedent(

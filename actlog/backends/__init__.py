@@ -83,8 +83,34 @@ class Backend:
         raise NotImplementedError
 
     def is_chief(self, model: Any) -> bool:
-        """Whether this process writes (only one does under multi-worker training)."""
+        """Whether this process writes (only one does under multi-worker training); ``model``
+        None before the model is known (the logger's constructor creates ``log_dir`` only on
+        the process that writes)."""
         raise NotImplementedError
+
+    def lockstep(self, model: Any) -> bool:
+        """Whether every process runs each compiled function at the same events, the chief and
+        the others alike: where ``model`` spans the devices of several processes (multi-process
+        JAX), a compiled function is one computation over all of them, and a process that
+        skipped one would leave the others waiting in its collectives. Elsewhere only the
+        chief computes."""
+        return False
+
+    def check_same(self, what: str, arrays: list[Any]) -> None:
+        """Raise ``ValueError`` unless every process holds the same numpy ``arrays`` (the
+        probes, the atlas pool); called by every process of a :meth:`lockstep` model, once
+        per training run."""
+
+    def spread(self, batch: Any, model: Any) -> Any:
+        """``batch`` (backend tensors: independent samples) split over the devices that hold
+        ``model``'s batches, where the model spans several (``keras.distribution``): each
+        device computes its share, each process reads its own rows. As it is elsewhere."""
+        return batch
+
+    def any_process(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process of a :meth:`lockstep` model (a collective:
+        every process calls it at the same point)."""
+        return flag
 
     def accelerated(self) -> bool:
         """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
