@@ -1,0 +1,242 @@
+"""Logs on an object store, against a real S3-protocol server on 127.0.0.1 (conftest ``s3_endpoint``).
+
+One ``fit`` logs the same layers twice, to a local directory and to a fresh ``s3://``
+prefix; everything read from the bucket (by :func:`actlog.read`, the CLI, the
+dashboard's routes and TensorBoard's own loader in a process without TensorFlow,
+through ``S3_ENDPOINT``) must equal what was read from the disk.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+import pytest
+
+import actlog
+from actlog import metadata, storage
+from actlog.cli import main
+from actlog.writer import event_object_names
+
+from conftest import make_tiny_data, make_tiny_model
+
+EPOCHS = 3
+STEPS = list(range(EPOCHS + 1))
+LAYERS = ["conv_0", "conv_1"]
+
+
+@pytest.fixture(scope="module")
+def twin_logs(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``(local_dir, s3_url, loggers)``: one fit logged to the disk and to a fresh prefix."""
+    import uuid
+
+    import keras
+
+    bucket = f"actlog-{uuid.uuid4().hex[:12]}"
+    fs = fsspec.filesystem("s3")
+    fs.mkdir(bucket)
+    local = tmp_path_factory.mktemp("twin")
+    url = f"s3://{bucket}/exp1"
+    keras.utils.set_random_seed(0)
+    x, y = make_tiny_data()
+    loggers = [actlog.ActivationLogger(path, x[:2], layers=LAYERS) for path in (str(local), url)]
+    make_tiny_model(0).fit(x, y, batch_size=8, epochs=EPOCHS, verbose=0, callbacks=loggers)
+    yield local, url, loggers
+    fs.rm(bucket, recursive=True)
+
+
+def _tensorboard(script: str, *args: str) -> Any:
+    """Run ``script`` in a Python where TensorBoard has no TensorFlow (its own S3 reader,
+    boto3, ``S3_ENDPOINT``); its last line of output, parsed as JSON."""
+    prelude = "import sys\nsys.modules['tensorflow'] = None  # TensorBoard's stub, as without TensorFlow\n"
+    done = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script), *args],
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- the log directory --------------------------------------------------------------------
+
+
+def test_a_fresh_prefix_is_a_log_dir_and_an_object_is_not(s3_bucket):
+    path, store = storage.check_log_dir(f"{s3_bucket}/runs/exp1")
+    assert path == f"{s3_bucket}/runs/exp1" and store.appends is False
+    assert store.entries(s3_bucket) == []  # nothing made: a prefix needs no creating
+    store.put(f"{s3_bucket}/runs/taken", b"x")
+    with pytest.raises(ValueError, match=r"log_dir 's3://.*/runs/taken' exists but is not a directory"):
+        actlog.ActivationLogger(f"{s3_bucket}/runs/taken", np.zeros((1, 12, 12, 1), "float32"))
+
+
+def test_an_endpoint_that_does_not_answer_is_refused_before_training(s3_endpoint, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"client_kwargs": {"endpoint_url": dead}})
+    with pytest.raises(ValueError, match=r"log_dir 's3://nowhere/exp' cannot be created: .*Accepted: "):
+        actlog.ActivationLogger("s3://nowhere/exp", np.zeros((1, 12, 12, 1), "float32"))
+
+
+# -- written during fit, read back by everything -------------------------------------------
+
+
+@pytest.mark.backend
+def test_fit_writes_each_event_as_one_object_read_back_as_the_local_log(twin_logs):
+    local, url, loggers = twin_logs
+    assert [logger.misses for logger in loggers] == [{}, {}]
+    fs = fsspec.filesystem("s3")
+    names = [os.path.basename(p) for p in fs.ls(f"{url}/{metadata.EPOCH_RUN}", detail=False)]
+    assert len(names) == len(STEPS)  # one object per event, none rewritten into a bigger one
+    assert all(n.startswith("events.out.tfevents.") and n.endswith(".v2") for n in names)
+    remote, disk = actlog.read(url), actlog.read(local)
+    assert remote.runs == disk.runs == [metadata.EPOCH_RUN]
+    for layer in LAYERS:
+        for probe in (0, 1):
+            steps, grids = remote.run().grids(layer, probe)
+            local_steps, local_grids = disk.run().grids(layer, probe)
+            assert steps.tolist() == local_steps.tolist() == STEPS
+            np.testing.assert_array_equal(grids, local_grids)
+        for (name, (steps, values)), (_, (local_steps, local_values)) in zip(
+            sorted(remote.run().scalars(layer).items()), sorted(disk.run().scalars(layer).items()), strict=True
+        ):
+            assert steps.tolist() == local_steps.tolist(), name
+            np.testing.assert_array_equal(values, local_values)
+
+
+@pytest.mark.backend
+def test_tensorboard_reads_the_s3_log_through_s3_endpoint(twin_logs):
+    local, url, _ = twin_logs
+    found = _tensorboard("""
+        import hashlib, json
+        from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+        def load(path):
+            acc = EventAccumulator(path, size_guidance={"tensors": 0})
+            acc.Reload()
+            return {tag: [(e.step, hashlib.sha256(e.tensor_proto.SerializeToString()).hexdigest())
+                          for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]}
+
+        remote, disk = load(sys.argv[1]), load(sys.argv[2])
+        print(json.dumps({"equal": remote == disk, "tags": sorted(remote),
+                          "steps": sorted({step for values in remote.values() for step, _ in values})}))
+    """, f"{url}/{metadata.EPOCH_RUN}", str(local / metadata.EPOCH_RUN))
+    assert found["equal"] is True
+    assert {metadata.grid_tag(layer, probe, 2) for layer in LAYERS for probe in (0, 1)} <= set(found["tags"])
+    assert found["steps"] == STEPS
+
+
+@pytest.mark.backend
+def test_the_cli_lists_and_exports_an_s3_log_as_a_local_one(twin_logs, tmp_path, capsys):
+    local, url, _ = twin_logs
+    assert main(["ls", url]) == 0
+    remote = capsys.readouterr().out
+    assert main(["ls", str(local)]) == 0
+    assert remote.replace(url, "LOG") == capsys.readouterr().out.replace(str(local), "LOG")
+    for source, out in ((url, tmp_path / "remote.png"), (str(local), tmp_path / "local.png")):
+        assert main(["export", source, "--layer", "conv_1", "--probe", "0", "-o", str(out)]) == 0
+    assert (tmp_path / "remote.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+
+
+@pytest.mark.backend
+def test_the_dashboard_routes_serve_an_s3_log(twin_logs):
+    from PIL import Image
+    from tensorboard.backend import application
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from werkzeug import test as werkzeug_test
+    from werkzeug import wrappers
+
+    from actlog.plugin.plugin import ActivationsLoader
+
+    local, url, _ = twin_logs
+    # The plugin reads the log itself (actlog's reader); TensorBoard's multiplexer is not needed.
+    provider = data_provider.MultiplexerDataProvider(plugin_event_multiplexer.EventMultiplexer(), url)
+    plugin = ActivationsLoader().load(base_plugin.TBContext(data_provider=provider, logdir=url))
+    client = werkzeug_test.Client(application.TensorBoardWSGI([plugin], data_provider=provider),
+                                  wrappers.Response)
+    runs = json.loads(client.get("/data/plugin/actlog/runs").data)
+    assert runs["logdirs"] == [url] and runs["problem"] is None
+    (run,) = runs["runs"]
+    assert [layer["name"] for layer in run["layers"]] == LAYERS and run["last_step"] == STEPS[-1]
+    disk = actlog.read(local).run()
+    for layer in LAYERS:
+        body = json.loads(client.get("/data/plugin/actlog/steps",
+                                     query_string={"run": metadata.EPOCH_RUN, "layer": layer, "probe": 1}).data)
+        assert [entry["step"] for entry in body["steps"]] == STEPS
+        _, grids = disk.grids(layer, 1)
+        for entry, expected in zip(body["steps"], grids, strict=True):
+            response = client.get("/data/plugin/actlog/image", query_string={"key": entry["key"]})
+            assert response.status_code == 200
+            image = np.asarray(Image.open(io.BytesIO(response.data)))
+            np.testing.assert_array_equal(image.reshape(expected.shape), expected)
+
+
+def test_tensorboard_and_actlog_see_each_event_while_the_run_is_written(s3_bucket):
+    """Each event is its own object, named after the ones before: TensorBoard's
+    DirectoryWatcher (which reads a run's files in name order and never goes back)
+    and actlog's index both pick up every new event at their next look."""
+    seen = _tensorboard("""
+        import json
+        from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+        from tensorboard.compat.proto import summary_pb2
+        from actlog import index, storage
+        from actlog.writer import RunWriter
+
+        run = sys.argv[1]
+        store = storage.for_path(run)
+        writer = RunWriter(store, run)
+        acc = EventAccumulator(run, size_guidance={"tensors": 0})
+        ours = index.EventIndex(store, run, verify=True)
+        seen = []
+        for step in range(25):
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss", simple_value=step / 2)])
+            writer.write(step, summary.SerializeToString())
+            acc.Reload()
+            ours.refresh()
+            seen.append([[e.step for e in acc.Tensors("loss")], ours.series["loss"].steps()])
+        print(json.dumps({"seen": seen, "objects": len(writer.files)}))
+    """, f"{s3_bucket}/exp/run")
+    assert seen["objects"] == 25
+    assert seen["seen"] == [[list(range(n + 1)), list(range(n + 1))] for n in range(25)]
+
+
+def test_object_names_sort_in_the_order_written():
+    first, second = event_object_names(), event_object_names()
+    names = [next(first) for _ in range(1001)]
+    assert sorted(names) == names and len(set(names)) == 1001
+    assert next(second) > names[-1]  # a later file of this process sorts after
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+@pytest.mark.backend
+def test_a_bucket_removed_mid_run_is_counted_and_training_finishes(s3_bucket, tiny_model, tiny_data,
+                                                                    tiny_probes):
+    import keras
+
+    url = f"{s3_bucket}/exp"
+    logger = actlog.ActivationLogger(url, tiny_probes, layers=["conv_0"], background=False)
+
+    class RemoveBucket(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:  # after the logger wrote step 1
+                fsspec.filesystem("s3").rm(s3_bucket, recursive=True)
+
+    with pytest.warns(RuntimeWarning, match=r"actlog \(removed\): s3://.*/activations is gone \(was its "
+                                            r"bucket removed\?\).*; step 2 of run 'activations'.* is lost"):
+        history = tiny_model.fit(*tiny_data, batch_size=8, epochs=3, verbose=0,
+                                 callbacks=[logger, RemoveBucket()])
+    assert len(history.history["loss"]) == 3
+    assert logger.misses == {"removed": 2}  # steps 2 and 3
+    assert not fsspec.filesystem("s3").exists(s3_bucket)  # and no bucket made again behind the user's back
