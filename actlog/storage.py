@@ -36,7 +36,7 @@ CLIENT_DEFAULTS: dict[str, dict[str, Any]] = {
         "connect_timeout": 5, "read_timeout": 20,
         "retries": {"max_attempts": 2, "mode": "standard"},
     }},
-    "gs": {"timeout": 20},
+    "gs": {"requests_timeout": 20},  # gcsfs: seconds per HTTP request (it retries 6 times)
 }
 """Client options per fsspec protocol, used where fsspec's configuration (``fsspec.config.conf``,
 ``FSSPEC_S3_*`` variables) sets none of its own."""
@@ -232,7 +232,10 @@ class FsspecStorage(Storage):
         return [entry.name for entry in self.entries(path)]
 
     def entries(self, path: str) -> list[Entry]:
+        from fsspec.core import strip_protocol
+
         self.fs.invalidate_cache(path)
+        itself = strip_protocol(path).rstrip("/")  # an object store lists a file as itself
         return [
             Entry(
                 info["name"].rstrip("/").rsplit("/", 1)[-1],
@@ -240,7 +243,7 @@ class FsspecStorage(Storage):
                 int(info.get("size") or 0),
             )
             for info in self.fs.ls(path, detail=True)
-            if info["name"].rstrip("/") != self.fs._strip_protocol(path).rstrip("/")
+            if info["name"].rstrip("/") != itself
         ]
 
     def put(self, path: str, data: bytes | Sequence[bytes]) -> None:

@@ -20,13 +20,12 @@ from typing import Any
 import fsspec
 import numpy as np
 import pytest
+from conftest import BACKEND, make_tiny_data, make_tiny_model
 
 import actlog
 from actlog import metadata, storage
 from actlog.cli import main
 from actlog.writer import event_object_names
-
-from conftest import make_tiny_data, make_tiny_model
 
 EPOCHS = 3
 STEPS = list(range(EPOCHS + 1))
@@ -106,9 +105,10 @@ def test_fit_writes_each_event_as_one_object_read_back_as_the_local_log(twin_log
             local_steps, local_grids = disk.run().grids(layer, probe)
             assert steps.tolist() == local_steps.tolist() == STEPS
             np.testing.assert_array_equal(grids, local_grids)
-        for (name, (steps, values)), (_, (local_steps, local_values)) in zip(
-            sorted(remote.run().scalars(layer).items()), sorted(disk.run().scalars(layer).items()), strict=True
-        ):
+        remote_stats, local_stats = remote.run().scalars(layer), disk.run().scalars(layer)
+        assert sorted(remote_stats) == sorted(local_stats)
+        for name, (steps, values) in remote_stats.items():
+            local_steps, local_values = local_stats[name]
             assert steps.tolist() == local_steps.tolist(), name
             np.testing.assert_array_equal(values, local_values)
 
@@ -170,8 +170,8 @@ def test_the_dashboard_routes_serve_an_s3_log(twin_logs):
     assert [layer["name"] for layer in run["layers"]] == LAYERS and run["last_step"] == STEPS[-1]
     disk = actlog.read(local).run()
     for layer in LAYERS:
-        body = json.loads(client.get("/data/plugin/actlog/steps",
-                                     query_string={"run": metadata.EPOCH_RUN, "layer": layer, "probe": 1}).data)
+        query = {"run": metadata.EPOCH_RUN, "layer": layer, "probe": 1}
+        body = json.loads(client.get("/data/plugin/actlog/steps", query_string=query).data)
         assert [entry["step"] for entry in body["steps"]] == STEPS
         _, grids = disk.grids(layer, 1)
         for entry, expected in zip(body["steps"], grids, strict=True):
@@ -199,7 +199,8 @@ def test_tensorboard_and_actlog_see_each_event_while_the_run_is_written(s3_bucke
         ours = index.EventIndex(store, run, verify=True)
         seen = []
         for step in range(25):
-            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="loss", simple_value=step / 2)])
+            value = summary_pb2.Summary.Value(tag="loss", simple_value=step / 2)
+            summary = summary_pb2.Summary(value=[value])
             writer.write(step, summary.SerializeToString())
             acc.Reload()
             ours.refresh()
@@ -240,3 +241,78 @@ def test_a_bucket_removed_mid_run_is_counted_and_training_finishes(s3_bucket, ti
     assert len(history.history["loss"]) == 3
     assert logger.misses == {"removed": 2}  # steps 2 and 3
     assert not fsspec.filesystem("s3").exists(s3_bucket)  # and no bucket made again behind the user's back
+
+
+@pytest.fixture(scope="module")
+def iam_endpoint() -> Any:
+    """An S3 server of its own that checks credentials (moto's IAM: after the first 3 requests,
+    every request must be signed with a live access key); yields ``(endpoint, key, secret)`` of
+    a user allowed everything."""
+    import socket
+    import time
+
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto's server did not start"
+                time.sleep(0.2)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="trainer")
+        iam.put_user_policy(UserName="trainer", PolicyName="everything", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ))
+        key = iam.create_access_key(UserName="trainer")["AccessKey"]
+        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_refused_credentials_fail_before_training(iam_endpoint, monkeypatch):
+    endpoint, _, _ = iam_endpoint
+    monkeypatch.setitem(fsspec.config.conf, "s3", {
+        "key": "AKIANOSUCHKEY0000000", "secret": "wrong", "client_kwargs": {"endpoint_url": endpoint},
+    })
+    with pytest.raises(ValueError, match=r"log_dir 's3://locked/exp' cannot be created: .*Accepted: "):
+        actlog.ActivationLogger("s3://locked/exp", np.zeros((1, 12, 12, 1), "float32"))
+
+
+@pytest.mark.backend
+def test_credentials_revoked_mid_run_are_counted_and_training_finishes(iam_endpoint, monkeypatch, tiny_model,
+                                                                       tiny_data, tiny_probes):
+    import boto3
+    import keras
+
+    endpoint, key, secret = iam_endpoint
+    options = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": key,
+               "aws_secret_access_key": secret}
+    bucket = f"revoked-{BACKEND.lower()}"
+    boto3.client("s3", **options).create_bucket(Bucket=bucket)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {
+        "key": key, "secret": secret, "client_kwargs": {"endpoint_url": endpoint},
+    })
+    logger = actlog.ActivationLogger(f"s3://{bucket}/exp", tiny_probes, layers=["conv_0"], background=False)
+
+    class Revoke(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:  # after the logger wrote step 1
+                boto3.client("iam", **options).delete_access_key(UserName="trainer", AccessKeyId=key)
+
+    with pytest.warns(RuntimeWarning, match=r"actlog \(write\): could not write step 2 .*PermissionError"):
+        history = tiny_model.fit(*tiny_data, batch_size=8, epochs=3, verbose=0, callbacks=[logger, Revoke()])
+    assert len(history.history["loss"]) == 3
+    assert logger.misses == {"write": 2}  # steps 2 and 3
