@@ -146,11 +146,11 @@ class _Objects(Appender):
         self._names = event_object_names()
         self._first = first  # the file_version record, put with the first event
         self.path = storage.join(directory, next(self._names))
-        self.written: list[str] = []
+        self._used = False  # whether self.path holds an event already
 
     def append(self, data: bytes | Sequence[bytes]) -> None:
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
-        if self.written:
+        if self._used:
             self.path = self.storage.join(self.directory, next(self._names))
         try:
             self.storage.put(self.path, [self._first, *pieces] if self._first else pieces)
@@ -159,7 +159,7 @@ class _Objects(Appender):
                 f"{self.directory} is gone (was its bucket removed?): {err}"
             ) from err
         self._first = b""
-        self.written.append(self.path)
+        self._used = True
 
     def lost(self) -> bool:
         return False  # a removed bucket fails the next put, which raises EventFileLost
