@@ -31,7 +31,8 @@ an object at a time."""
 CLIENT_DEFAULTS: dict[str, dict[str, Any]] = {
     # s3fs retries throttling and dropped connections itself (its ``retries`` attribute,
     # :data:`S3FS_RETRIES`) around botocore, which retries too: both kept small, so that
-    # one event's worst case is a minute, not the many minutes of the defaults multiplied.
+    # one request's worst case is under two minutes (2 x 2 tries of at most 25 s), not the
+    # eight of the defaults multiplied (5 x 5 tries of up to 20 s).
     "s3": {"config_kwargs": {
         "connect_timeout": 5, "read_timeout": 20,
         "retries": {"max_attempts": 2, "mode": "standard"},
