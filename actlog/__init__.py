@@ -46,7 +46,16 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'actlog' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as error:
+        from actlog.backends import missing_backend
+
+        message = missing_backend(error)
+        if message is None:
+            raise
+        raise ModuleNotFoundError(message, name=error.name) from error
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

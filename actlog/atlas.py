@@ -91,8 +91,7 @@ MAX_PIXELS = 2**21
 """Pixel budget of one layer's atlas picture; crops are drawn smaller to fit it."""
 
 EVENT_PIXELS = 2**23
-"""Pixel budget of all the atlas pictures of one event (about 25 MB of raw RGB, a few MB
-of PNG): shared by the layers, so that watching many layers makes crops smaller, not the
+"""Pixel budget of all the atlas pictures of one event: shared by the layers, so that watching many layers makes crops smaller, not the
 log larger."""
 
 GAP = 2

@@ -13,6 +13,7 @@ import keras
 
 from actlog import atlas as atlas_
 from actlog import backends, grid, maximize, metadata, storage
+from actlog import epoch_logs as epoch_logs_
 from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
@@ -104,6 +105,14 @@ class ActivationLogger(keras.callbacks.Callback):
         actmax, actmax_freq: optional activation maximisation of the channels
             ``{layer: [channels]}``, on the atlas' schedule every ``actmax_freq``
             epochs (default 5). See :mod:`actlog.maximize`.
+        epoch_logs: also write Keras' epoch logs (``epoch_loss``, metrics,
+            ``epoch_learning_rate``) to ``log_dir/train`` and ``log_dir/validation``
+            as Keras' ``TensorBoard`` callback names them, with actlog's own writer,
+            so TensorBoard's Scalars tab has loss curves on every backend. ``None``
+            (default): where the backend is not TensorFlow (Keras' callback needs
+            TensorFlow; on TensorFlow, use it). Pass ``False`` on JAX or PyTorch
+            next to Keras' own callback (with TensorFlow installed), or the curves
+            are written twice. See :mod:`actlog.epoch_logs`.
     """
 
     def __init__(
@@ -137,6 +146,7 @@ class ActivationLogger(keras.callbacks.Callback):
         atlas_batch: int = atlas_.DEFAULT_BATCH,
         actmax: Any = None,
         actmax_freq: int = 5,
+        epoch_logs: bool | None = None,
     ) -> None:
         super().__init__()
         backends.current()  # an unsupported backend, or a TensorFlow too old, fails here
@@ -166,7 +176,9 @@ class ActivationLogger(keras.callbacks.Callback):
             atlas=atlas_.check_options(atlas, k=atlas_k, freq=atlas_freq, batch=atlas_batch),
             maximize=maximize.check_options(actmax, freq=actmax_freq),
         )
+        self.epoch_logs = epoch_logs_.check_option(epoch_logs)
         self._faults = Faults(strict=bool(strict))
+        self._epoch_log_writer: epoch_logs_.EpochLogs | None = None
         self._destination = Destination(self._storage, self.log_dir)
         self._session: Session | None = None
         self._probe_fn: Any = None
@@ -222,6 +234,9 @@ class ActivationLogger(keras.callbacks.Callback):
         model = self._model  # not self.model: on JAX that forces a state sync
         self._step0 = backends.iterations(model, default=self._step0)
         self._steps_before = 0
+        writes_epoch_logs = epoch_logs_.enabled(self.epoch_logs, keras.backend.backend())
+        if writes_epoch_logs and backends.current().is_chief(model):
+            self._epoch_log_writer = epoch_logs_.EpochLogs(self._storage, self.log_dir, self._faults)
         if self.freq or self.batch_freq or self.options.rare():
             self._session = Session(
                 model, self.probes, self.options, destination=self._destination,
@@ -254,6 +269,8 @@ class ActivationLogger(keras.callbacks.Callback):
         self._steps_before, self._batches = self._steps_before + self._batches, 0
         step = self._offset + epoch + 1
         self._epochs_done = step
+        if self._epoch_log_writer is not None:
+            self._epoch_log_writer.write(epoch, logs, self._learning_rate())
         self._epoch_events(step)
         self._faults.deliver()
 
@@ -299,8 +316,23 @@ class ActivationLogger(keras.callbacks.Callback):
             self._faults.report("internal", f"could not log {what}: {type(err).__name__}: {err}", err)
         self._faults.deliver()
 
+    def _learning_rate(self) -> float | None:
+        """The optimizer's learning rate now, as Keras' ``TensorBoard`` logs it."""
+        optimizer = getattr(self.model, "optimizer", None)  # self.model: JAX's state synced, as Keras does
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            return None
+        try:
+            return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        except Exception:  # noqa: BLE001 - an optimizer without a readable rate: no curve for it
+            return None
+
     def _close(self) -> None:
+        epoch_log_writer, self._epoch_log_writer = self._epoch_log_writer, None
         session, self._session = self._session, None
+        if epoch_log_writer is not None:
+            epoch_log_writer.close()
         if session is not None:
             session.close()
+        if epoch_log_writer is not None or session is not None:
             self._faults.deliver()

@@ -37,15 +37,6 @@ def check_choice(what: str, value: Any, accepted: Iterable[str]) -> str:
     return value
 
 
-def check_positive_number(name: str, value: Any) -> float:
-    """A real number > 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number > 0; received {value!r} ({type(value).__name__}).")
-    if not value > 0:
-        raise ValueError(f"{name} must be a number > 0; received {value!r}.")
-    return float(value)
-
-
 def suggest(received: Any, names: Iterable[str]) -> str:
     """`` Did you mean 'conv_1'?`` for the closest names, or ``""`` when none is close."""
     if not isinstance(received, str):

@@ -125,10 +125,6 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from actlog import export, metadata
     from actlog.reader import LogError, read
 
-    if args.atlas and (args.channel is None or args.probe is not None):
-        raise _UserError("--atlas exports one channel's top-k crops: give --channel C, and no --probe.")
-    if not args.atlas and args.probe is None:
-        raise _UserError("give --probe N (a grid), or --atlas with --channel C (a channel's atlas).")
     # Check the output before reading anything: a typo should not cost a long read.
     export.check_output(args.output)
     log = read(args.logdir)
@@ -142,8 +138,12 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"Several runs under {log.path!r} and none is {metadata.EPOCH_RUN!r}; "
             f"choose one with --run: {log.runs}."
         ) from None
+    run.layer_info(args.layer)  # a misspelt layer: "Did you mean", before any other complaint
+    if args.atlas and (args.channel is None or args.probe is not None):
+        raise _UserError("--atlas exports one channel's top-k crops: give --channel C, and no --probe.")
+    probe = 0 if args.probe is None and not args.atlas else args.probe
     show = args.progress if args.progress is not None else err.isatty()
-    what = f"{args.layer} " + ("atlas" if args.atlas else f"probe {args.probe}") + (
+    what = f"{args.layer} " + ("atlas" if args.atlas else f"probe {probe}") + (
         f" channel {args.channel}" if args.channel is not None else ""
     )
     progress = _ProgressBar(err, f"actlog: exporting {what}") if show else None
@@ -152,7 +152,7 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.atlas:
             result = export.export_atlas(run, args.layer, args.channel, args.output, **options)
         else:
-            result = export.export(run, args.layer, args.probe, args.output, channel=args.channel,
+            result = export.export(run, args.layer, probe, args.output, channel=args.channel,
                                    **options)
     except OSError as error:
         raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
     ex.add_argument("--layer", required=True, help="layer display name (see `actlog ls`)")
-    ex.add_argument("--probe", type=int, metavar="N", help="probe index, from 0 (not with --atlas)")
+    ex.add_argument(
+        "--probe", type=int, metavar="N", help="probe index, from 0 (default: 0; not with --atlas)"
+    )
     ex.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.gif or OUT.png")
     ex.add_argument(
         "--channel", type=int, metavar="C",

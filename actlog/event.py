@@ -36,9 +36,8 @@ _TEXT = text_metadata.create_summary_metadata("", "")
 PICTURE_LEVEL = 1
 """zlib's level for the pictures made of inputs (probe images, atlas crops, activation
 maximisation), where the grids take ISA-L's fast deflate (:mod:`actlog.png`): on such pictures
-ISA-L's PNGs came out larger (``benchmarks/bench_atlas.py``'s random images: 2.8 against 1.6 MB;
-scikit-learn's sample photographs, at their size or doubled: 5-35%), and they are logged once per
-run or per atlas event, not at every event."""
+ISA-L's PNGs came out larger (``benchmarks/bench_atlas.py``'s random images and scikit-learn's
+sample photographs), and they are logged once per run or per atlas event, not at every event."""
 
 
 @dataclass(frozen=True)

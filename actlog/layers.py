@@ -4,11 +4,14 @@
 
 - ``None``: the last layer of each spatial stage, so that the hierarchy is seen
   at every scale: layers with a spatial output (rank 2 to 4 per sample) in model
-  order, nested models included, grouped into runs of the same spatial size
-  (padding and cropping layers left out); the last layer of each run, at most
-  :data:`DEFAULT_BUDGET` of them (evenly spread over the depth when there are
-  more). The classic MNIST ConvNet gets ``conv_0``, ``pool_0``, ``conv_1``,
-  ``pool_1``; ResNet50 the output of its stem and of each of its 4 stages.
+  order, nested models included, grouped into runs of the same spatial size;
+  the last layer of each run, at most :data:`DEFAULT_BUDGET` of them (evenly
+  spread over the depth when there are more). Only layers that compute features
+  count (:func:`computes_features`: not Dropout, input preprocessing, padding or
+  cropping), and no 1 x 1 map. The MNIST example's ConvNet gets ``conv_0``,
+  ``conv_1``, ``pool_1`` (not the Dropout after it); ResNet50 the output of its
+  stem and of each of its 4 stages; MobileNetV3Small and EfficientNetB0 one
+  activation per resolution, not their input Rescaling or Normalization.
 - ``"*"``: every layer with a spatial output.
 - a name (``"conv_0"``), a path into nested models (``"backbone/block_1_conv"``),
   a ``keras.layers.Layer`` object, a layer class (``keras.layers.Conv2D``, matched
@@ -34,6 +37,7 @@ watched, and is named as such.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +52,19 @@ DEFAULT_BUDGET = 12
 EVERY_SPATIAL = "*"
 """``layers="*"``: every layer with a spatial output."""
 
-_GEOMETRY_ONLY = ("ZeroPadding", "Cropping")
+# Layers whose output is no feature of their own (see computes_features), by their names in
+# keras.layers; subclasses count too.
+_NOT_FEATURES = (
+    # the identity at inference: regularisers and augmentation
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout",
+    "GaussianDropout", "GaussianNoise", "ActivityRegularization", "AugMix", "AutoContrast",
+    "CutMix", "Equalization", "MixUp", "Pipeline", "RandAugment", "Solarization",
+    # the input, preprocessed
+    "Rescaling", "Normalization", "Resizing", "CenterCrop",
+    # the identity, and geometry only
+    "Identity", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D",
+    "Cropping3D",
+)
 
 Trace = Callable[[Sequence[Any]], dict[int, Any]]
 """``trace(layers) -> {id(layer): output shape (batch first) or None for several outputs}``;
@@ -165,7 +181,7 @@ def resolve(model: Any, spec: Any, trace: Trace | None = None) -> list[Watched]:
 
 def stage_ends(spatial: Sequence[Any], budget: int = DEFAULT_BUDGET) -> list[Any]:
     """The last layer of each run of equal spatial size (see module docstring)."""
-    kept = [e for e in spatial if not type(e.layer).__name__.startswith(_GEOMETRY_ONLY)]
+    kept = [e for e in spatial if computes_features(e.layer) and math.prod(_resolution(e)) > 1]
     ends = [
         entry for i, entry in enumerate(kept)
         if i + 1 == len(kept) or _resolution(kept[i + 1]) != _resolution(entry)
@@ -174,6 +190,24 @@ def stage_ends(spatial: Sequence[Any], budget: int = DEFAULT_BUDGET) -> list[Any
         return ends
     picks = sorted({round(i * (len(ends) - 1) / (budget - 1)) for i in range(budget)})
     return [ends[i] for i in picks]
+
+
+def computes_features(layer: Any) -> bool:
+    """Whether ``layer``'s output is a feature of its own, so that a stage may end there.
+
+    Not: a layer that is the identity at inference (Dropout, GaussianNoise, the
+    ``Random*`` augmentations), input preprocessing (Rescaling, Normalization,
+    Resizing: the input, rescaled), padding and cropping, ``Identity`` and a linear
+    ``Activation``. (A 1 x 1 map, such as a squeeze-and-excitation branch, has no
+    extent to draw either: :func:`stage_ends` leaves it out by its shape.)
+    """
+    import keras
+
+    names = [*_NOT_FEATURES, *(n for n in dir(keras.layers) if n.startswith("Random"))]
+    classes = tuple(c for c in (getattr(keras.layers, n, None) for n in names) if isinstance(c, type))
+    if isinstance(layer, classes):
+        return False
+    return not (isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.linear)
 
 
 def _resolution(entry: Any) -> tuple:

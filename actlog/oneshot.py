@@ -63,7 +63,7 @@ def plot_feature_maps(
 ) -> Any:
     """The classic figure: for each image and layer, its channels as small images in a grid.
 
-    Needs matplotlib (``pip install 'actlog[plot]'``). Returns a
+    Needs matplotlib (``pip install 'keras-actlog[plot]'``). Returns a
     ``matplotlib.figure.Figure`` with one row per image and one panel per
     layer, each drawn from the same grid the callback logs (per-channel
     normalisation). Each panel's title says how many of the layer's channels
@@ -89,7 +89,7 @@ def plot_feature_maps(
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError(
-            "plot_feature_maps needs matplotlib: pip install 'actlog[plot]'"
+            "plot_feature_maps needs matplotlib: pip install 'keras-actlog[plot]'"
         ) from None
     grid.check_cmap(cmap)
     maps = feature_maps(model, images, layers)

@@ -5,9 +5,8 @@ so the cheapest PNG there is, every row unfiltered and deflated fast, is both
 faster to make and smaller than the general-purpose encoders (TensorFlow's
 ``encode_png``, Pillow's). Deflating is nearly all of the time, so it is ISA-L's
 (``isal``, a dependency where it has wheels): the same zlib stream any PNG
-decoder reads, about 6x faster than zlib's level 1 and about 15% larger
-(MobileNetV2's 208 grids of one event, 33 MB of pixels: 23 against 140 ms,
-6.7 against 5.8 MB). Without ``isal`` it is zlib's level 1. Both release the
+decoder reads, several times faster than zlib's level 1 for slightly larger files
+(figures in ``docs/performance.md``). Without ``isal`` it is zlib's level 1. Both release the
 GIL while they work. Pictures made of the inputs compress better with zlib, and
 take it (:data:`actlog.event.PICTURE_LEVEL`).
 """

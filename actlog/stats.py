@@ -149,8 +149,8 @@ def reduce_layer(xp: Any, acts: Any, *, all_finite: bool = False) -> dict[str, A
     deviation = _finite_or(xp, finite, values - centre, 0.0)
     if finite is None and values.shape[0] <= 2**24:
         # |sign| is 1 at the values that are not zero: the same count (float32 counts exactly
-        # up to 2**24 rows), and on the host about 3x faster in eager PyTorch than a boolean
-        # mask cast to float.
+        # up to 2**24 rows), and on the host cheaper in eager PyTorch than a boolean mask
+        # cast to float.
         zeros = count - xp.sum(xp.abs(xp.sign(values)), axis=0)
     else:
         zero = xp.equal(values, 0.0)

@@ -2,7 +2,7 @@
 
 The browser tests photograph what they check into a temporary directory; this
 script runs the ones that open ``examples/mnist_convnet.py``'s log (trained
-offline on scikit-learn's digits, 3 epochs) with ``ACTLOG_SCREENSHOT_DIR``
+offline on 1000 of scikit-learn's digits, its default 5 epochs) with ``ACTLOG_SCREENSHOT_DIR``
 pointing here, at 1600 x 1200:
 
 - ``tensorboard_time_series.png``, ``tensorboard_images.png``: TensorBoard's own tabs;

@@ -5,15 +5,17 @@ This is the network of the well-known "visualize the layers of a ConvNet" recipe
 head), rebuilt for Keras 3. Instead of building a model per layer and calling
 ``predict`` by hand after training, ``actlog.ActivationLogger`` logs the maps of
 ``conv_0`` and ``conv_1`` for 10 fixed test digits, one of each class, at every
-epoch (next to the loss curves of Keras' own ``TensorBoard`` callback when the
-backend is TensorFlow; actlog itself runs on every Keras backend), and the
-feature atlas of both layers: the test digits (up to 1024 of them) that excite
-each channel most, cropped to what the channel sees, before training and every
-5 epochs (and at the last one).
+epoch, and the feature atlas of both layers: the test digits (up to 1024 of
+them) that excite each channel most, cropped to what the channel sees, before
+training and every 5 epochs (and at the last one). The loss curves come from
+Keras' own ``TensorBoard`` callback on TensorFlow, and from actlog itself on JAX
+and PyTorch (Keras' callback needs TensorFlow): TensorBoard's Scalars tab shows
+them on every backend.
 
 Run it (offline it falls back to scikit-learn's bundled digits and says so)::
 
     python examples/mnist_convnet.py --logdir runs/mnist --epochs 5
+    KERAS_BACKEND=jax python examples/mnist_convnet.py      # or torch
 
 It ends by printing the ``tensorboard`` command to look at the log.
 """
@@ -26,10 +28,19 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
-import actlog
+# TensorFlow's C++ start-up notes (CPU features, oneDNN) are INFO lines; warnings still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from actlog.backends import missing_backend
+
+try:
+    import keras
+except ModuleNotFoundError as error:  # Keras' backend is not installed: say which KERAS_BACKEND to set
+    raise SystemExit(f"{Path(__file__).name}: {missing_backend(error) or error}") from None
+
+from actlog import ActivationLogger  # noqa: E402 - after Keras' import is known to work
 
 # Runs as `python examples/mnist_convnet.py` from anywhere, and is importable by the
 # benchmark once `examples/` is on sys.path.
@@ -104,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     # so changes in the grids are changes in the network, not in the input. The atlas
     # pool is read once too: the same digits compete at every atlas event.
     probes = np.stack([x_test[np.flatnonzero(y_test == digit)[0]] for digit in range(NUM_CLASSES)])
+    # On JAX and PyTorch, actlog also writes the loss curves (epoch_logs=None: where Keras'
+    # own TensorBoard callback, which needs TensorFlow, cannot).
     callbacks = [
-        actlog.ActivationLogger(
-            logdir, probes=probes, layers=["conv_0", "conv_1"], freq=1, atlas=x_test[:1024]
-        )
+        ActivationLogger(logdir, probes=probes, layers=["conv_0", "conv_1"], freq=1, atlas=x_test[:1024])
     ]
-    if keras.backend.backend() == "tensorflow":  # Keras' own TensorBoard callback needs TensorFlow
+    if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(logdir))
     start = time.perf_counter()
     model.fit(
@@ -123,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    print(f"Trained {args.epochs} epochs in {seconds:.1f} s on {source}.")
+    print(f"Trained {args.epochs} epoch{'s' if args.epochs > 1 else ''} in {seconds:.1f} s on "
+          f"{keras.backend.backend()}, on {source}.")
     print(f"Test accuracy: {accuracy:.4f}")
     print(f"Activation grids are in {logdir}. See them with:")
     print(f"    {tensorboard_command()} --logdir {logdir}")

@@ -28,7 +28,7 @@ Backends: tests marked ``backend`` run a Keras model and run once per Keras
 backend (CI sets ``KERAS_BACKEND``). Helpers for them: :data:`BACKEND`,
 :func:`to_numpy` (a backend tensor as numpy), :func:`keras_tensorboard`
 (Keras' own TensorBoard callback, which exists on TensorFlow only) and the
-``tensorflow_only`` mark.
+``tensorflow_only`` mark. :func:`load_example` imports a script of ``examples/``.
 """
 
 from __future__ import annotations
@@ -61,6 +61,23 @@ CUDA = _cuda()
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow", reason=f"uses TensorFlow itself; KERAS_BACKEND={BACKEND}"
 )
+
+
+def load_example(name: str) -> Any:
+    """``examples/<name>.py`` as a module, imported once (it puts ``examples/`` on ``sys.path``
+    for its own imports)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module_name = f"actlog_example_{name}"
+    if module_name not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[module_name] = module
+    return sys.modules[module_name]
 
 
 def to_numpy(tensor: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import keras_tensorboard, tensorflow_only, to_numpy
+from conftest import BACKEND, keras_tensorboard, tensorflow_only, to_numpy
 
 import actlog
 from actlog import grid, metadata
@@ -24,6 +24,7 @@ from actlog import grid, metadata
 pytestmark = pytest.mark.backend
 
 TINY_LAYERS = ("conv_0", "pool_0", "conv_1")
+EPOCH_LOG_RUNS = [] if BACKEND == "tensorflow" else ["train"]  # epoch_logs=None: Keras' logs off TensorFlow
 TINY_SHAPES = {"conv_0": (10, 10, 4), "pool_0": (5, 5, 4), "conv_1": (3, 3, 6)}
 TINY_CLASSES = {"conv_0": "Conv2D", "pool_0": "MaxPooling2D", "conv_1": "Conv2D"}
 
@@ -123,14 +124,16 @@ def main_run(tmp_path_factory, tiny_model_factory, tiny_data, read_run):
         acts=layer_outputs(model, probes), warnings=[str(w.message) for w in caught],
         epoch=read_run(log_dir / metadata.EPOCH_RUN),
         batch=read_run(log_dir / metadata.BATCH_RUN),
-        train=read_run(log_dir / "train") if keras_tensorboard(log_dir) else None,
+        train=read_run(log_dir / "train"),
     )
 
 
 def test_main_run_directories(main_run):
-    # (Keras' TensorBoard callback, and its train/ run, exist on TensorFlow only.)
-    keras_runs = ["train"] if main_run.train is not None else []
-    assert sorted(os.listdir(main_run.log_dir)) == ["activations", "activations_batch", *keras_runs]
+    # train/: Keras' TensorBoard callback's on TensorFlow, actlog's epoch logs elsewhere.
+    assert sorted(os.listdir(main_run.log_dir)) == ["activations", "activations_batch", "train"]
+    # (Keras' own, with update_freq=3, keeps only what its recording condition lets through.)
+    logged = [step for step, _ in main_run.train["epoch_loss"]]
+    assert logged == ([2] if BACKEND == "tensorflow" else [0, 1, 2])
     assert main_run.logger.misses == {}
     assert not [w for w in main_run.warnings if "actlog" in w]
 
@@ -346,7 +349,7 @@ def test_freq_2_logs_every_other_epoch(tmp_path, shared_model, tiny_data, read_r
     assert set(run) == epoch_tags(["conv_1"], 2)
     assert steps(run, "conv_1/probe_0") == [0, 2, 4]
     assert steps(run, "conv_1/drift") == [2, 4]
-    assert sorted(os.listdir(tmp_path)) == ["activations"]
+    assert sorted(os.listdir(tmp_path)) == ["activations", *EPOCH_LOG_RUNS]
 
 
 def test_freq_2_across_two_fits_counts_every_epoch(tmp_path, shared_model, tiny_data, read_run):
@@ -362,7 +365,7 @@ def test_freq_2_across_two_fits_counts_every_epoch(tmp_path, shared_model, tiny_
 
 def test_freq_0_writes_no_run(tmp_path, shared_model, tiny_data):
     x, y = tiny_data
-    logger = actlog.ActivationLogger(tmp_path, x[:2], freq=0)
+    logger = actlog.ActivationLogger(tmp_path, x[:2], freq=0, epoch_logs=False)
     shared_model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[logger])
     assert os.listdir(tmp_path) == []
     assert logger.probe_function is None
@@ -387,7 +390,7 @@ def test_batch_freq_with_epoch_logging_off(tmp_path, shared_model, tiny_data, re
         tmp_path, x[:2], layers=["conv_0"], freq=0, batch_freq=1, batch_epochs=2, stats=False,
     )
     shared_model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[logger])
-    assert sorted(os.listdir(tmp_path)) == ["activations_batch"]
+    assert sorted(os.listdir(tmp_path)) == ["activations_batch", *EPOCH_LOG_RUNS]
     run = read_run(tmp_path / metadata.BATCH_RUN)
     # two batches per epoch, logged after each during the first two epochs
     assert steps(run, "conv_0/probe_0") == [start + 1, start + 2, start + 3, start + 4]

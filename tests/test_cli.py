@@ -272,17 +272,29 @@ def test_ls_says_which_layers_have_an_atlas(log_dir, capsys):
         (["--atlas"], "--atlas exports one channel's top-k crops: give --channel C, and no --probe."),
         (["--atlas", "--channel", "1", "--probe", "0"],
          "--atlas exports one channel's top-k crops: give --channel C, and no --probe."),
-        ([], "give --probe N (a grid), or --atlas with --channel C (a channel's atlas)."),
         (["--atlas", "--channel", "9"],
          "Channel 9 of layer 'conv_1' is not in its atlas; channels shown: 0..5."),
     ],
-    ids=["no_channel", "with_probe", "neither", "unknown_channel"],
+    ids=["no_channel", "with_probe", "unknown_channel"],
 )
 def test_atlas_export_errors(log_dir, tmp_path, capsys, extra, message):
     output = tmp_path / "out.gif"
     assert main(["export", str(log_dir), "--layer", "conv_1", *extra, "-o", str(output)]) == 2
     assert capsys.readouterr().err == f"actlog: error: {message}\n"
     assert not output.exists()
+
+
+def test_probe_defaults_to_0_and_names_are_checked_before_options(log_dir, tmp_path, capsys):
+    assert main(["export", str(log_dir), "--layer", "conv_1", "-o", str(tmp_path / "p.gif")]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {tmp_path / 'p.gif'}: animated GIF")
+    grid_0 = ["export", str(log_dir), "--layer", "conv_1", "--probe", "0", "-o", str(tmp_path / "q.gif")]
+    assert main(grid_0) == 0
+    assert (tmp_path / "p.gif").read_bytes() == (tmp_path / "q.gif").read_bytes()
+    assert main(["export", str(log_dir), "--layer", "conv1", "--atlas", "-o", str(tmp_path / "r.gif")]) == 2
+    assert capsys.readouterr().err == (
+        "actlog: error: No layer 'conv1' in run 'activations'. Layers: ['conv_0', 'conv_1']. "
+        "Did you mean 'conv_1' or 'conv_0'?\n"
+    )
 
 
 def test_run_option_chooses_the_batch_run(log_dir, tmp_path):

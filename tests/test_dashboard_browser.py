@@ -483,6 +483,7 @@ def test_tab_opens_on_an_overview_of_every_layer(page: Any, log_dir: Path, tmp_p
 def test_slider_moves_through_every_step_and_the_screen_shows_the_logged_pixels(
     page: Any, log_dir: Path
 ) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -522,6 +523,16 @@ def test_slider_moves_through_every_step_and_the_screen_shows_the_logged_pixels(
     slider.send_keys(Keys.ARROW_LEFT)
     wait_shows(page, "actlog-grid-b", XSS, 10)
     np.testing.assert_array_equal(decoded_pixels(page, grid_b), logged_grid(log_dir, XSS, 0, 10))
+    # The tooltip of a tile under a still pointer follows the keys to the new step.
+    box = actlog.read(log_dir).run().layout(XSS, 10).channel_box(2)
+    ActionChains(page).move_to_element_with_offset(grid_b, *tile_offset(page, grid_b, box)).perform()
+    hover = page.find_element(By.ID, "actlog-hover")
+    assert hover.text == f"{XSS} \u00b7 channel 2 \u00b7 epoch 10"
+    page.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
+    wait_shows(page, "actlog-grid-b", XSS, 9)
+    assert hover.text == f"{XSS} \u00b7 channel 2 \u00b7 epoch 9"
+    slider.send_keys(Keys.ARROW_RIGHT)
+    wait_shows(page, "actlog-grid-b", XSS, 10)
 
     # Another probe and layer keep the step in view; then another step on the left.
     page.find_element(By.CSS_SELECTOR, "#actlog-probe option[value='1']").click()
@@ -725,7 +736,8 @@ def test_failures_are_shown_on_the_status_line(page: Any) -> None:
     assert "reconnecting in 1 s (attempt 1)" in text, text
     page.execute_script("window.fetch = window.__realFetch;")
     wait_for(page, "document.getElementById('actlog-status').dataset.kind === 'live'", timeout=15)
-    assert status(page)[1].startswith("Live \u00b7 12 epochs")
+    # Steps 0 to 11: 11 epochs trained (a count of steps would say 12).
+    assert status(page)[1].startswith("Live \u00b7 epochs 0\u201311 \u00b7 checked ")
 
 
 def test_tensorboard_samples_other_logs_as_without_actlog(tensorboard_url: str) -> None:
@@ -860,7 +872,7 @@ return found;
 
 @pytest.fixture(scope="module")
 def example_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """examples/mnist_convnet.py run for real: offline digits, 3 epochs."""
+    """examples/mnist_convnet.py run for real: offline digits, its default 5 epochs."""
     path = tmp_path_factory.mktemp("mnist_example")
     sys.path.insert(0, str(ROOT / "examples"))
     saved = os.environ.get("ACTLOG_OFFLINE")
@@ -868,7 +880,7 @@ def example_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         import mnist_convnet
 
-        assert mnist_convnet.main(["--logdir", str(path), "--epochs", "3", "--samples", "1000"]) == 0
+        assert mnist_convnet.main(["--logdir", str(path), "--samples", "1000"]) == 0
     finally:
         sys.path.remove(str(ROOT / "examples"))
         if saved is None:
@@ -912,7 +924,7 @@ def test_tensorboard_tabs_show_the_grids_of_the_mnist_example(
 ) -> None:
     """Time Series and Images tabs paint actlog's grids, pixel for pixel."""
     run = actlog.read(example_log).run(metadata.EPOCH_RUN)
-    assert run.steps == [0, 1, 2, 3]
+    assert run.steps == [0, 1, 2, 3, 4, 5]
     expected = {}
     for layer in ("conv_0", "conv_1"):
         gray = run.grid(layer, 0)[..., 0]
@@ -944,25 +956,37 @@ def test_dashboard_of_the_mnist_example(
 
     run = actlog.read(example_log).run(metadata.EPOCH_RUN)
     page = open_dashboard(driver, example_url, 2)
+    # Each grid fills its card's width with square pixels; the drift sparklines share one scale.
+    geometry = page.execute_script(
+        "return [...document.querySelectorAll('.layer-card')].map((card) => {"
+        " const image = card.querySelector('img.grid'); const box = image.getBoundingClientRect();"
+        " return [box.width, box.height, image.naturalWidth, image.naturalHeight,"
+        " card.querySelector('.thumb').clientWidth, card.querySelector('.spark').dataset.top]; });"
+    )
+    for width, height, natural_w, natural_h, available, _ in geometry:
+        assert width == available and abs(height - natural_h * width / natural_w) < 1
+    (top,) = {float(top) for *_, top in geometry}
+    drift = max(max(run.scalar(layer, "drift")[1]) for layer in ("conv_0", "conv_1"))
+    assert drift <= top < 2 * drift
     screenshot(page, screenshot_dir, "dashboard_overview.png")
 
-    open_layer(page, "conv_1", 3, 0)
+    open_layer(page, "conv_1", 5, 0)
     grid_b = page.find_element(By.ID, "actlog-grid-b")
-    np.testing.assert_array_equal(screen_pixels(page, grid_b), run.grid("conv_1", 0, 3).repeat(3, axis=-1))
+    np.testing.assert_array_equal(screen_pixels(page, grid_b), run.grid("conv_1", 0, 5).repeat(3, axis=-1))
     screenshot(page, screenshot_dir, "dashboard.png")
 
     # A channel that visibly forms: its mean activation grew the most since epoch 0, and
     # its atlas (the example's: before training and at the last epoch) shows one pattern.
     _, means = run.channel_stats("conv_1", "channel_mean")
-    layout = run.layout("conv_1", 3)
+    layout = run.layout("conv_1", 5)
     grown = [int(c) for c in np.argsort(means[0] - means[-1]) if c in layout.channels]
     box = layout.channel_box(grown[0])
     ActionChains(page).move_to_element_with_offset(grid_b, *tile_offset(page, grid_b, box)).click().perform()
     wait_for(page, "[...document.querySelectorAll('#actlog-filmstrip figure')].every(f => f.dataset.drawn)")
     wait_for(page, "document.querySelectorAll('#actlog-stats-plot svg').length === 3")
-    assert run.atlas_steps("conv_1") == [0, 3]
-    atlas = run.atlas("conv_1", 3)
-    check_atlas_crops(page, wait_atlas(page, 3, atlas.k), atlas, grown[0])
+    assert run.atlas_steps("conv_1") == [0, 5]
+    atlas = run.atlas("conv_1", 5)
+    check_atlas_crops(page, wait_atlas(page, 5, atlas.k), atlas, grown[0])
     chart = page.find_element(By.CSS_SELECTOR, "#actlog-stats-plot svg[data-stat=channel_mean] rect.hit")
     ActionChains(page).move_to_element(chart).perform()
     screenshot(page, screenshot_dir, "dashboard_channel.png")

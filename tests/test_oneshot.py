@@ -235,6 +235,6 @@ def test_plot_unknown_cmap(classic):
 def test_plot_without_matplotlib(classic, monkeypatch):
     model, images = classic
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    hint = re.escape("plot_feature_maps needs matplotlib: pip install 'actlog[plot]'")
+    hint = re.escape("plot_feature_maps needs matplotlib: pip install 'keras-actlog[plot]'")
     with pytest.raises(ImportError, match=hint):
         actlog.plot_feature_maps(model, images[:1], layers="conv_0")

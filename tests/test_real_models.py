@@ -12,7 +12,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, make_classic_model, to_numpy
+from conftest import BACKEND, load_example, make_classic_model, to_numpy
 from keras import layers as L
 
 import actlog
@@ -38,6 +38,8 @@ def _chosen(model) -> list[str]:
 
 def test_layers_none_is_the_last_layer_of_each_spatial_stage():
     assert _chosen(make_classic_model(0)) == ["conv_0", "pool_0", "conv_1", "pool_1"]
+    # The README's example: its Dropout after pool_1 is no feature of its own.
+    assert _chosen(load_example("mnist_convnet").build_classic_model()) == ["conv_0", "conv_1", "pool_1"]
     i = keras.Input((32, 32, 3))
     h = L.ZeroPadding2D(1, name="pad")(i)  # a padding-only stage is never picked
     h = L.Conv2D(4, 3, name="stem")(h)
@@ -48,6 +50,44 @@ def test_layers_none_is_the_last_layer_of_each_spatial_stage():
         h = L.ReLU(name=f"s{stage}_out")(h)
     model = keras.Model(i, L.Dense(2)(L.GlobalAveragePooling2D()(h)))
     assert _chosen(model) == ["stem_relu", "s0_out", "s1_out", "s2_out"]
+
+
+def test_a_stage_ends_at_its_last_layer_that_computes_features():
+    """Not the input preprocessed, not the identity at inference, not a 1 x 1 map."""
+    i = keras.Input((16, 16, 3))
+    h = L.Rescaling(1 / 255, name="rescale")(i)  # the input, rescaled: a stage of its own before
+    h = L.RandomFlip(name="flip")(h)
+    h = L.Resizing(20, 20, name="resize")(h)
+    h = L.Normalization(mean=0.5, variance=0.25, name="norm")(h)
+    h = L.Conv2D(4, 3, name="conv_a")(h)  # 18 x 18
+    h = L.GaussianNoise(0.1, name="noise")(h)
+    h = L.Activation("linear", name="linear")(h)
+    h = L.MaxPooling2D(2, name="pool_a")(h)  # 9 x 9
+    h = L.SpatialDropout2D(0.1, name="spatial_dropout")(h)
+    h = L.Identity(name="identity")(h)
+    squeeze = L.Conv2D(4, 1, name="squeeze")(L.GlobalAveragePooling2D(keepdims=True, name="gap")(h))
+    h = L.Multiply(name="excite")([h, squeeze])  # back at 9 x 9 after a 1 x 1 branch
+    h = L.Conv2D(4, 3, padding="same", name="conv_b")(h)
+    h = L.Dropout(0.5, name="dropout")(h)
+    model = keras.Model(i, L.Dense(2)(L.Flatten()(h)))
+    assert _chosen(model) == ["conv_a", "conv_b"]
+    assert [w.path for w in actlog_layers.resolve(model, "*")][:2] == ["rescale", "flip"]  # "*" keeps all
+
+
+@pytest.mark.slow
+def test_layers_none_on_mobilenetv3small_and_efficientnetb0():
+    """keras.applications' preprocessing inside the model (Rescaling, Normalization) and their
+    squeeze-and-excitation branches (1 x 1) are never a stage's end."""
+    mobile = keras.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3), classes=2)
+    assert _chosen(mobile) == ["activation", "re_lu_2", "activation_1", "activation_11", "activation_17"]
+    efficient = keras.applications.EfficientNetB0(weights=None, input_shape=(96, 96, 3), classes=2)
+    assert _chosen(efficient) == [
+        "block2a_expand_activation", "block3a_expand_activation", "block4a_expand_activation",
+        "block6a_expand_activation", "top_activation",
+    ]
+    for model, chosen in ((mobile, _chosen(mobile)), (efficient, _chosen(efficient))):
+        sizes = [tuple(model.get_layer(name).output.shape[1:3]) for name in chosen]
+        assert sizes == [(48, 48), (24, 24), (12, 12), (6, 6), (3, 3)]
 
 
 @pytest.mark.slow

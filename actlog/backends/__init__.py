@@ -24,6 +24,8 @@ or PyTorch user never loads TensorFlow.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -185,6 +187,29 @@ def iterations(model: Any, default: int) -> int:
         return int(keras.ops.convert_to_numpy(optimizer.iterations))
     except Exception:  # noqa: BLE001 - a model with its own optimizers (GAN) or none built yet
         return default
+
+
+def missing_backend(error: ImportError) -> str | None:
+    """What to do when Keras could not import its backend (``error``), or None for another error.
+
+    Keras runs on TensorFlow when ``KERAS_BACKEND`` is unset (unless ``~/.keras/keras.json``
+    says otherwise), and then fails on a JAX or PyTorch machine with only "No module named
+    'tensorflow'": say which variable to set, and to what.
+    """
+    backend = (getattr(error, "name", None) or "").split(".")[0]
+    if backend not in SUPPORTED:
+        return None
+    chosen = os.environ.get("KERAS_BACKEND")
+    why = f"KERAS_BACKEND={chosen}" if chosen else "KERAS_BACKEND is unset, and Keras' configured backend"
+    installed = [name for name in SUPPORTED if name != backend and importlib.util.find_spec(name)]
+    other = (f"set KERAS_BACKEND to a backend installed here ({' or '.join(installed)}) before Python "
+             f"starts: export KERAS_BACKEND={installed[0]}" if installed else
+             "install a backend: pip install 'keras-actlog[jax]' (or [torch], [tensorflow])")
+    return (
+        f"Keras could not import its backend: {why} is {backend!r}, which is not installed here "
+        f"({type(error).__name__}: {error}). To run on another backend, {other}. To run on {backend}: "
+        f"pip install 'keras-actlog[{backend}]'."
+    )
 
 
 def current() -> Backend:

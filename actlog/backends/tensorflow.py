@@ -22,7 +22,7 @@ def _check_version() -> None:
     if found < _MINIMUM:
         raise ImportError(
             f"actlog needs TensorFlow >= 2.16 with Keras 3; found {tf.__version__}. Install one "
-            "TensorFlow with `pip install 'actlog[tensorflow]'` or `'actlog[tensorflow-cpu]'`."
+            "TensorFlow with `pip install 'keras-actlog[tensorflow]'` or `'keras-actlog[tensorflow-cpu]'`."
         )
 
 
@@ -30,8 +30,7 @@ class _HostOps:
     """``keras.ops``, and on the host :meth:`all_finite` as a tensor the reductions branch on.
 
     Grappler does not fuse element-wise ops on the CPU: each NaN mask of the reductions
-    is a full-size temporary (169 MB more at the first event for a U-Net's 128 MB
-    concatenation, 26 MB without). One sum
+    is a full-size temporary, as large as the layer's activations. One sum
     says whether the layer has any NaN or Inf; the unmasked branch gives the same bytes.
     """
 
@@ -92,9 +91,8 @@ class TensorFlowBackend(Backend):
         return keras.ops if self.accelerated() else _HOST_OPS
 
     def compiles_parts(self) -> bool:
-        # Each traced function keeps its graph and, once run, its instantiated runtime: for
-        # ResNet50's 174 layers in 50 parts, 20 MB at setup and as much at the first event,
-        # for no speed on the host (its convolutions are large).
+        # Each traced function keeps its graph and, once run, its instantiated runtime:
+        # megabytes per part, for no speed on the host, where the convolutions are large.
         return self.accelerated()
 
     def accelerated(self) -> bool:

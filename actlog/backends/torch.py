@@ -6,8 +6,8 @@ current weights (:class:`_Captured`). The function is never ``torch.compile``d: 
 runs a handful of probes once every N epochs, where minutes of compilation do not pay.
 
 On a GPU it is captured in a CUDA graph (:class:`_Graph`): run eagerly, Python
-launches each of an event's few thousand kernels one by one (ResNet50's 53 layers:
-about 140 ms of the training thread for a few ms of GPU work), where a replay
+launches each of an event's few thousand kernels one by one (for a deep model,
+most of an event's time on the training thread), where a replay
 launches them all at once. The results then start their copy to pinned host
 memory, and the background waits for it.
 
@@ -17,180 +17,33 @@ ran (:class:`_Traced`): a replay runs them without Keras' Python. The reductions
 eagerly in the background (:meth:`TorchBackend.reduces_later`), calling torch
 directly (:class:`_TorchOps`): bound by their passes over memory, they gain nothing
 from a trace.
-Convolutions and max pooling run on channels-last views (:func:`_conv`), and a
-functional model calls Keras' built-in layers without ``Layer.__call__`` where that
-changes nothing (:func:`_layer_call`): fewer ops in the trace, and less Python
-where the function runs eagerly (several parts, ``run_eagerly=True``).
+The model runs as Keras runs it: actlog calls only public APIs of Keras and PyTorch,
+so the code that is probed is the code that trains.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-import keras
 import torch
-import torch.utils._pytree as pytree
 from torch.overrides import TorchFunctionMode
 
-from actlog.backends import Backend, Compiled, Substitute
+from actlog.backends import Backend, Compiled
 
 
 class _Function(Compiled):
-    """``fn`` run eagerly without gradients; ``host``: on the CPU (:data:`host_convolutions`,
-    :data:`host_pooling`, :data:`direct_layer_calls`)."""
+    """``fn`` run eagerly without gradients."""
 
     traces = 0
 
-    def __init__(self, fn: Callable[..., Any], *, host: bool = False) -> None:
+    def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
-        self._host = host
 
     def __call__(self, *args: Any) -> Any:
-        if not self._host:
-            with torch.no_grad():
-                return self._fn(*args)
-        with torch.no_grad(), host_convolutions, host_pooling, direct_layer_calls:
+        with torch.no_grad():
             return self._fn(*args)
-
-
-def _channels_first_view(inputs: Any, data_format: str | None) -> Any:
-    """A channels-last 2-D or 3-D ``inputs`` viewed as channels-first, which is PyTorch's
-    ``channels_last`` memory format already; None for anything else."""
-    data_format = data_format or keras.config.image_data_format()
-    if not isinstance(inputs, torch.Tensor) or data_format != "channels_last" or inputs.ndim not in (4, 5):
-        return None
-    view = torch.movedim(inputs, -1, 1)
-    layout = torch.channels_last if inputs.ndim == 4 else torch.channels_last_3d
-    return view if view.is_contiguous(memory_format=layout) else None
-
-
-def _conv(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
-          data_format: str | None = None, dilation_rate: Any = 1, **more: Any) -> Any:
-    """Keras' PyTorch ``conv`` without its two copies of a channels-last input.
-
-    Keras copies such an input to channels-first order, then again to PyTorch's
-    ``channels_last`` memory format for the convolution. Channels-last data viewed as
-    channels-first is in that format already: the same convolution runs on the view,
-    with the same bytes out (tested). MobileNetV2's forward pass at 128 px x 4 probes:
-    69 -> 56 ms on 2 cores.
-    """
-    view = None if more else _channels_first_view(inputs, data_format)
-    if view is not None:
-        return torch.movedim(original(view, kernel, strides, padding, "channels_first", dilation_rate), 1, -1)
-    return original(inputs, kernel, strides, padding, data_format, dilation_rate, **more)
-
-
-host_convolutions = Substitute("keras.src.backend.torch.nn", "conv", _conv)
-"""While actlog's own functions run on the CPU: Keras' PyTorch ``conv`` (which its depthwise
-and separable convolutions call too) is :func:`_conv`, on that thread only."""
-
-
-def _max_pool(original: Callable[..., Any], inputs: Any, pool_size: Any, strides: Any = None,
-              padding: str = "valid", data_format: str | None = None) -> Any:
-    """Keras' PyTorch ``max_pool`` without its copy of a channels-last input to channels-first
-    order: PyTorch pools its ``channels_last`` format as it is, and a maximum is the same
-    value whichever order it is taken in (tested). The smaller output is copied back to
-    Keras' own layout. The classic MNIST model's probe forward pass: about 2.0 -> 1.7 ms."""
-    view = _channels_first_view(inputs, data_format) if padding == "valid" else None
-    if view is not None:
-        pool = torch.nn.functional.max_pool2d if view.ndim == 4 else torch.nn.functional.max_pool3d
-        # Returned in Keras' own layout (a channels-last view of channels-first memory): a
-        # reduction after it (global average pooling) then adds in the same order.
-        return torch.movedim(pool(view, kernel_size=pool_size, stride=strides).contiguous(), 1, -1)
-    return original(inputs, pool_size, strides, padding, data_format)
-
-
-host_pooling = Substitute("keras.src.backend.torch.nn", "max_pool", _max_pool)
-""":data:`host_convolutions` for Keras' PyTorch ``max_pool`` (:func:`_max_pool`)."""
-
-
-@functools.cache
-def _plain_layers() -> frozenset[type]:
-    """Keras' built-in layers whose ``__call__`` adds nothing to ``call`` where :func:`_direct` holds."""
-    names = (
-        "Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose Conv3DTranspose DepthwiseConv1D "
-        "DepthwiseConv2D SeparableConv1D SeparableConv2D Dense BatchNormalization LayerNormalization "
-        "GroupNormalization Activation ReLU LeakyReLU ELU Softmax Add Subtract Multiply Average Maximum "
-        "Minimum Concatenate ZeroPadding1D ZeroPadding2D ZeroPadding3D Cropping1D Cropping2D Cropping3D "
-        "UpSampling1D UpSampling2D UpSampling3D MaxPooling1D MaxPooling2D MaxPooling3D AveragePooling1D "
-        "AveragePooling2D AveragePooling3D GlobalAveragePooling1D GlobalAveragePooling2D "
-        "GlobalAveragePooling3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D Flatten Reshape "
-        "Permute Dropout SpatialDropout1D SpatialDropout2D SpatialDropout3D Identity"
-    )
-    return frozenset(getattr(keras.layers, name) for name in names.split() if hasattr(keras.layers, name))
-
-
-def _layer_call(original: Callable[..., Any], operation: Any, **context: Any) -> Callable[..., Any]:
-    """Keras' ``operation_fn`` of a functional model (how it calls each node), with Keras'
-    own built-in layers called through ``layer.call`` rather than ``Layer.__call__``.
-
-    In eager PyTorch, ``Layer.__call__`` (input conversion, masks, autocast, name scopes,
-    ``torch.nn.Module`` hooks) costs more Python than a small layer's arithmetic:
-    MobileNetV2's forward pass at 128 px x 4 probes, 58 -> 37 ms on 2 cores. It is
-    skipped only where it would do nothing, checked at each call (:func:`_direct`);
-    anything else takes Keras' path. Same bytes (tested).
-    """
-    keras_call = original(operation, **context)
-    try:
-        if type(operation) not in _plain_layers() or not _direct(operation):
-            return keras_call
-        call = operation.call
-        params = set(operation.call_signature_parameters)
-        contexts = set(operation._call_context_args)
-        takes = params & contexts
-    except AttributeError:  # another Keras: its own path
-        return keras_call
-    extra = {name: context[name] for name in takes if context.get(name) is not None}
-    if len(extra) < len(takes):  # Keras would resolve the rest (from an outer call, a default)
-        return keras_call
-
-    def direct(*args: Any, **kwargs: Any) -> Any:
-        # As Keras does, a context argument call() does not take is dropped; the other keyword
-        # arguments the graph recorded must be None (``mask=None``) or given by the context.
-        own = {name: value for name, value in kwargs.items() if name in params}
-        recorded = all(name in contexts for name in kwargs.keys() - own.keys()) and all(
-            value is None or name in extra for name, value in own.items())
-        if recorded and all(_plain_tensor(a) for a in _flat(args)):
-            return call(*args, **{**own, **extra})
-        return keras_call(*args, **kwargs)
-
-    return direct
-
-
-def _direct(layer: Any) -> bool:
-    """Whether ``Layer.__call__`` would only call ``layer.call`` (on float32 tensors without
-    masks, checked by the caller): built, float32 throughout, no quantization,
-    rematerialization, activity regularizer, module hooks, distribution or autocast."""
-    modules = torch.nn.modules.module
-    return (
-        layer.built
-        and layer.dtype_policy.name == "float32"
-        and getattr(layer, "quantization_mode", None) is None
-        and not getattr(layer, "_remat_mode", None)
-        and layer.activity_regularizer is None
-        and not (layer._forward_hooks or layer._forward_pre_hooks
-                 or modules._global_forward_hooks or modules._global_forward_pre_hooks)
-        and keras.distribution.distribution() is None
-        and keras.src.backend.get_autocast_scope() is None
-    )
-
-
-def _plain_tensor(value: Any) -> bool:
-    """A float32 tensor without a Keras mask: what ``Layer.__call__`` would pass on as it is."""
-    return (isinstance(value, torch.Tensor) and value.dtype == torch.float32
-            and getattr(value, "_keras_mask", None) is None)
-
-
-def _flat(args: tuple) -> list[Any]:
-    return [a for arg in args for a in (arg if isinstance(arg, (list, tuple)) else (arg,))]
-
-
-direct_layer_calls = Substitute("keras.src.models.functional", "operation_fn", _layer_call)
-"""While actlog's own functions run on the CPU: a functional model calls Keras' built-in
-layers through ``layer.call`` (:func:`_layer_call`), on that thread only."""
 
 
 class _Captured(Compiled):
@@ -214,9 +67,9 @@ class _Captured(Compiled):
     _eagerly = ""
     """For the warning: what a capture is, and what running eagerly does instead."""
 
-    def __init__(self, fn: Callable[..., Any], model: Any, *, host: bool = False) -> None:
+    def __init__(self, fn: Callable[..., Any], model: Any) -> None:
         self._fn = fn
-        self._eager = _Function(fn, host=host)
+        self._eager = _Function(fn)
         self._variables = [] if model is None else list(model.variables)
         self._captures: dict[tuple, Any] = {}
         self._weights: tuple[int, ...] | None = None
@@ -224,7 +77,7 @@ class _Captured(Compiled):
         self.eager_reason: str | None = None
 
     def __call__(self, *args: Any) -> Any:
-        leaves, structure = pytree.tree_flatten(args)
+        leaves, structure = _flatten(args)
         if self.eager_reason is not None or not self._captures_for(leaves):
             return self._eager(*args)
         weights = tuple(v.value.data_ptr() for v in self._variables)
@@ -262,8 +115,7 @@ class _Captured(Compiled):
 class _Traced(_Captured):
     """``fn`` traced on the CPU into a graph of the PyTorch ops it ran (``make_fx``), which
     replays them without the Python that chose them: Keras' layers, ``keras.ops`` and
-    actlog's own. MobileNetV2's forward pass at 128 px x 4 probes: 39 -> 30 ms on 2 cores,
-    with the same kernels on the same tensors, so the same bytes (tested).
+    actlog's own, with the same kernels on the same tensors, so the same bytes (tested).
 
     The trace runs ``fn`` once for real and records its ops: Python values are fixed in the
     graph, as tracing fixes them in a ``tf.function`` or ``jax.jit``, and reading a value that
@@ -276,9 +128,6 @@ class _Traced(_Captured):
     _capturing = "traced into one graph of PyTorch ops"
     _eagerly = "calling every op from Python"
 
-    def __init__(self, fn: Callable[..., Any], model: Any) -> None:
-        super().__init__(fn, model, host=True)
-
     def _captures_for(self, leaves: list[Any]) -> bool:
         # Tensors on the CPU, and Python values a trace may fix (the signature holds them).
         return all(t.device.type == "cpu" if isinstance(t, torch.Tensor) else isinstance(t, _FIXED)
@@ -288,7 +137,7 @@ class _Traced(_Captured):
         # Imported here: a PyTorch without it (the module is "experimental") runs eagerly, warned.
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        with torch.no_grad(), host_convolutions, host_pooling, direct_layer_calls, _ValueReads():
+        with torch.no_grad(), _ValueReads():
             return make_fx(self._fn)(*args)
 
     def _replay(self, capture: Any, args: Any, leaves: list[Any]) -> Any:
@@ -339,17 +188,14 @@ class _Graph(_Captured):
         graph, inputs, outputs, structure, _ = capture
         changed = [(mine, given) for mine, given in zip(inputs, leaves, strict=True)
                    if mine.data_ptr() != given.data_ptr()]
-        if changed:
-            torch._foreach_copy_([mine for mine, _ in changed], [given for _, given in changed])
+        for mine, given in changed:
+            mine.copy_(given)
         graph.replay()
-        results = [torch.empty_like(t) for t in outputs]
-        if results:
-            torch._foreach_copy_(results, outputs)
-        return pytree.tree_unflatten(results, structure)
+        return _unflatten([t.clone() for t in outputs], structure)
 
     def _capture(self, args: Any, leaves: list[Any]) -> tuple[Any, list[Any], list[Any], Any, list[Any]]:
         inputs = [t.clone() for t in leaves]
-        static = pytree.tree_unflatten(inputs, pytree.tree_structure(args))
+        static = _unflatten(inputs, _flatten(args)[1])
         # One eager run first, on a side stream as PyTorch asks: cuDNN and cuBLAS set up their
         # handles and workspaces outside the capture.
         side = torch.cuda.Stream()
@@ -368,7 +214,7 @@ class _Graph(_Captured):
             # A failed capture raises again as it ends, before torch.cuda.graph gives the thread
             # its stream back: training would go on on the capture's side stream.
             torch.cuda.set_stream(stream)
-        outputs, structure = pytree.tree_flatten(out)
+        outputs, structure = _flatten(out)
         if not all(isinstance(t, torch.Tensor) for t in outputs):
             raise TypeError(f"results must all be tensors, got {sorted({type(t).__name__ for t in outputs})}")
         return graph, inputs, outputs, structure, host.kept  # the graph reads host.kept at every replay
@@ -422,7 +268,7 @@ class _TorchOps:
             inside = 0 <= first and first + n <= x.shape[axis]
             if inside and torch.equal(index, torch.arange(first, first + n, dtype=index.dtype)):
                 return x[(*before, slice(first, first + n))]
-        # Indexing gathers along the last axis about 4x faster than torch.index_select.
+        # Indexing gathers along the last axis faster than torch.index_select.
         return x[(*before, index.long())]
 
     logical_not = staticmethod(torch.logical_not)
@@ -500,12 +346,40 @@ class _TorchOps:
         return torch.arange(count, dtype=_TorchOps._DTYPES[dtype])
 
 
+def _flatten(tree: Any) -> tuple[list[Any], Any]:
+    """The leaves of nested lists, tuples and dicts, and a hashable description of their
+    nesting that :func:`_unflatten` rebuilds it from (dict keys in their order)."""
+    leaves: list[Any] = []
+
+    def spec(node: Any) -> Any:
+        if isinstance(node, dict):
+            return (dict, tuple(node), tuple(spec(value) for value in node.values()))
+        if isinstance(node, (list, tuple)):
+            return (type(node), len(node), tuple(spec(value) for value in node))
+        leaves.append(node)
+        return None
+
+    structure = spec(tree)
+    return leaves, structure
+
+
+def _unflatten(leaves: list[Any], structure: Any) -> Any:
+    items = iter(leaves)
+
+    def build(spec: Any) -> Any:
+        if spec is None:
+            return next(items)
+        kind, keys, children = spec
+        if kind is dict:
+            return {key: build(child) for key, child in zip(keys, children, strict=True)}
+        return kind(build(child) for child in children)
+
+    return build(structure)
+
+
 def _map(fn: Callable[[Any], Any], tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {key: _map(fn, value) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_map(fn, value) for value in tree)
-    return fn(tree)
+    leaves, structure = _flatten(tree)
+    return _unflatten([fn(leaf) for leaf in leaves], structure)
 
 
 class TorchBackend(Backend):
@@ -515,7 +389,7 @@ class TorchBackend(Backend):
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
                 replay: bool = True) -> Compiled:
         if eager or not replay:
-            return _Function(fn, host=not self.accelerated())
+            return _Function(fn)
         if torch.cuda.is_available():
             return _Graph(fn, model)
         if not self.accelerated():
@@ -533,7 +407,7 @@ class TorchBackend(Backend):
         return step
 
     def fetch(self, tree: Any) -> Callable[[], Any]:
-        cuda = any(t.is_cuda for t in _leaves(tree))
+        cuda = any(t.is_cuda for t in _flatten(tree)[0])
         if not cuda:
             return lambda: _map(lambda t: t.detach().numpy(), tree)
         copies = _map(lambda t: t.detach().to("cpu", non_blocking=True), tree)
@@ -556,7 +430,7 @@ class TorchBackend(Backend):
     def enter_background(self) -> None:
         # One thread here: a second thread with an OpenMP team of its own makes libgomp stop
         # spinning between parallel regions (more threads than cores), and every op of the
-        # training thread then waits to wake its team: 1.8x slower on 2 cores, measured.
+        # training thread then waits to wake its team.
         torch.set_num_threads(1)  # this thread's OpenMP setting; training keeps its own
 
     def is_chief(self, model: Any) -> bool:
@@ -564,14 +438,6 @@ class TorchBackend(Backend):
         return not (distributed.is_available() and distributed.is_initialized()) or (
             distributed.get_rank() == 0
         )
-
-
-def _leaves(tree: Any) -> list[Any]:
-    if isinstance(tree, dict):
-        return [leaf for value in tree.values() for leaf in _leaves(value)]
-    if isinstance(tree, (list, tuple)):
-        return [leaf for value in tree for leaf in _leaves(value)]
-    return [tree]
 
 
 BACKEND = TorchBackend()

@@ -145,11 +145,21 @@ export function lineChart({title, series, domain, current, color, stepWord, widt
   return root;
 }
 
+/** The top of a scale that starts at 0 and holds `hi`: a round number (0.0123 -> 0.015). */
+export function niceTop(hi) {
+  if (!(hi > 0) || !Number.isFinite(hi)) return 1;
+  const ticks = niceTicks(0, hi, 4);
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : hi;
+  const top = ticks[ticks.length - 1];
+  return top >= hi ? top : top + step;
+}
+
 /**
  * A sparkline over `domain` that stretches to the width it is given (CSS),
- * the `current` step marked with a vertical rule.
+ * the `current` step marked with a vertical rule. `range` = [lo, hi] fixes the
+ * vertical scale (several sparklines on one scale); else it is [min(0, lowest), highest].
  */
-export function sparkline({series, domain, current, color, width = 200, height = 28}) {
+export function sparkline({series, domain, current, color, range = null, width = 200, height = 28}) {
   const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: 'none', class: 'sparkline'});
   const [x0, x1] = domain[1] > domain[0] ? domain : [domain[0], domain[0] + 1];
   const sx = (s) => 1 + (s - x0) / (x1 - x0) * (width - 2);
@@ -158,9 +168,9 @@ export function sparkline({series, domain, current, color, width = 200, height =
   if (current !== undefined && current !== null) {
     root.appendChild(line({x1: sx(current), x2: sx(current), y1: 0, y2: height, class: 'now'}));
   }
-  const range = extent(series.values);
-  if (!range) return root;
-  const [lo, hi] = [Math.min(range[0], 0), range[1]];
+  const found = extent(series.values);
+  if (!found) return root;
+  const [lo, hi] = range || [Math.min(found[0], 0), found[1]];
   const sy = (v) => height - 2 - (v - lo) / (hi - lo) * (height - 4);
   root.appendChild(svg('path', {
     d: linePath(series.steps, series.values, sx, sy), fill: 'none', stroke: color, 'stroke-width': 1.5,

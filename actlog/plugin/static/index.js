@@ -442,10 +442,17 @@ async function tick() {
   return shownSteps();
 }
 
-/** "12 epochs": how many steps the view on screen has. */
+/** "epochs 0–5": the steps the view on screen has, by their numbers (step 0 is before
+ * training, so a count would say 6 after 5 epochs); "(4 logged)" when some are missing. */
 function shownSteps() {
   if (!state.run) return 'no actlog runs yet';
-  const steps = state.view === 'overview' ? state.overview && state.overview.steps : state.series && state.series.steps;
-  const count = steps ? steps.length : 0;
-  return `${count} ${stepWord()}${count === 1 ? '' : 's'}`;
+  const shown = state.view === 'overview' ? state.overview && state.overview.steps : state.series && state.series.steps;
+  const steps = (shown || []).map((s) => (typeof s === 'number' ? s : s.step));
+  const word = stepWord();
+  if (!steps.length) return `no ${word}s yet`;
+  const first = steps[0];
+  const last = steps[steps.length - 1];
+  if (steps.length === 1) return `${word} ${first}`;
+  const gaps = steps.length === last - first + 1 ? '' : ` (${steps.length} logged)`;
+  return `${word}s ${first}\u2013${last}${gaps}`;
 }

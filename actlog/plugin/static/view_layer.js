@@ -42,6 +42,7 @@ export class LayerView {
     this.info = el('dl', {className: 'layer-info'});
     this.hover = el('div', {id: 'actlog-hover', className: 'hover', hidden: true});
     this.channelOpen = false;
+    this.hovered = null; // {panel, clientX, clientY} under the pointer
     this.root = el('section', {id: 'actlog-layer-view', className: 'layer-view', hidden: true}, {}, [
       el('aside', {className: 'probe card'}, {}, [
         el('h4', {textContent: 'Probe'}), this.probeImage, this.info,
@@ -53,7 +54,10 @@ export class LayerView {
     this.compare.addEventListener('change', () => on.compare(this.compare.selectedIndex));
     for (const panel of [this.a, this.b]) {
       panel.image.addEventListener('mousemove', (event) => this.showHover(panel, event));
-      panel.image.addEventListener('mouseleave', () => { this.hover.hidden = true; });
+      panel.image.addEventListener('mouseleave', () => {
+        this.hover.hidden = true;
+        this.hovered = null;
+      });
       panel.image.addEventListener('click', (event) => {
         const hit = tileAt(panel.image, panel.layout, event.clientX, event.clientY);
         if (hit) on.tile(hit.channel);
@@ -105,6 +109,8 @@ export class LayerView {
     await panel.image.decode().catch(() => {});
     Object.assign(panel.image.dataset, {step: String(entry.step), layer: this.layerName, probe: String(probe)});
     this.placeMark(panel);
+    // A new step under a still pointer (the arrow keys, a poll): the tooltip names it.
+    if (this.hovered && this.hovered.panel === panel) this.showHover(panel, this.hovered);
   }
 
   /** Outline `channel`'s tile on both panels (null: none). */
@@ -152,6 +158,7 @@ export class LayerView {
   }
 
   showHover(panel, event) {
+    this.hovered = {panel, clientX: event.clientX, clientY: event.clientY};
     const hit = tileAt(panel.image, panel.layout, event.clientX, event.clientY);
     if (!hit) {
       this.hover.hidden = true;
