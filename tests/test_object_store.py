@@ -227,7 +227,8 @@ def test_a_bucket_removed_mid_run_is_counted_and_training_finishes(s3_bucket, ti
     import keras
 
     url = f"{s3_bucket}/exp"
-    logger = actlog.ActivationLogger(url, tiny_probes, layers=["conv_0"], background=False)
+    # epoch_logs=False: on JAX and PyTorch actlog would write Keras' loss curves too, lost alike
+    logger = actlog.ActivationLogger(url, tiny_probes, layers=["conv_0"], background=False, epoch_logs=False)
 
     class RemoveBucket(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -305,7 +306,8 @@ def test_credentials_revoked_mid_run_are_counted_and_training_finishes(iam_endpo
     monkeypatch.setitem(fsspec.config.conf, "s3", {
         "key": key, "secret": secret, "client_kwargs": {"endpoint_url": endpoint},
     })
-    logger = actlog.ActivationLogger(f"s3://{bucket}/exp", tiny_probes, layers=["conv_0"], background=False)
+    logger = actlog.ActivationLogger(f"s3://{bucket}/exp", tiny_probes, layers=["conv_0"], background=False,
+                                     epoch_logs=False)  # (as in the test above)
 
     class Revoke(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
