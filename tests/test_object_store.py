@@ -116,7 +116,7 @@ def test_fit_writes_each_event_as_one_object_read_back_as_the_local_log(twin_log
 @pytest.mark.backend
 def test_tensorboard_reads_the_s3_log_through_s3_endpoint(twin_logs):
     local, url, _ = twin_logs
-    found = _tensorboard("""
+    script = """
         import hashlib, json
         from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
@@ -129,8 +129,12 @@ def test_tensorboard_reads_the_s3_log_through_s3_endpoint(twin_logs):
         remote, disk = load(sys.argv[1]), load(sys.argv[2])
         print(json.dumps({"equal": remote == disk, "tags": sorted(remote),
                           "steps": sorted({step for values in remote.values() for step, _ in values})}))
-    """, f"{url}/{metadata.EPOCH_RUN}", str(local / metadata.EPOCH_RUN))
+    """
+    found = _tensorboard(script, f"{url}/{metadata.EPOCH_RUN}", str(local / metadata.EPOCH_RUN))
     assert found["equal"] is True
+    if (local / "train").is_dir():  # Keras' loss curves, written by actlog on JAX and PyTorch
+        train = _tensorboard(script, f"{url}/train", str(local / "train"))
+        assert train["equal"] is True and "epoch_loss" in train["tags"]
     assert {metadata.grid_tag(layer, probe, 2) for layer in LAYERS for probe in (0, 1)} <= set(found["tags"])
     assert found["steps"] == STEPS
 
