@@ -289,3 +289,28 @@ def s3_bucket(s3_endpoint: str) -> Any:
     yield f"s3://{name}"
     if fs.exists(name):
         fs.rm(name, recursive=True)
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Any:
+    """A GCS-protocol server on 127.0.0.1 (``gcp-storage-emulator``, in memory) for the whole
+    session, gcsfs pointed at it through ``STORAGE_EMULATOR_HOST``; yields its URL."""
+    import logging
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    with socket.socket() as sock:  # the emulator needs a port number before it starts
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        patch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # else gcsfs waits on gRPC
+        try:
+            yield endpoint
+        finally:
+            server.stop()

@@ -322,3 +322,29 @@ def test_credentials_revoked_mid_run_are_counted_and_training_finishes(iam_endpo
         history = tiny_model.fit(*tiny_data, batch_size=8, epochs=3, verbose=0, callbacks=[logger, Revoke()])
     assert len(history.history["loss"]) == 3
     assert logger.misses == {"write": 2}  # steps 2 and 3
+
+
+# -- gs:// ----------------------------------------------------------------------------------
+
+
+@pytest.mark.backend
+def test_fit_writes_a_fresh_gs_prefix_read_back_as_the_local_log(gcs_endpoint, tmp_path, tiny_model,
+                                                                 tiny_data, tiny_probes):
+    import uuid
+
+    bucket = f"actlog-{uuid.uuid4().hex[:12]}"
+    fs = fsspec.filesystem("gs")
+    fs.mkdir(bucket)
+    url = f"gs://{bucket}/runs/exp1"
+    loggers = [actlog.ActivationLogger(path, tiny_probes, layers=["conv_0"], epoch_logs=False)
+               for path in (str(tmp_path), url)]
+    tiny_model.fit(*tiny_data, batch_size=8, epochs=2, verbose=0, callbacks=loggers)
+    assert [logger.misses for logger in loggers] == [{}, {}]
+    assert len(fs.ls(f"{url}/{metadata.EPOCH_RUN}")) == 3  # one object per event
+    remote, disk = actlog.read(url).run(), actlog.read(tmp_path).run()
+    for probe in (0, 1):
+        steps, grids = remote.grids("conv_0", probe)
+        local_steps, local_grids = disk.grids("conv_0", probe)
+        assert steps.tolist() == local_steps.tolist() == [0, 1, 2]
+        np.testing.assert_array_equal(grids, local_grids)
+    fs.rm(bucket, recursive=True)
