@@ -226,26 +226,35 @@ def test_object_names_sort_in_the_order_written():
 
 
 @pytest.mark.backend
-def test_a_bucket_removed_mid_run_is_counted_and_training_finishes(s3_bucket, tiny_model, tiny_data,
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_bucket_removed_mid_run_is_counted_and_training_finishes(scheme, request, tiny_model, tiny_data,
                                                                     tiny_probes):
+    import uuid
+
     import keras
 
-    url = f"{s3_bucket}/exp"
+    request.getfixturevalue({"s3": "s3_endpoint", "gs": "gcs_endpoint"}[scheme])
+    fs = fsspec.filesystem(scheme)
+    bucket = f"actlog-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(bucket)
+    url = f"{scheme}://{bucket}/exp"
     # epoch_logs=False: on JAX and PyTorch actlog would write Keras' loss curves too, lost alike
     logger = actlog.ActivationLogger(url, tiny_probes, layers=["conv_0"], background=False, epoch_logs=False)
 
     class RemoveBucket(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:  # after the logger wrote step 1
-                fsspec.filesystem("s3").rm(s3_bucket, recursive=True)
+                fs.rm(bucket, recursive=True)
 
-    with pytest.warns(RuntimeWarning, match=r"actlog \(removed\): s3://.*/activations is gone \(was its "
-                                            r"bucket removed\?\).*; step 2 of run 'activations'.* is lost"):
+    lost = (rf"actlog \(removed\): {scheme}://.*/activations is gone \(was its bucket removed\?\).*; "
+            r"step 2 of run 'activations'.* is lost")
+    with pytest.warns(RuntimeWarning, match=lost):
         history = tiny_model.fit(*tiny_data, batch_size=8, epochs=3, verbose=0,
                                  callbacks=[logger, RemoveBucket()])
     assert len(history.history["loss"]) == 3
     assert logger.misses == {"removed": 2}  # steps 2 and 3
-    assert not fsspec.filesystem("s3").exists(s3_bucket)  # and no bucket made again behind the user's back
+    fs.invalidate_cache()
+    assert not fs.exists(bucket)  # and no bucket made again behind the user's back
 
 
 @pytest.fixture(scope="module")
