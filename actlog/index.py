@@ -116,6 +116,7 @@ class Series:
 class _File:
     path: str
     end: int = 0  # bytes read so far: every complete record before it
+    size: int = 0  # as last listed
     warned: bool = False
     torn: str | None = None  # why the last record is not complete (yet)
     plugins: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # tag -> first metadata
@@ -163,16 +164,23 @@ class EventIndex:
         self.manifests: list[tuple[int, int, dict[str, Any]]] = []  # (step, order, manifest)
         self.version = 0  # bumped whenever something new was read
 
-    def refresh(self) -> bool:
-        """Read what was appended since the last call; True when anything new came."""
-        try:
-            names = [n for n in self.store.listdir(self.directory) if EVENT_FILE_RE.match(n)]
-        except (OSError, FileNotFoundError):
-            names = []
+    def refresh(self, sizes: dict[str, int] | None = None) -> bool:
+        """Read what was written since the last call; True when anything new came.
+
+        Args:
+            sizes: the directory's files and their sizes, when the caller has just listed it
+                (one listing serves both; on an object store a listing is a request).
+        """
+        if sizes is None:
+            try:
+                sizes = {e.name: e.size for e in self.store.entries(self.directory) if not e.directory}
+            except (OSError, FileNotFoundError):
+                sizes = {}
         changed = False
-        for name in sorted(names, key=file_order):
+        for name in sorted((n for n in sizes if EVENT_FILE_RE.match(n)), key=file_order):
             path = self.store.join(self.directory, name)
             entry = self.files.setdefault(path, _File(path))
+            entry.size = sizes[name]
             changed |= self._read_new(entry)
         if changed:
             self.version += 1
@@ -181,9 +189,9 @@ class EventIndex:
     def _read_new(self, entry: _File) -> bool:
         from tensorboard.compat.proto import event_pb2
 
+        if entry.size <= entry.end:
+            return False
         try:
-            if self.store.size(entry.path) <= entry.end:
-                return False
             data = self.store.read(entry.path, entry.end)
         except (OSError, FileNotFoundError):
             return False

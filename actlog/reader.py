@@ -235,14 +235,8 @@ class Run:
 
     @property
     def bytes(self) -> int:
-        """Size of the run's event files."""
-        total = 0
-        for path in self._data.files:
-            try:
-                total += self._data.store.size(path)
-            except (OSError, FileNotFoundError):
-                pass
-        return total
+        """Size of the run's event files, as of the last :meth:`Log.refresh`."""
+        return sum(file.size for file in self._data.files.values())
 
     @property
     def version(self) -> int:
@@ -699,7 +693,7 @@ class Log:
                 data = self._data.get(relative)
                 if data is None:
                     data = self._data[relative] = EventIndex(self._store, directory, self.verify)
-                changed |= data.refresh()
+                changed |= data.refresh(files)
                 if relative not in self._runs and data.manifests:
                     self._runs[relative] = Run(relative, data, self._images)
             return changed

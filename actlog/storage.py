@@ -5,9 +5,13 @@ The writer, the reader and the dashboard all reach files through a
 
 - a local path: plain ``os`` calls; event files stay open for appending.
 - ``memory://``, ``gs://``, ``s3://``, ... : `fsspec <https://filesystem-spec.readthedocs.io>`_
-  (``gs://`` needs ``gcsfs``, ``s3://`` needs ``s3fs``). Stores that cannot
-  append (object stores) get the whole file rewritten at each event, and a new
-  file is started every :data:`REWRITE_LIMIT` bytes so that cost stays bounded.
+  (``gs://`` needs ``gcsfs``, ``s3://`` needs ``s3fs``). Object stores have no
+  append and no directories: there :attr:`Storage.appends` is False, the
+  writer puts each event as an object of its own (:meth:`Storage.put`), never
+  rewriting one, and a prefix that holds no object yet is a fine log directory.
+  Their clients get bounded timeouts and retries (:data:`CLIENT_DEFAULTS`)
+  unless fsspec's configuration says otherwise, so a store that stops
+  answering costs a logged event, not a stalled training.
 - a scheme only TensorFlow knows (``ram://``, ``hdfs://`` through TensorFlow),
   when TensorFlow is already loaded: ``tf.io.gfile``. actlog never imports
   TensorFlow for this.
@@ -18,22 +22,46 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-REWRITE_LIMIT = 64 * 2**20
-"""Size at which a file on a store that cannot append is closed and a new one started."""
+APPENDING = ("file", "local", "memory")
+"""fsspec protocols whose files can be appended to in place; every other one is written
+an object at a time."""
+
+CLIENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    # s3fs retries throttling and dropped connections itself (its ``retries`` attribute,
+    # :data:`S3FS_RETRIES`) around botocore, which retries too: both kept small, so that
+    # one request's worst case is under two minutes (2 x 2 tries of at most 25 s), not the
+    # eight of the defaults multiplied (5 x 5 tries of up to 20 s).
+    "s3": {"config_kwargs": {
+        "connect_timeout": 5, "read_timeout": 20,
+        "retries": {"max_attempts": 2, "mode": "standard"},
+    }},
+    "gs": {"requests_timeout": 20},  # gcsfs: seconds per HTTP request (it retries 6 times)
+}
+"""Client options per fsspec protocol, used where fsspec's configuration (``fsspec.config.conf``,
+``FSSPEC_S3_*`` variables) sets none of its own."""
+S3FS_RETRIES = 2
+"""Tries s3fs makes of each request (its default: 5)."""
+CLIENT_DEFAULTS.update(s3a=CLIENT_DEFAULTS["s3"], gcs=CLIENT_DEFAULTS["gs"])
 
 
 def _pieces(data: bytes | Sequence[bytes]) -> Sequence[bytes]:
     return [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
 
 
+class Entry(NamedTuple):
+    """One entry of a directory listing."""
+
+    name: str
+    directory: bool
+    size: int
+
+
 class Appender:
     """An event file being appended to."""
 
     path: str
-    full = False
-    """True when the file should not grow further (a store that rewrites it whole)."""
 
     def append(self, data: bytes | Sequence[bytes]) -> None:
         """Add ``data`` (bytes, or pieces written in order) at the end and make it visible."""
@@ -49,6 +77,9 @@ class Appender:
 
 class Storage:
     """File operations on one kind of store. Paths are strings: local, or URLs."""
+
+    appends = True
+    """False for an object store: no append, no directories; events go in with :meth:`put`."""
 
     def join(self, directory: str, name: str) -> str:
         return directory.rstrip("/") + "/" + name
@@ -77,15 +108,26 @@ class Storage:
         """Create ``path`` (it must not exist) and return it open for appending."""
         raise NotImplementedError
 
-    def walk(self, top: str) -> Iterator[tuple[str, list[str]]]:
-        """``(directory, file names)`` for ``top`` and every directory below it, sorted."""
-        names = sorted(self.listdir(top))
-        files, dirs = [], []
-        for name in names:
-            (dirs if self.isdir(self.join(top, name)) else files).append(name)
-        yield top, files
-        for name in dirs:
-            yield from self.walk(self.join(top, name))
+    def put(self, path: str, data: bytes | Sequence[bytes]) -> None:
+        """Write ``path`` whole, in one go (an object of an object store)."""
+        raise NotImplementedError
+
+    def entries(self, path: str) -> list[Entry]:
+        """The entries of directory ``path``, with file sizes (one listing on an object store)."""
+        entries = []
+        for name in self.listdir(path):
+            full = self.join(path, name)
+            directory = self.isdir(full)
+            entries.append(Entry(name, directory, 0 if directory else self.size(full)))
+        return entries
+
+    def walk(self, top: str) -> Iterator[tuple[str, dict[str, int]]]:
+        """``(directory, {file name: size})`` for ``top`` and every directory below it, sorted."""
+        entries = sorted(self.entries(top))
+        yield top, {e.name: e.size for e in entries if not e.directory}
+        for entry in entries:
+            if entry.directory:
+                yield from self.walk(self.join(top, entry.name))
 
 
 # --------------------------------------------------------------------------- local
@@ -127,6 +169,10 @@ class LocalStorage(Storage):
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
 
+    def entries(self, path: str) -> list[Entry]:
+        with os.scandir(path) as found:
+            return [Entry(e.name, e.is_dir(), 0 if e.is_dir() else e.stat().st_size) for e in found]
+
     def size(self, path: str) -> int:
         return os.path.getsize(path)
 
@@ -145,22 +191,12 @@ class LocalStorage(Storage):
 class _FsspecAppender(Appender):
     def __init__(self, fs: Any, path: str) -> None:
         self.fs, self.path = fs, path
-        self._content: bytearray | None = None  # set when the store cannot append
         fs.pipe_file(path, b"")
 
     def append(self, data: bytes | Sequence[bytes]) -> None:
-        if self._content is None:
-            try:
-                with self.fs.open(self.path, "ab") as handle:
-                    for piece in _pieces(data):
-                        handle.write(piece)
-                return
-            except (NotImplementedError, ValueError):
-                self._content = bytearray(self.fs.cat_file(self.path))
-        for piece in _pieces(data):
-            self._content += piece
-        self.fs.pipe_file(self.path, bytes(self._content))
-        self.full = len(self._content) >= REWRITE_LIMIT
+        with self.fs.open(self.path, "ab") as handle:
+            for piece in _pieces(data):
+                handle.write(piece)
 
     def lost(self) -> bool:
         try:
@@ -169,24 +205,51 @@ class _FsspecAppender(Appender):
             return True
 
     def close(self) -> None:
-        self._content = None
+        pass
 
 
 class FsspecStorage(Storage):
+    """A store served by fsspec. Listings are read fresh each time (s3fs and gcsfs cache
+    them), so that a reader sees what a writer elsewhere added since."""
+
     def __init__(self, fs: Any) -> None:
         self.fs = fs
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        self.appends = bool(protocols & set(APPENDING))
 
     def makedirs(self, path: str) -> None:
+        # On an object store this only makes sure the bucket is there: a prefix needs no creating.
         self.fs.makedirs(path, exist_ok=True)
 
     def isdir(self, path: str) -> bool:
+        self.fs.invalidate_cache(path)
         return bool(self.fs.isdir(path))
 
     def exists(self, path: str) -> bool:
+        self.fs.invalidate_cache(path)
         return bool(self.fs.exists(path))
 
     def listdir(self, path: str) -> list[str]:
-        return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in self.fs.ls(path, detail=False)]
+        return [entry.name for entry in self.entries(path)]
+
+    def entries(self, path: str) -> list[Entry]:
+        from fsspec.core import strip_protocol
+
+        self.fs.invalidate_cache(path)
+        itself = strip_protocol(path).rstrip("/")  # an object store lists a file as itself
+        return [
+            Entry(
+                info["name"].rstrip("/").rsplit("/", 1)[-1],
+                info.get("type") == "directory",
+                int(info.get("size") or 0),
+            )
+            for info in self.fs.ls(path, detail=True)
+            if info["name"].rstrip("/") != itself
+        ]
+
+    def put(self, path: str, data: bytes | Sequence[bytes]) -> None:
+        pieces = list(_pieces(data))
+        self.fs.pipe_file(path, pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def size(self, path: str) -> int:
         return int(self.fs.size(path))
@@ -284,7 +347,10 @@ def for_path(path: str) -> Storage:
     try:
         import fsspec
 
-        return FsspecStorage(fsspec.filesystem(protocol))
+        fs = fsspec.filesystem(protocol, **_client_options(protocol))
+        if protocol in ("s3", "s3a"):
+            fs.retries = S3FS_RETRIES  # an instance of actlog's own: its options are actlog's
+        return FsspecStorage(fs)
     except ImportError as err:
         problem = str(err)
     except ValueError:
@@ -293,6 +359,21 @@ def for_path(path: str) -> Storage:
     if tf is not None and hasattr(tf, "io"):
         return GfileStorage(tf.io.gfile)
     raise ValueError(f"Cannot use log_dir {path!r}: {problem}. Accepted: {ACCEPTED}.")
+
+
+def _client_options(protocol: str) -> dict[str, Any]:
+    """:data:`CLIENT_DEFAULTS` for ``protocol``, under whatever fsspec's configuration sets."""
+    import fsspec.config
+
+    defaults = CLIENT_DEFAULTS.get(protocol, {})
+    configured = fsspec.config.conf.get(protocol, {})
+    options = {}
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            options[key] = {**value, **configured.get(key, {})}
+        elif key not in configured:
+            options[key] = value
+    return options
 
 
 def check_log_dir(log_dir: Any) -> tuple[str, Storage]:
@@ -310,6 +391,8 @@ def check_log_dir(log_dir: Any) -> tuple[str, Storage]:
         raise ValueError(
             f"log_dir {path!r} cannot be created: {detail}. Accepted: {ACCEPTED}."
         ) from None
-    if not store.isdir(path):
+    # An object store has no directories: a prefix that holds nothing yet is fine there,
+    # a key that is an object is not.
+    if not store.isdir(path) and (store.appends or store.exists(path)):
         raise ValueError(f"log_dir {path!r} exists but is not a directory. Accepted: {ACCEPTED}.")
     return path, store

@@ -10,10 +10,18 @@ the end, which TensorBoard and :func:`actlog.read` stop at.
 :class:`RunWriter` writes one run directory. It knows which file it appends to
 and checks, before and after each write, that the file is still there: a
 removed log directory would otherwise swallow every later event. When the file
-is gone, a write fails, or a store that cannot append has rewritten it to its
-size limit, the file is left as it is and the next event starts a new one,
-repeating the run's header (manifest, layer table, probe images) at its top so
-that the new file is readable on its own.
+is gone or a write fails, the file is left as it is and the next event starts
+a new one, repeating the run's header (manifest, layer table, probe images) at
+its top so that the new file is readable on its own.
+
+On an object store (``s3://``, ``gs://``: :attr:`actlog.storage.Storage.appends`
+is False) nothing can be appended, so a "file" is a sequence of objects, one
+per event, each written once (:func:`event_object_names`): an event costs one
+PUT of its own size however long the run. Their names sort in the order they
+were written, after every earlier file of the process, which is the order
+TensorBoard's loader (its ``DirectoryWatcher`` reads a run's event files one
+after the other, in name order, and never goes back) and :func:`actlog.read`
+read them in; only the first object of a sequence holds the run's header.
 """
 
 from __future__ import annotations
@@ -109,12 +117,55 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def event_file_name() -> str:
-    """``events.out.tfevents.<time>.<host>.<pid>.<n><random>.v2``: sorts by creation time."""
+def _stem() -> str:
     return (
         f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
-        f"{next(_COUNTER)}{uuid.uuid4().hex[:8]}.v2"
+        f"{next(_COUNTER):04d}{uuid.uuid4().hex[:8]}"
     )
+
+
+def event_file_name() -> str:
+    """``events.out.tfevents.<time>.<host>.<pid>.<n><random>.v2``: sorts by creation time."""
+    return _stem() + ".v2"
+
+
+def event_object_names() -> Iterator[str]:
+    """Names for the objects of one event file on an object store, in the order to write them:
+    ``<stem>-000000000.v2``, ``<stem>-000000001.v2``, ...; ``<stem>`` as in :func:`event_file_name`,
+    so they sort after every earlier file (or object) of this process and before later ones."""
+    stem = _stem()
+    for number in itertools.count():
+        yield f"{stem}-{number:09d}.v2"
+
+
+class _Objects(Appender):
+    """An event file on an object store: each :meth:`append` puts an object of its own."""
+
+    def __init__(self, storage: Storage, directory: str, first: bytes) -> None:
+        self.storage, self.directory = storage, directory
+        self._names = event_object_names()
+        self._first = first  # the file_version record, put with the first event
+        self.path = storage.join(directory, next(self._names))
+        self._used = False  # whether self.path holds an event already
+
+    def append(self, data: bytes | Sequence[bytes]) -> None:
+        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        if self._used:
+            self.path = self.storage.join(self.directory, next(self._names))
+        try:
+            self.storage.put(self.path, [self._first, *pieces] if self._first else pieces)
+        except FileNotFoundError as err:
+            raise EventFileLost(
+                f"{self.directory} is gone (was its bucket removed?): {err}"
+            ) from err
+        self._first = b""
+        self._used = True
+
+    def lost(self) -> bool:
+        return False  # a removed bucket fails the next put, which raises EventFileLost
+
+    def close(self) -> None:
+        pass
 
 
 class RunWriter:
@@ -134,7 +185,7 @@ class RunWriter:
         self.path = path
         self.on_reopen = on_reopen
         self.files: list[str] = []
-        """Every event file this writer opened, oldest first."""
+        """Every event file this writer opened (on an object store: every object), oldest first."""
         self._file: Appender | None = None
         self._header = b""  # serialized Summary repeated at the top of every new file
 
@@ -164,8 +215,8 @@ class RunWriter:
         """
         pieces = [summary] if isinstance(summary, bytes) else list(summary)
         reopened = None
-        if self._file is not None and (self._file.lost() or self._file.full):
-            reopened = self._file.path if not self._file.full else None
+        if self._file is not None and self._file.lost():
+            reopened = self._file.path
             self._discard()
         if header is not None:
             self._header = header
@@ -176,6 +227,8 @@ class RunWriter:
                     pieces = [self._header, *pieces]  # concatenated messages merge
             data = encode_event_parts(step, pieces)
             self._file.append(records.frame_stream(_chunks(data), sum(len(piece) for piece in data)))
+            if isinstance(self._file, _Objects) and self._file.path != self.files[-1]:
+                self.files.append(self._file.path)
         except Exception:
             # A half-written record would end every reader's pass over this file:
             # later events go to a new one.
@@ -192,11 +245,18 @@ class RunWriter:
             )
 
     def _open(self) -> None:
+        version = records.frame(
+            event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION).SerializeToString()
+        )
+        if not self.storage.appends:
+            # No directory to make, and no bucket made again if someone removed it.
+            self._file = _Objects(self.storage, self.path, version)
+            self.files.append(self._file.path)
+            return
         self.storage.makedirs(self.path)
         appender = self.storage.appender(self.storage.join(self.path, event_file_name()))
         try:
-            version = event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION)
-            appender.append(records.frame(version.SerializeToString()))
+            appender.append(version)
         except Exception:
             appender.close()
             raise

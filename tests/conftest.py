@@ -243,3 +243,74 @@ def tiny_probes(tiny_data: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def read_run_fixture() -> Callable[[str | os.PathLike], dict[str, list[tuple[int, Any]]]]:
     """The :func:`read_run` helper, as a fixture."""
     return read_run
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Any:
+    """An S3-protocol server on 127.0.0.1 (moto's standalone server, as s3fs's own tests
+    use), for the whole session; yields its URL.
+
+    The process is pointed at it the way a user points theirs at any S3-compatible store:
+    ``AWS_ENDPOINT_URL`` (s3fs, boto3) and ``S3_ENDPOINT`` (TensorBoard), with dummy
+    credentials; subprocesses inherit them.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint, "S3_ENDPOINT": endpoint,
+        }.items():
+            patch.setenv(name, value)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Any:
+    """A new, empty bucket on the :func:`s3_endpoint` server; yields ``s3://<name>``."""
+    import uuid
+
+    import fsspec
+
+    name = f"actlog-{uuid.uuid4().hex[:12]}"
+    fs = fsspec.filesystem("s3")
+    fs.mkdir(name)
+    yield f"s3://{name}"
+    if fs.exists(name):
+        fs.rm(name, recursive=True)
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Any:
+    """A GCS-protocol server on 127.0.0.1 (``gcp-storage-emulator``, in memory) for the whole
+    session, gcsfs pointed at it through ``STORAGE_EMULATOR_HOST``; yields its URL."""
+    import logging
+    import socket
+
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    with socket.socket() as sock:  # the emulator needs a port number before it starts
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        patch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # else gcsfs waits on gRPC
+        try:
+            yield endpoint
+        finally:
+            server.stop()

@@ -143,32 +143,46 @@ def test_memory_store_appends_and_reads_back(read_run, tmp_path):
 
 
 class _NoAppend(MemoryFileSystem):
-    """An object store: no append mode."""
+    """An object store: no append mode; every object it was asked to write, in order."""
 
     protocol = "noappend"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.puts: list[str] = []
 
     def open(self, path, mode="rb", **kwargs):
         if "a" in mode:
             raise NotImplementedError("append")
         return super().open(path, mode, **kwargs)
 
+    def pipe_file(self, path, value, **kwargs):
+        self.puts.append(path)
+        return super().pipe_file(path, value, **kwargs)
 
-def test_a_store_that_cannot_append_gets_each_file_rewritten_and_rotated(monkeypatch, read_run, tmp_path):
+
+def test_a_store_that_cannot_append_gets_each_event_as_an_object_written_once(read_run, tmp_path):
     fs = _NoAppend()
-    monkeypatch.setattr(storage, "REWRITE_LIMIT", 600)
-    writer = RunWriter(storage.FsspecStorage(fs), "/noappend/run")
+    store = storage.FsspecStorage(fs)
+    assert store.appends is False
+    writer = RunWriter(store, "/noappend/run")
     header = _header()
-    for step in range(6):
+    for step in range(12):
         writer.write(step, (header if step == 0 else b"") + _scalar("a/mean", float(step)),
                      header=header if step == 0 else None)
-    assert len(writer.files) >= 2  # rotated at the size limit, each new file with the header
+    # One object per event, none written twice, named in the order written.
+    assert len(fs.puts) == 12 and len(set(fs.puts)) == 12 and sorted(fs.puts) == fs.puts
+    assert writer.files == fs.puts
+    sizes = [fs.size(path) for path in fs.puts]
+    assert len(set(sizes[1:])) == 1  # the last event costs what the second did
     local = tmp_path / "copy"
     local.mkdir()
-    for path in writer.files:
+    for path in fs.ls("/noappend/run", detail=False):
         (local / os.path.basename(path)).write_bytes(fs.cat_file(path))
-    run = read_run(local)
-    assert run["a/mean"] == [(s, float(s)) for s in range(6)]
-    assert len(run[metadata.MANIFEST_TAG]) == len(writer.files)
+    run = read_run(local)  # TensorBoard's loader, file after file in name order
+    assert run["a/mean"] == [(s, float(s)) for s in range(12)]
+    assert len(run[metadata.MANIFEST_TAG]) == 1  # the header only in the first object
+    fs.rm("/noappend", recursive=True)
 
 
 def test_assembler_layers_table_and_nonfinite_marker():
