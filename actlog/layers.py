@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actlog import metadata
+from actlog import metadata, tokens
 from actlog.checks import suggest
 
 DEFAULT_BUDGET = 12
@@ -83,6 +83,8 @@ class Watched:
     # is not reachable from the model's own inputs, so it must be captured.
     chain: tuple[Any, ...]
     shape: tuple[int | None, ...] | None = None  # output shape, batch axis first
+    tokens: Any = None  # actlog.tokens.TokenGrid of a token layer drawn as maps (tokens.prepare)
+    attention: str | None = None  # "class"/"mean": an attention layer drawn as its scores
 
 
 @dataclass
@@ -148,7 +150,8 @@ def resolve(model: Any, spec: Any, trace: Trace | None = None) -> list[Watched]:
                 f"{_describe(everything)}.{_hint(everything, trace)} Name the layers to watch "
                 "explicitly."
             )
-        chosen = spatial if spec == EVERY_SPATIAL else stage_ends(spatial)
+        chosen = spatial if spec == EVERY_SPATIAL else (
+            tokens.default_choice(model, everything, DEFAULT_BUDGET) or stage_ends(spatial))
         return _check_names([e.watched() for e in chosen])
 
     if isinstance(spec, Mapping):
