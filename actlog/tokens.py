@@ -148,7 +148,7 @@ class Tokens:
         layer: what ``layers=`` accepts for one entry (a name, path, Layer, class or pattern).
         grid: ``(h, w)`` patches, or ``None`` to infer it.
         extra: tokens before the patch tokens (class, distillation, registers); ``None``:
-            whatever ``N - h * w`` leaves (0 to :data:`MAX_EXTRA` when the grid is inferred).
+            whatever ``N - h * w`` leaves, 0 to :data:`MAX_EXTRA`.
     """
 
     def __init__(self, layer: Any, *, grid: tuple[int, int] | None = None,
@@ -189,11 +189,11 @@ class Tokens:
             return TokenGrid(side, side, self.extra)
         h, w = self.grid
         extra = n - h * w if self.extra is None else self.extra
-        if extra < 0 or h * w + extra != n:
+        if h * w + extra != n or not 0 <= extra <= (MAX_EXTRA if self.extra is None else n):
             raise ValueError(
-                f"layers: {self!r}: layer {path!r} has {n} tokens, but {h} x {w} patches + "
-                f"{extra if self.extra is not None else 0} extra tokens make {h * w + max(extra, 0)}. "
-                f"Accepted: h * w + extra == {n}."
+                f"layers: {self!r}: layer {path!r} has {n} tokens, but {h} x {w} patches leave "
+                f"{n - h * w} for extra tokens. Accepted: h * w + extra == {n}, with extra= given "
+                f"when it is over {MAX_EXTRA} or the grid is not {h} x {w}."
             )
         return TokenGrid(h, w, extra)
 
@@ -370,7 +370,7 @@ def default_choice(model: Any, entries: Sequence[Any], budget: int) -> list[Any]
     attention = [e for e in tensors if is_attention(e.layer) and len(e.shape) == 3]
     if not attention or not _has_image(model, tensors):
         return None
-    patches = [e for e in tensors if patch_grid(e.layer) is not None]
+    patches = [e for e in tensors if not hasattr(e.layer, "fit") and patch_grid(e.layer) is not None]
     tokens = [e for e in tensors if len(e.shape) == 3 and not hasattr(e.layer, "fit")]
     blocks = [e for e in tokens if sum(any(c is e.layer for c in a.chain) for a in attention) == 1]
     if not blocks:
