@@ -113,6 +113,21 @@ class TokenGrid:
             for y in range(self.h) for x in range(self.map_hw[1])
         ]
 
+    def patches(self, xp: Any, acts: Any) -> Any:
+        """``(k, N, D)`` -> ``(k, h, w, D)``: the patch tokens alone (the atlas' peaks: where
+        in the image a channel fires most)."""
+        k, _, d = acts.shape
+        return xp.reshape(acts[:, self.extra:, :], (k, self.h, self.w, d))
+
+    def field(self, image_hw: Sequence[int]) -> Any:
+        """The patch each token was made of, as an :class:`actlog.atlas.Field` over the image:
+        a patch embedding's field. (After attention a token sees the whole image: the atlas
+        outlines this patch in an unfaded picture, :func:`outline`.)"""
+        from actlog.atlas import Field
+
+        size = (int(image_hw[0]) // self.h, int(image_hw[1]) // self.w)
+        return Field.identity(int(image_hw[0]), int(image_hw[1])).window(size, size)
+
     def arrange(self, xp: Any, acts: Any) -> Any:
         """``(k, N, D)`` token outputs -> ``(k, *map_hw, D)`` maps.
 
@@ -129,6 +144,37 @@ class TokenGrid:
             return xp.reshape(acts, (k, self.h, self.w, d))
         cells = xp.stack([acts[:, t, :] for t in self.order()], axis=1)
         return xp.reshape(cells, (k, *self.map_hw, d))
+
+
+OUTLINE = (255, 210, 0)
+"""Colour of the patch outline in a token layer's atlas crops."""
+
+
+def outline(pictures: np.ndarray, windows: np.ndarray, boxes: np.ndarray, *, scale: int,
+            stride: int) -> np.ndarray:
+    """Atlas crops of a token layer with the best token's patch outlined (in place).
+
+    The crops are drawn unfaded: after attention a token's receptive field is the whole
+    image, so the patch it sits on is where it is, not all it sees.
+
+    Args:
+        pictures: uint8 ``(N, h, w, 3)`` crops of ``windows`` (``(N, 4)`` top, left, height, width).
+        boxes: ``(N, 4)`` the patches (top, left, height, width), in image pixels.
+        scale, stride: as the crops were drawn.
+    """
+    for picture, window, box in zip(pictures, np.asarray(windows), np.asarray(boxes), strict=True):
+        top = (int(box[0]) - int(window[0])) // stride * scale
+        left = (int(box[1]) - int(window[1])) // stride * scale
+        bottom = top + max(1, -(-int(box[2]) // stride) * scale) - 1
+        right = left + max(1, -(-int(box[3]) // stride) * scale) - 1
+        height, width = picture.shape[:2]
+        top, left = max(top, 0), max(left, 0)
+        bottom, right = min(bottom, height - 1), min(right, width - 1)
+        if top > bottom or left > right:
+            continue
+        picture[top, left:right + 1] = picture[bottom, left:right + 1] = OUTLINE
+        picture[top:bottom + 1, left] = picture[top:bottom + 1, right] = OUTLINE
+    return pictures
 
 
 class Tokens:

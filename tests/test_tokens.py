@@ -276,3 +276,31 @@ def test_tokens_request_that_does_not_fit_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"names layer 'patch', whose output \(None, 8, 8, 4\) is not a token"):
         model.fit(planted_images(), np.zeros((2, 2)), epochs=1, verbose=0, callbacks=[
             actlog.ActivationLogger(str(tmp_path), planted_images(), layers={"p": Tokens("patch")})])
+
+
+@pytest.mark.backend
+def test_atlas_crops_a_token_layer_to_its_best_patch(tmp_path):
+    rng = np.random.default_rng(0)
+    where = [tuple(int(v) for v in rng.integers(0, SIDE, 2)) for _ in range(6)]
+    pool = np.concatenate([planted_images(1, patch) * (i + 1) / 6 for i, patch in enumerate(where)])
+    run = fit(patch_model(True), pool[:2], tmp_path, layers=["mix"], max_channels=1,
+              atlas=pool, atlas_k=2)
+    atlas = run.atlas("mix")
+    # the brightest patches rank first: the last two pool images, at their planted patches
+    assert atlas.index[0].tolist() == [5, 4]
+    assert atlas.position[0].tolist() == [list(where[5]), list(where[4])]
+    y, x = where[5]
+    assert atlas.box[0, 0].tolist() == [y * PATCH, x * PATCH, PATCH, PATCH]
+    crop = atlas.crops(0)[0]
+    # unfaded (the token sees the whole image), the patch outlined
+    from actlog.tokens import OUTLINE
+
+    assert (crop == np.asarray(OUTLINE, np.uint8)).all(axis=-1).any()
+    assert set(np.unique(crop[~(crop == np.asarray(OUTLINE, np.uint8)).all(axis=-1)])) <= {0, 255} | set(
+        atlas_outside_levels())
+
+
+def atlas_outside_levels():
+    from actlog.atlas import OUTSIDE
+
+    return {int(v) for colour in np.asarray(OUTSIDE).reshape(-1, 3) for v in colour}
