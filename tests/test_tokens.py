@@ -5,7 +5,8 @@ planted) are logged through ``ActivationLogger`` and read back with ``actlog.rea
 a patch-brightness channel must light its tile at the planted patch, with and
 without a class token; a head planted to attend to one patch must light that patch.
 keras-hub's ``ViTBackbone`` (built from a small config, no weights) trains a step
-with ``layers=None``; a text model's sequences stay strips.
+with ``layers=None``; a text model's sequences stay strips. A browser test opens the
+ViT example's log in a real TensorBoard (the README's pictures).
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ import json
 import keras
 import numpy as np
 import pytest
+from test_dashboard_browser import (  # noqa: F401 (driver, screenshot_dir: fixtures)
+    CHROMEDRIVER,
+    CHROMIUM,
+    ROOT,
+    driver,
+    open_dashboard,
+    open_layer,
+    running_tensorboard,
+    screen_pixels,
+    screenshot,
+    screenshot_dir,
+    serves_steps,
+)
 
 import actlog
 from actlog import grid, metadata
@@ -60,7 +74,7 @@ def test_layout_records_the_token_grid_and_paints_blank_cells():
 
 
 def test_tokens_request_is_checked():
-    with pytest.raises(ValueError, match=r"grid must be None or \(h, w\) positive integers. Received: \(0, 8\)"):
+    with pytest.raises(ValueError, match=r"grid must be None or \(h, w\) positive integers. Received: \(0,"):
         Tokens("x", grid=(0, 8))
     with pytest.raises(ValueError, match="extra must be None or an integer >= 0. Received: -1"):
         Tokens("x", extra=-1)
@@ -202,7 +216,8 @@ def tiny_vit(depth: int, class_token: bool = True):
     for i in range(depth):
         y = L.LayerNormalization(name=f"b{i}_ln1")(x)
         x = L.Add(name=f"b{i}_add")([x, L.MultiHeadAttention(2, 4, name=f"b{i}_mha")(y, y)])
-        y = L.Dense(8, name=f"b{i}_fc2")(L.Dense(16, name=f"b{i}_fc1")(L.LayerNormalization(name=f"b{i}_ln2")(x)))
+        y = L.LayerNormalization(name=f"b{i}_ln2")(x)
+        y = L.Dense(8, name=f"b{i}_fc2")(L.Dense(16, name=f"b{i}_fc1")(y))
         x = L.Add(name=f"b{i}_out")([x, y])
     return keras.Model(images, L.Dense(2)(L.GlobalAveragePooling1D()(x)))
 
@@ -273,7 +288,7 @@ def test_tokens_request_that_does_not_fit_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"layer 'tokens' has 64 tokens, but 5 x 5 patches leave 39"):
         model.fit(planted_images(), np.zeros((2, 2)), epochs=1, verbose=0, callbacks=[
             actlog.ActivationLogger(str(tmp_path), planted_images(), layers=[Tokens("tokens", grid=(5, 5))])])
-    with pytest.raises(ValueError, match=r"names layer 'patch', whose output \(None, 8, 8, 4\) is not a token"):
+    with pytest.raises(ValueError, match=r"layer 'patch', whose output \(None, 8, 8, 4\) is not a token"):
         model.fit(planted_images(), np.zeros((2, 2)), epochs=1, verbose=0, callbacks=[
             actlog.ActivationLogger(str(tmp_path), planted_images(), layers={"p": Tokens("patch")})])
 
@@ -304,3 +319,40 @@ def atlas_outside_levels():
     from actlog.atlas import OUTSIDE
 
     return {int(v) for colour in np.asarray(OUTSIDE).reshape(-1, 3) for v in colour}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+                    reason=f"needs Debian's chromium and chromedriver at {CHROMIUM} and {CHROMEDRIVER}")
+def test_dashboard_of_the_vit_example(driver, screenshot_dir, tmp_path_factory):  # noqa: F811
+    """The README's pictures of a ViT in the Activations tab: the overview, a block's token
+    maps and the last block's attention, each at the first and the last epoch."""
+    import sys
+
+    from selenium.webdriver.common.by import By
+
+    log_dir = tmp_path_factory.mktemp("vit_example")
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import vit_patches
+
+        assert vit_patches.main(["--logdir", str(log_dir)]) == 0
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    run = actlog.read(log_dir).run(metadata.EPOCH_RUN)
+    last = run.steps[-1]
+    assert run.layers == ["patch_embed", "block_0_attention", "block_0_out", "block_1_out",
+                          "block_2_attention", "block_2_out"]
+    workdir = tmp_path_factory.mktemp("tensorboard_vit")
+    with running_tensorboard(log_dir, workdir, serves_steps(run.steps, "block_2_out")) as url:
+        page = open_dashboard(driver, url, len(run.layers))
+        screenshot(page, screenshot_dir, "dashboard_vit.png")
+        for layer, name in (("block_2_out", "dashboard_vit_tokens.png"),
+                            ("block_2_attention", "dashboard_vit_attention.png")):
+            page = open_dashboard(driver, url, len(run.layers))
+            open_layer(page, layer, last, 0)
+            for image_id, step in (("actlog-grid-a", 0), ("actlog-grid-b", last)):
+                shown = screen_pixels(page, page.find_element(By.ID, image_id))
+                np.testing.assert_array_equal(shown, run.grid(layer, 0, step).repeat(3, axis=-1))
+            screenshot(page, screenshot_dir, name)
