@@ -11,7 +11,9 @@
   cropping), and no 1 x 1 map. The MNIST example's ConvNet gets ``conv_0``,
   ``conv_1``, ``pool_1`` (not the Dropout after it); ResNet50 the output of its
   stem and of each of its 4 stages; MobileNetV3Small and EfficientNetB0 one
-  activation per resolution, not their input Rescaling or Normalization.
+  activation per resolution, not their input Rescaling or Normalization. A vision
+  transformer gets its patch embedding, a few block outputs and the attention of
+  its first and last block instead (:func:`actlog.tokens.default_choice`).
 - ``"*"``: every layer with a spatial output.
 - a name (``"conv_0"``), a path into nested models (``"backbone/block_1_conv"``),
   a ``keras.layers.Layer`` object, a layer class (``keras.layers.Conv2D``, matched
