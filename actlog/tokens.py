@@ -420,11 +420,13 @@ def default_choice(model: Any, entries: Sequence[Any], budget: int) -> list[Any]
     tokens = [e for e in tensors if len(e.shape) == 3 and not hasattr(e.layer, "fit")]
     blocks = [e for e in tokens if sum(any(c is e.layer for c in a.chain) for a in attention) == 1]
     if not blocks:
-        blocks, since = [], False
+        # An Add with no attention since the previous one closes a block's MLP; Adds before
+        # the first attention (position embeddings) close nothing.
+        blocks, since = [], None
         for e in tensors:
             if is_attention(e.layer):
                 since = True
-            elif type(e.layer).__name__ == "Add" and len(e.shape) == 3:
+            elif type(e.layer).__name__ == "Add" and len(e.shape) == 3 and since is not None:
                 if not since:
                     blocks.append(e)
                 since = False

@@ -213,6 +213,7 @@ def tiny_vit(depth: int, class_token: bool = True):
     x = L.Reshape((16, 8), name="tokens")(L.Conv2D(8, 8, strides=8, name="patch")(images))
     if class_token:
         x = ClassToken([0.0] * 8, name="cls")(x)
+    x = L.Add(name="positions")([x, L.Dense(8, name="position_embedding")(x)])  # not a block
     for i in range(depth):
         y = L.LayerNormalization(name=f"b{i}_ln1")(x)
         x = L.Add(name=f"b{i}_add")([x, L.MultiHeadAttention(2, 4, name=f"b{i}_mha")(y, y)])
