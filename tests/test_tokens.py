@@ -356,4 +356,6 @@ def test_dashboard_of_the_vit_example(driver, screenshot_dir, tmp_path_factory):
             for image_id, step in (("actlog-grid-a", 0), ("actlog-grid-b", last)):
                 shown = screen_pixels(page, page.find_element(By.ID, image_id))
                 np.testing.assert_array_equal(shown, run.grid(layer, 0, step).repeat(3, axis=-1))
+            unit = "4 of 4 heads" if layer.endswith("attention") else "16 of 32 channels"
+            assert unit in page.execute_script("return document.body.innerText")
             screenshot(page, screenshot_dir, name)
