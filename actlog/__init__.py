@@ -23,6 +23,7 @@ __all__ = [
     "feature_maps",
     "plot_feature_maps",
     "read",
+    "Tokens",
     "__version__",
 ]
 
@@ -33,6 +34,7 @@ _LAZY = {
     "feature_maps": "actlog.oneshot",
     "plot_feature_maps": "actlog.oneshot",
     "read": "actlog.reader",
+    "Tokens": "actlog.tokens",
 }
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from actlog.faults import LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
     from actlog.reader import LogError, read
+    from actlog.tokens import Tokens
 
 
 def __getattr__(name: str) -> Any:

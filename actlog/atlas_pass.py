@@ -14,7 +14,9 @@ batch into a running top-k on the host while the next batch runs: memory is
 bounded by the batch; a model spread over several devices (``keras.distribution``) gets
 each batch split over them (:meth:`actlog.backends.Backend.spread`), every process reading
 its own share. :meth:`AtlasPass.finish`, in the background, crops the
-receptive fields (:mod:`actlog.receptive`) and draws each layer's atlas.
+receptive fields (:mod:`actlog.receptive`) and draws each layer's atlas. A token
+layer's crops are the patch its best patch token sits on, outlined in an unfaded
+picture (:func:`actlog.tokens.outline`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from actlog.arrays import NUMPY
 from actlog.atlas import AtlasLayout, AtlasOptions, AtlasResult, Field
 from actlog.backends import Backend
 from actlog.event import LayerPlan
+from actlog.tokens import outline
 
 Top = tuple[np.ndarray, np.ndarray, np.ndarray]
 """One layer's top-k from :meth:`actlog.atlas.TopK.result`: ``(index, where, value)``."""
@@ -71,7 +74,7 @@ class AtlasFunction:
         out = []
         for output, index, plan in zip(self.forward(batch), channels, self.plans, strict=True):
             acts = probe.channels_last(ops.cast(output, "float32"), plan.data_format)
-            value, where = atlas.peaks(ops, grid.batch_maps(ops, acts), index)
+            value, where = atlas.peaks(ops, _maps(ops, acts, plan), index)
             out.append({"value": value, "where": where})
         return out
 
@@ -124,8 +127,9 @@ class AtlasPass:
         crop is the whole image)."""
         spatial = [len(p.output_shape) == 3 for p in plans]
         fields = [
-            receptive.chain_field(runner, w, self.image_input, self.image_hw) if s else None
-            for w, s in zip(forward.watched, spatial, strict=True)
+            receptive.chain_field(runner, w, self.image_input, self.image_hw) if s
+            else p.layout.tokens.field(self.image_hw) if p.layout.tokens is not None else None
+            for w, s, p in zip(forward.watched, spatial, plans, strict=True)
         ]
         missing = [i for i, (f, s) in enumerate(zip(fields, spatial, strict=True)) if s and f is None]
         if missing:
@@ -217,7 +221,8 @@ class AtlasPass:
         results = []
         layers = zip(plans, self.fields, tops, previous, strict=True)
         for plan, field, (index, where, value), before in layers:
-            height, width = plan.map_shape[:2]
+            tokens = plan.layout.tokens
+            height, width = plan.map_shape[:2] if tokens is None else (tokens.h, tokens.w)
             y, x = np.divmod(np.minimum(where, height * width - 1), width)
             if field is None:
                 boxes = np.broadcast_to(np.asarray([0, 0, *self.image_hw]), (*index.shape, 4))
@@ -235,11 +240,14 @@ class AtlasPass:
                 unique, which = np.unique(shown[t, r], return_inverse=True)
                 images = np.stack([grid.to_image(self.images[i]) for i in unique])[which]
                 seen = None
-                if field is not None:
+                if field is not None and tokens is None:
                     rows, cols = np.asarray(field.rows)[y[t, r]], np.asarray(field.cols)[x[t, r]]
                     seen = np.stack([rows[:, 0], cols[:, 0], rows[:, 1], cols[:, 1]], axis=1)
-                pictures = atlas.crops(images, atlas.shown_box(boxes[t, r], self.image_hw), seen,
-                                       scale=layout.scale, stride=layout.stride)
+                windows = atlas.shown_box(boxes[t, r], self.image_hw)
+                pictures = atlas.crops(images, windows, seen, scale=layout.scale, stride=layout.stride)
+                if tokens is not None:
+                    pictures = outline(pictures, windows, boxes[t, r], scale=layout.scale,
+                                       stride=layout.stride)
                 for (t, r), picture in zip(slots, pictures, strict=True):
                     cells[t][r] = picture
             results.append(AtlasResult(
@@ -248,6 +256,13 @@ class AtlasPass:
                 change=None if before is None else atlas.jaccard_distance(index, before),
             ))
         return results
+
+
+def _maps(xp: Any, acts: Any, plan: LayerPlan) -> Any:
+    """A layer's maps for its peaks: a token layer's patch tokens alone (its best token is
+    then one the image has a place for)."""
+    tokens = plan.layout.tokens
+    return grid.batch_maps(xp, acts) if tokens is None else tokens.patches(xp, acts)
 
 
 def _int32(values: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 
 from actlog import atlas as atlas_
-from actlog import backends, grid, maximize, metadata, storage
+from actlog import backends, grid, maximize, metadata, storage, tokens
 from actlog import epoch_logs as epoch_logs_
 from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
@@ -62,7 +62,11 @@ class ActivationLogger(keras.callbacks.Callback):
         layers: which layers to watch: ``None`` (the last layer of each
             spatial stage), ``"*"`` (every spatial layer), a name or
             ``"outer/inner"`` path, a Layer, a Layer class, a compiled regex, a
-            list of these, or ``{display_name: layer}``. See :mod:`actlog.layers`.
+            list of these, or ``{display_name: layer}``; an entry wrapped in
+            :class:`actlog.Tokens` names a token layer's patch grid. A vision
+            transformer's token layers are drawn over their patch grid, its
+            attention layers as attention per head: see :mod:`actlog.tokens`.
+            See :mod:`actlog.layers`.
         freq: log every ``freq`` epochs; 0 turns epoch logging off. Default 1.
         batch_freq: also log every ``batch_freq`` training batches during the
             first ``batch_epochs`` epochs, when features move fastest. 0 = off.
@@ -157,7 +161,7 @@ class ActivationLogger(keras.callbacks.Callback):
             self._storage = storage.for_path(self.log_dir)
         count = check_optional_int("probe_count", probe_count, minimum=1)
         self.probes = copy_probes(probes, count=count)
-        check_spec(layers)
+        check_spec(tokens.split(layers)[0])
         self.freq = check_int("freq", freq, minimum=0)
         self.batch_freq = check_int("batch_freq", batch_freq, minimum=0)
         self.batch_epochs = check_int("batch_epochs", batch_epochs, minimum=1)

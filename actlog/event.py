@@ -52,6 +52,8 @@ class LayerPlan:
         data_format: ``"channels_last"`` or ``"channels_first"``.
         layout: the grid's geometry and the channel of every tile.
         norm, cmap: how tiles are normalised and coloured.
+        view: ``"output"``, or ``"attention"`` for an attention layer drawn as its
+            attention over the tokens, one tile per head (:mod:`actlog.tokens`).
     """
 
     name: str
@@ -62,6 +64,7 @@ class LayerPlan:
     layout: grid.GridLayout
     norm: str | tuple[float, float]
     cmap: str
+    view: str = "output"
 
     @property
     def channels(self) -> int:
@@ -72,6 +75,8 @@ class LayerPlan:
     @property
     def map_shape(self) -> tuple[int, int, int]:
         """``(H, W, C)`` of the layer's maps (:func:`actlog.grid.maps_shape` of its channels-last shape)."""
+        if self.layout.tokens is not None:
+            return (*self.layout.tokens.map_hw, self.channels)
         shape = tuple(self.output_shape)
         if self.data_format == "channels_first" and len(shape) >= 2:
             shape = (*shape[1:], shape[0])
@@ -88,6 +93,7 @@ class LayerPlan:
             "grid": self.layout.to_dict(),
             "norm": list(self.norm) if isinstance(self.norm, tuple) else self.norm,
             "cmap": self.cmap,
+            **({"view": self.view} if self.view != "output" else {}),
             "tags": [metadata.grid_tag(self.name, i, probes) for i in range(probes)],
         }
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from actlog.arrays import NUMPY
 from actlog.checks import check_choice, check_int
+from actlog.tokens import TokenGrid
 
 COLORMAPS: tuple[str, ...] = ("gray", "viridis", "diverging")
 """Accepted colour maps. ``diverging`` is blue (negative) - white (0) - red (positive)."""
@@ -219,11 +220,15 @@ def as_maps(x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
     return np.array(batch_maps(NUMPY, x[np.newaxis])[0], dtype=np.float32, copy=True)
 
 
-def batch_maps(xp: Any, acts: Any) -> Any:
+def batch_maps(xp: Any, acts: Any, tokens: TokenGrid | None = None) -> Any:
     """:func:`as_maps` for a batch: channels-last ``(k, ...)`` -> ``(k, H, W, C)``.
 
     ``xp`` is :data:`actlog.arrays.NUMPY` or ``keras.ops`` (see :func:`levels`).
+    ``tokens``: a token layer's ``(k, N, D)`` folded over its patch grid
+    (:meth:`actlog.tokens.TokenGrid.arrange`) instead of strips.
     """
+    if tokens is not None:
+        return tokens.arrange(xp, acts)
     k, rank = acts.shape[0], len(acts.shape) - 1
     if rank == 1:
         return xp.reshape(acts, (k, 1, 1, acts.shape[1]))
@@ -291,6 +296,8 @@ class GridLayout:
 
     Tile ``index`` (row-major) shows channel ``channels[index]`` and starts at
     :meth:`tile_origin`; cells past ``len(channels)`` are filled with the pad value.
+    A token layer's tiles are maps over its patch grid, extra tokens beside them
+    (``tokens``, :class:`actlog.tokens.TokenGrid`; :meth:`token_at`).
     """
 
     channels: tuple[int, ...]
@@ -301,6 +308,7 @@ class GridLayout:
     pad: int
     scale: int
     stride: int
+    tokens: TokenGrid | None = None
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "tile_height", "tile_width", "scale", "stride"):
@@ -324,8 +332,11 @@ class GridLayout:
     def to_dict(self) -> dict[str, int]:
         """The manifest's ``grid`` entry (JSON-able; channels are stored beside it)."""
         data = asdict(self)
-        del data["channels"]
-        return {k: int(v) for k, v in data.items()}
+        del data["channels"], data["tokens"]
+        out: dict[str, Any] = {k: int(v) for k, v in data.items()}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens.to_dict()
+        return out
 
     def tile_origin(self, index: int) -> tuple[int, int]:
         """``(y, x)`` of the top-left pixel of tile ``index`` (row-major)."""
@@ -364,7 +375,15 @@ class GridLayout:
         return cls(
             channels=tuple(int(c) for c in channels),
             **{f: int(grid.get(f, defaults.get(f, 0))) for f in fields},
+            tokens=TokenGrid.from_dict(grid.get("tokens")),
         )
+
+    def token_at(self, y: int, x: int) -> int | None:
+        """The token at pixel ``(y, x)`` of a tile (tile coordinates) of a token layer;
+        ``None`` on a blank cell or for a layer that is not one."""
+        if self.tokens is None:
+            return None
+        return self.tokens.token_at(y // self.scale * self.stride, x // self.scale * self.stride)
 
     def source_shape(self, map_hw: tuple[int, int]) -> tuple[int, int]:
         """Size of one tile after subsampling ``map_hw`` by :attr:`stride` (before scaling)."""
@@ -400,6 +419,7 @@ def plan_layout(
     rows: int | None = None,
     cols: int | None = None,
     max_tile: int = 1024,
+    tokens: TokenGrid | None = None,
 ) -> GridLayout:
     """Decide, once per layer, how its grid is laid out.
 
@@ -426,6 +446,7 @@ def plan_layout(
             give both and they must hold every tile.
         max_tile: a cap on a tile's long side when upscaling (keeps long
             Conv1D strips from becoming absurdly wide); never forces subsampling.
+        tokens: a token layer's grid; ``map_hw`` is then its ``map_hw``.
 
     Returns:
         A :class:`GridLayout`.
@@ -491,9 +512,11 @@ def plan_layout(
                 )
             stride += 1
     th, tw = -(-h // stride), -(-w // stride)
+    if tokens is not None and tokens.map_hw != (h, w):
+        raise ValueError(f"map_hw={map_hw!r} is not the token grid's {tokens.map_hw}.")
     return GridLayout(
         channels=chans, rows=rows, cols=cols, tile_height=th * scale, tile_width=tw * scale,
-        pad=pad, scale=scale, stride=stride,
+        pad=pad, scale=scale, stride=stride, tokens=tokens,
     )
 
 
@@ -629,6 +652,8 @@ def render_levels(
     colors = lut[np.moveaxis(np.asarray(levels, dtype=np.uint8), -1, 0)]  # (n, th, tw, depth)
     if nonfinite is not None and nonfinite.any():
         colors[np.moveaxis(nonfinite, -1, 0)] = MARKER_GRAY if cmap == "gray" else MARKER_RGB
+    if layout.tokens is not None and layout.tokens.extra:
+        colors[:, layout.tokens.blank()[:: layout.stride, :: layout.stride]] = pad_value
     n, th, tw, depth = colors.shape
     if (th * layout.scale, tw * layout.scale) != (layout.tile_height, layout.tile_width):
         raise ValueError(

@@ -11,7 +11,9 @@
   cropping), and no 1 x 1 map. The MNIST example's ConvNet gets ``conv_0``,
   ``conv_1``, ``pool_1`` (not the Dropout after it); ResNet50 the output of its
   stem and of each of its 4 stages; MobileNetV3Small and EfficientNetB0 one
-  activation per resolution, not their input Rescaling or Normalization.
+  activation per resolution, not their input Rescaling or Normalization. A vision
+  transformer gets its patch embedding, a few block outputs and the attention of
+  its first and last block instead (:func:`actlog.tokens.default_choice`).
 - ``"*"``: every layer with a spatial output.
 - a name (``"conv_0"``), a path into nested models (``"backbone/block_1_conv"``),
   a ``keras.layers.Layer`` object, a layer class (``keras.layers.Conv2D``, matched
@@ -43,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actlog import metadata
+from actlog import metadata, tokens
 from actlog.checks import suggest
 
 DEFAULT_BUDGET = 12
@@ -83,6 +85,8 @@ class Watched:
     # is not reachable from the model's own inputs, so it must be captured.
     chain: tuple[Any, ...]
     shape: tuple[int | None, ...] | None = None  # output shape, batch axis first
+    tokens: Any = None  # actlog.tokens.TokenGrid of a token layer drawn as maps (tokens.prepare)
+    attention: str | None = None  # "class"/"mean": an attention layer drawn as its scores
 
 
 @dataclass
@@ -148,7 +152,8 @@ def resolve(model: Any, spec: Any, trace: Trace | None = None) -> list[Watched]:
                 f"{_describe(everything)}.{_hint(everything, trace)} Name the layers to watch "
                 "explicitly."
             )
-        chosen = spatial if spec == EVERY_SPATIAL else stage_ends(spatial)
+        chosen = spatial if spec == EVERY_SPATIAL else (
+            tokens.default_choice(model, everything, DEFAULT_BUDGET) or stage_ends(spatial))
         return _check_names([e.watched() for e in chosen])
 
     if isinstance(spec, Mapping):

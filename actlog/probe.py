@@ -46,6 +46,7 @@ forward pass only and hands the raw outputs to the background, which reduces the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,7 +54,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from actlog import arrays, grid, segments, stats
+from actlog import arrays, grid, segments, stats, tokens
 from actlog.backends import Backend
 from actlog.event import LayerPlan
 from actlog.layers import Trace, Watched
@@ -119,8 +120,7 @@ def runner_for(model: Any, watched: Sequence[Watched]) -> tuple[Any, list[Watche
         )
     runner = runners[-1]
     return runner, [
-        Watched(w.name, w.path, w.layer, w.chain[w.chain.index(runner) + 1 :], w.shape)
-        for w in watched
+        dataclasses.replace(w, chain=w.chain[w.chain.index(runner) + 1 :]) for w in watched
     ]
 
 
@@ -132,11 +132,14 @@ class _Taps:
     """While active, each layer's ``call`` also records its output (first call wins).
 
     The wrapper is set on the instance with ``object.__setattr__`` so Keras'
-    attribute tracking never sees it, and removed on exit.
+    attribute tracking never sees it, and removed on exit. For the layers of
+    ``scores`` (attention layers), it records their attention scores instead,
+    asked of the same call through the public ``return_attention_scores=True``.
     """
 
-    def __init__(self, layers: Sequence[Any]) -> None:
+    def __init__(self, layers: Sequence[Any], scores: Sequence[Any] = ()) -> None:
         self.layers = list({id(layer): layer for layer in layers}.values())
+        self.scores = {id(layer) for layer in scores}
         self.outputs: dict[int, Any] = {}
 
     def __enter__(self) -> _Taps:
@@ -145,6 +148,8 @@ class _Taps:
             original = layer.call
 
             def call(*args: Any, _original: Any = original, _key: int = id(layer), **kwargs: Any):
+                if _key in self.scores:
+                    return self._scores(_original, _key, args, kwargs)
                 out = _original(*args, **kwargs)
                 self.outputs.setdefault(_key, out)
                 return out
@@ -155,6 +160,12 @@ class _Taps:
     def __exit__(self, *exc: Any) -> None:
         for layer in self.layers:
             object.__delattr__(layer, "call")
+
+    def _scores(self, original: Any, key: int, args: tuple, kwargs: dict) -> Any:
+        asked = kwargs.get("return_attention_scores", False)
+        out, scores = original(*args, **{**kwargs, "return_attention_scores": True})
+        self.outputs.setdefault(key, scores)
+        return (out, scores) if asked else out
 
 
 def _first(output: Any) -> Any:
@@ -202,7 +213,8 @@ class Forward:
         if self._sub_model is not None:
             outputs = self._sub_model(inputs, training=False)
             return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        with _Taps([w.layer for w in self.watched]) as taps:
+        attention = [w.layer for w in self.watched if w.attention]
+        with _Taps([w.layer for w in self.watched], attention) as taps:
             self._runner(inputs, training=False)
         missing = [w.path for w in self.watched if id(w.layer) not in taps.outputs]
         if missing:
@@ -210,12 +222,16 @@ class Forward:
                 f"Layers {missing} were not called when the model ran on the probes, so their "
                 "outputs cannot be captured. Watch layers that the model's call() uses."
             )
-        return [_first(taps.outputs[id(w.layer)]) for w in self.watched]
+        return [
+            tokens.attention_map(keras.ops, taps.outputs[id(w.layer)], w.attention) if w.attention
+            else _first(taps.outputs[id(w.layer)])
+            for w in self.watched
+        ]
 
 
 def _symbolic_model(runner: Any, watched: Sequence[Watched]) -> Any:
     """A multi-output keras.Model over the runner's own graph, or None when impossible."""
-    if any(w.chain for w in watched) or input_specs(runner) is None:
+    if any(w.chain or w.attention for w in watched) or input_specs(runner) is None:
         return None
     try:
         outputs = [w.layer.output for w in watched]
@@ -506,7 +522,8 @@ class _Reduce:
         """What the compiled reductions depend on: all but which channels are shown."""
         plan = self.plan
         return (tuple(output.shape), str(output.dtype), plan.data_format, plan.layout.stride,
-                len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size, self.activity)
+                len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size, self.activity,
+                plan.layout.tokens)
 
     def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
         acts = channels_last(self.ops.cast(output, "float32"), self.plan.data_format)
@@ -522,7 +539,7 @@ class _Reduce:
 
     def _results(self, acts: Any, index: Any, before: Any, finite: bool) -> dict[str, Any]:
         ops, plan = self.ops, self.plan
-        maps = grid.batch_maps(ops, acts)
+        maps = grid.batch_maps(ops, acts, plan.layout.tokens)
         sums = stats.reduce_layer(ops, acts, all_finite=finite)
         sums["activity"] = (stats.activity(ops, maps, all_finite=finite) if self.activity
                             else ops.zeros_like(sums["count"]))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from actlog import backends, grid, metadata, probe, probes, stats
+from actlog import backends, grid, metadata, probe, probes, stats, tokens
 from actlog.atlas import AtlasOptions
 from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary, images_summary
 from actlog.faults import Faults, classify
@@ -108,11 +108,14 @@ class Session:
             fitted = probes.fit_to_model(probe_batch, probe.input_specs(model))
             inputs = probe.to_tensors(model, fitted)
             trace = probe.tracer(model, inputs)
-        watched = resolve(model, options.layers, trace)
+        spec, requests = tokens.split(options.layers)
+        watched = resolve(model, spec, trace)
         runner, watched = probe.runner_for(model, watched)
         if runner is not model or trace is None:
             fitted = probes.fit_to_model(probe_batch, probe.input_specs(runner))
             inputs = probe.to_tensors(runner, fitted)
+        image = any(np.ndim(a) == 4 for a in probes.leaves(fitted))
+        watched = tokens.prepare(runner, watched, requests, image=image)
         self.watched = watched
         self.probe_images = (
             probes.probe_images(fitted, probe.input_specs(runner)) if options.log_probes else []
@@ -168,19 +171,22 @@ class Session:
         data_format = _data_format(w.layer)
         last = (*shape[1:], shape[0]) if data_format == "channels_first" and len(shape) >= 2 else shape
         height, width, channels = grid.maps_shape(last)
+        if w.tokens is not None:
+            height, width = w.tokens.map_hw
         o = self.options
         shown = channels if o.max_channels is None else min(channels, o.max_channels)
         try:
             layout = grid.plan_layout(
                 (height, width), range(shown), max_pixels=o.max_pixels, min_tile=o.min_tile,
-                pad=o.pad, rows=o.rows, cols=o.cols,
+                pad=o.pad, rows=o.rows, cols=o.cols, tokens=w.tokens,
             )
         except ValueError as err:
             raise ValueError(
                 f"The grid of layer {w.name!r} (output shape {shape}, {shown} channels shown) "
                 f"cannot be laid out: {err}"
             ) from None
-        return LayerPlan(w.name, w.path, type(w.layer).__name__, shape, data_format, layout, o.norm, o.cmap)
+        return LayerPlan(w.name, w.path, type(w.layer).__name__, shape, data_format, layout, o.norm,
+                         o.cmap, "attention" if w.attention else "output")
 
     def _warn_budget(self, plans: Sequence[LayerPlan]) -> None:
         reduced = [f"{p.name!r} at 1/{p.layout.stride}" for p in plans if p.layout.stride > 1]

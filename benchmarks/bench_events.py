@@ -42,6 +42,7 @@ beyond the forward (what actlog adds on each backend).
 python benchmarks/bench_events.py                              # every backend found, mnist + mobilenetv2
 python benchmarks/bench_events.py --rounds 3                   # the same three times, interleaved (README)
 python benchmarks/bench_events.py --backends jax --models resnet50 --events 10
+python benchmarks/bench_events.py --models mnist,vit --events 10   # the ViT example's model
 KERAS_BACKEND=jax python benchmarks/bench_events.py            # the same on a GPU machine
 ```
 
@@ -79,6 +80,7 @@ MODELS = {
     "mnist": (28, 8, "conv_0 + conv_1"),
     "mobilenetv2": (None, 4, "every Conv2D and DepthwiseConv2D"),
     "resnet50": (224, 4, "every Conv2D"),
+    "vit": (32, 6, "layers=None: patch embedding, 3 block outputs, 2 attentions"),
 }
 BETWEEN = 8  # examples in each training step before a blocked or a fwd+copy event ...
 BETWEEN_STEPS = 3  # ... and how many such steps
@@ -96,6 +98,16 @@ def _build(name: str, side: int):
         from conftest import make_classic_model
 
         return make_classic_model(0), ["conv_0", "conv_1"], (28, 28, 1)
+    if name == "vit":  # examples/vit_patches.py's model, with what layers=None watches in it
+        sys.path.insert(0, str(ROOT / "examples"))
+        from vit_patches import build_vit
+
+        from actlog.layers import resolve
+
+        model = build_vit(10)
+        model.compile(optimizer="sgd",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model, [w.name for w in resolve(model, None)], (side, side, 1)
     app = {"mobilenetv2": keras.applications.MobileNetV2, "resnet50": keras.applications.ResNet50}[name]
     model = app(weights=None, input_shape=(side, side, 3), classes=10)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
@@ -192,6 +204,7 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
 
     import actlog
     from actlog import backends, grid, probe, probes, records
+    from actlog.arrays import NUMPY
     from actlog.png import encode_png
     from actlog.writer import encode_event
 
@@ -247,9 +260,9 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
                         forward_alone.append(time.perf_counter() - t)
                     summary = []
                     for plan, acts in zip(sess.plans, raw, strict=True):
-                        acts = np.asarray(acts, np.float32)
-                        for sample in acts:
-                            summary.append(encode_png(grid.render(grid.as_maps(sample), plan.layout)))
+                        maps = grid.batch_maps(NUMPY, np.asarray(acts, np.float32), plan.layout.tokens)
+                        for sample in maps:
+                            summary.append(encode_png(grid.render(sample, plan.layout)))
                     handle.write(records.frame(encode_event(i, b"".join(summary))))
                     handle.flush()
                     if i:

@@ -1,4 +1,4 @@
-"""Refresh the README's screenshots in ``docs/images/`` from the MNIST example's own log.
+"""Refresh the README's screenshots in ``docs/images/`` from the examples' own logs.
 
 The browser tests photograph what they check into a temporary directory; this
 script runs the ones that open ``examples/mnist_convnet.py``'s log (trained
@@ -9,7 +9,10 @@ pointing here, at 1600 x 1200:
 - ``dashboard_overview.png``, ``dashboard.png``: the Activations tab's overview and one layer;
 - ``dashboard_channel.png``: one channel of ``conv_1`` (the one whose mean activation grew
   the most) at the last epoch: filmstrip, statistics, and its top 8 in the example's
-  atlas pool (its 250 test digits) with the change since the atlas before training.
+  atlas pool (its 250 test digits) with the change since the atlas before training;
+- ``dashboard_vit.png``, ``dashboard_vit_tokens.png``, ``dashboard_vit_attention.png``: the
+  overview of ``examples/vit_patches.py``'s log, and a block's token maps and the last
+  block's attention at the first and the last epoch (``tests/test_tokens.py``).
 
 ```
 python docs/screenshots.py                     # needs /usr/bin/chromium and /usr/bin/chromedriver
@@ -36,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go")
     args = parser.parse_args(argv)
     command = [
-        sys.executable, "-m", "pytest", "-q", "-m", "browser", "-k", "mnist_example",
-        str(ROOT / "tests" / "test_dashboard_browser.py"),
+        sys.executable, "-m", "pytest", "-q", "-m", "browser", "-k", "mnist_example or vit_example",
+        str(ROOT / "tests" / "test_dashboard_browser.py"), str(ROOT / "tests" / "test_tokens.py"),
     ]  # fmt: skip
     env = {**os.environ, "ACTLOG_SCREENSHOT_DIR": str(args.out.resolve())}
     return subprocess.call(command, cwd=ROOT, env=env)

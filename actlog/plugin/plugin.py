@@ -332,6 +332,7 @@ def _run_body(index: RunIndex) -> dict[str, Any]:
             "output_shape": info.get("output_shape"), "channels": layer.channel_count,
             "shown": len(info.get("channels", [])), "norm": info.get("norm"), "cmap": info.get("cmap"),
             "atlas": None if not layer.atlas else {"k": layer.atlas[-1].k, "pool": layer.atlas[-1].pool},
+            "view": info.get("view", "output"),  # "attention": the tiles are heads (actlog.tokens)
         }  # fmt: skip
 
     return index.remember("run", lambda: {

@@ -71,11 +71,12 @@ export class LayerView {
   setLayer(layer, word) {
     this.layerName = layer.name;
     this.word = word;
+    this.unit = layer.view === 'attention' ? 'head' : 'channel';  // an attention layer's tiles are heads
     this.info.textContent = '';
     const rows = [
       ['layer', layer.name], ['path', layer.path], ['class', layer.class],
       ['output', describeShape(layer.output_shape)],
-      ['tiles', `${layer.shown} of ${layer.channels} channels`],
+      ['tiles', `${layer.shown} of ${layer.channels} ${this.unit}s`],
       ['norm', Array.isArray(layer.norm) ? layer.norm.join(' to ') : layer.norm], ['colours', layer.cmap],
       ['atlas', layer.atlas ? `top ${layer.atlas.k} of ${layer.atlas.pool}` : null],
     ];
@@ -165,7 +166,7 @@ export class LayerView {
       return;
     }
     this.hover.textContent =
-      `${this.layerName} \u00b7 channel ${hit.channel} \u00b7 ${this.word} ${panel.image.dataset.step}`;
+      `${this.layerName} \u00b7 ${this.unit} ${hit.channel} \u00b7 ${this.word} ${panel.image.dataset.step}`;
     this.hover.style.left = `${event.clientX + 14}px`;
     this.hover.style.top = `${event.clientY + 14}px`;
     this.hover.hidden = false;
