@@ -24,7 +24,7 @@ from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 
-from actlog import grid, metadata, stats
+from actlog import codec, grid, metadata, stats
 from actlog.atlas import AtlasResult
 from actlog.png import encode_png
 from actlog.version import __version__
@@ -265,7 +265,7 @@ def _actlog_metadata(kind: str, **fields: Any) -> summary_pb2.SummaryMetadata:
         # TensorBoard's data providers serve only tensors whose data class is set.
         data_class=summary_pb2.DATA_CLASS_TENSOR,
         plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name=metadata.PLUGIN_NAME, content=metadata.plugin_content(kind, **fields)
+            plugin_name=metadata.PLUGIN_NAME, content=codec.plugin_content(kind, **fields)
         ),
     )
 

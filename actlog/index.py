@@ -1,8 +1,9 @@
 """Event files -> an index of every tag's values, read incrementally, without TensorFlow.
 
-The lower half of :mod:`actlog.reader`: for one run directory, the record
-framing (:mod:`actlog.records`) and the ``Event`` and ``Summary`` protocol
-buffers that ship with TensorBoard, turned into a :class:`Series` per tag
+The lower half of :mod:`actlog.reader`: for one run directory, the records and
+``Event`` protocol buffers (decoded by :mod:`actlog.codec`, which owns the format;
+a tag whose actlog plugin metadata is newer than this actlog is refused there),
+turned into a :class:`Series` per tag
 (step -> value). Scalars and small tensors are kept; an image is kept as an
 :class:`ImageRef` (where its record is), and :class:`ImageStore` reads its
 PNG back when asked, so an index of a large log stays small.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import io
-import re
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from actlog import metadata, records, storage
-
-EVENT_FILE_RE = re.compile(r"^events\.out\.tfevents\.(?P<stamp>\d+)")
+from actlog import codec, metadata, storage
 
 
 class LogError(ValueError):
@@ -132,8 +130,6 @@ class ImageStore:
 
     def image(self, ref: ImageRef) -> bytes:
         """The PNG bytes ``ref`` points at."""
-        from tensorboard.compat.proto import event_pb2
-
         key = (ref.path, ref.offset)
         with self._lock:
             event = self._cache.get(key)
@@ -143,8 +139,7 @@ class ImageStore:
             data = self.store.read(ref.path, ref.offset, ref.length)
             if len(data) < ref.length:
                 raise LogError(f"{ref.path} is shorter than when it was indexed (rewritten?).")
-            event = event_pb2.Event()
-            event.ParseFromString(data)
+            event = codec.decode_event(data)
             with self._lock:
                 self._cache[key] = event
                 while len(self._cache) > 32:
@@ -177,7 +172,7 @@ class EventIndex:
             except (OSError, FileNotFoundError):
                 sizes = {}
         changed = False
-        for name in sorted((n for n in sizes if EVENT_FILE_RE.match(n)), key=file_order):
+        for name in sorted(filter(codec.is_event_file, sizes), key=codec.file_order):
             path = self.store.join(self.directory, name)
             entry = self.files.setdefault(path, _File(path))
             entry.size = sizes[name]
@@ -187,21 +182,18 @@ class EventIndex:
         return changed
 
     def _read_new(self, entry: _File) -> bool:
-        from tensorboard.compat.proto import event_pb2
-
         if entry.size <= entry.end:
             return False
         try:
             data = self.store.read(entry.path, entry.end)
         except (OSError, FileNotFoundError):
             return False
-        found = records.scan(data, verify=self.verify)
+        found = codec.scan(data, verify=self.verify)
         for offset, length in found.records:
-            event = event_pb2.Event()
             try:
-                event.ParseFromString(data[offset : offset + length])
+                event = codec.decode_event(data[offset : offset + length])
             except Exception as err:  # noqa: BLE001 - protobuf raises its own DecodeError
-                found = records.Scan([], offset, f"a record could not be parsed ({err})", False)
+                found = codec.Scan([], offset, f"a record could not be parsed ({err})", False)
                 break
             if event.HasField("summary"):
                 where = (entry.path, entry.end + offset, length)
@@ -217,10 +209,14 @@ class EventIndex:
     def _add(self, entry: _File, value: Any, step: int, wall_time: float,
              where: tuple[str, int, int], index: int) -> None:
         tag = value.tag
-        if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
-            entry.plugins.setdefault(
-                tag, (value.metadata.plugin_data.plugin_name, bytes(value.metadata.plugin_data.content))
-            )
+        if value.HasField("metadata") and value.metadata.plugin_data.plugin_name and tag not in entry.plugins:
+            plugin_data = value.metadata.plugin_data
+            if plugin_data.plugin_name == metadata.PLUGIN_NAME:
+                try:
+                    codec.parse_plugin_content(plugin_data.content)
+                except ValueError as err:
+                    raise LogError(f"{entry.path}, tag {tag!r}: {err}") from None
+            entry.plugins[tag] = (plugin_data.plugin_name, bytes(plugin_data.content))
         plugin, content = entry.plugins.get(tag, ("", b""))
         if not plugin and tag in self.series:
             plugin, content = self.series[tag].plugin, self.series[tag].content
@@ -248,11 +244,6 @@ class EventIndex:
         if tag == metadata.MANIFEST_TAG:
             text = tensor_to_numpy(value.tensor).reshape(-1)[0]
             self.manifests.append((step, len(self.manifests), metadata.parse_manifest(text)))
-
-
-def file_order(name: str) -> tuple[int, str]:
-    match = EVENT_FILE_RE.match(name)
-    return (int(match.group("stamp")) if match else 0), name
 
 
 def warn(message: str) -> None:

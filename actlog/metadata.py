@@ -1,8 +1,10 @@
-"""What actlog writes, and how to recognise it: tags, runs and plugin metadata.
+"""What actlog writes, and how to recognise it: tags, runs and the manifest.
 
-This module is the one place that knows the on-disk format. The callback writes
-with it, the reader, the exporter and the dashboard read with it. It imports
-neither TensorFlow nor TensorBoard, so every reader stays light.
+This module names what a log holds; :mod:`actlog.codec` owns how it is stored
+(file names, records, events, and the version of the plugin metadata and the
+manifest). The callback writes with both, the reader, the exporter and the
+dashboard read with both. It imports neither TensorFlow nor TensorBoard, so
+every reader stays light.
 
 A log directory ``LOGDIR`` handed to :class:`actlog.ActivationLogger` holds two
 runs of actlog's own (Keras' ``TensorBoard`` callback writes ``train/`` and
@@ -65,7 +67,7 @@ layer without spatial maps, whose crop is the whole image) and ``layout``
 entry's ``channels``): where each crop is in the picture.
 
 actlog's own tensors carry ``plugin_name`` :data:`PLUGIN_NAME` with JSON content
-(:func:`plugin_content`) and ``data_class = DATA_CLASS_TENSOR``, without which
+(:func:`actlog.codec.plugin_content`) and ``data_class = DATA_CLASS_TENSOR``, without which
 TensorBoard's data providers do not serve them.
 """
 
@@ -75,12 +77,11 @@ import json
 import re
 from typing import Any
 
+from actlog import codec
+from actlog.codec import METADATA_VERSION
+
 PLUGIN_NAME = "actlog"
 """Plugin name in the summary metadata of actlog's tensors (and the dashboard's)."""
-
-METADATA_VERSION = 1
-"""Version of the JSON in actlog's plugin metadata and manifest. Bumped on any
-incompatible change; readers refuse versions newer than they know."""
 
 EPOCH_RUN = "activations"
 BATCH_RUN = "activations_batch"
@@ -153,27 +154,6 @@ def parse_grid_tag(tag: str) -> tuple[str, int] | None:
     return match.group("layer"), int(match.group("probe"))
 
 
-def plugin_content(kind: str, **fields: Any) -> bytes:
-    """The ``plugin_data.content`` bytes of one of actlog's tensor summaries."""
-    return json.dumps({"version": METADATA_VERSION, "kind": kind, **fields}).encode("utf-8")
-
-
-def parse_plugin_content(content: bytes) -> dict[str, Any]:
-    """Inverse of :func:`plugin_content`; raises ``ValueError`` on foreign or newer data."""
-    try:
-        data = json.loads(content.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"Not actlog plugin metadata: {err}") from None
-    if not isinstance(data, dict) or "version" not in data:
-        raise ValueError(f"Not actlog plugin metadata: {data!r}")
-    if data["version"] > METADATA_VERSION:
-        raise ValueError(
-            f"actlog metadata version {data['version']} is newer than this actlog "
-            f"understands ({METADATA_VERSION}); upgrade actlog to read this log."
-        )
-    return data
-
-
 def manifest(
     *,
     actlog_version: str,
@@ -207,9 +187,5 @@ def parse_manifest(text: str | bytes) -> dict[str, Any]:
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     data = json.loads(text)
-    if data.get("version", 0) > METADATA_VERSION:
-        raise ValueError(
-            f"actlog manifest version {data['version']} is newer than this actlog "
-            f"understands ({METADATA_VERSION}); upgrade actlog to read this log."
-        )
+    codec.check_version(data, "manifest")
     return data

@@ -3,8 +3,8 @@
 :func:`read` walks a log directory (local, or any URL :mod:`actlog.storage`
 serves), finds every run that holds actlog data (event files with an
 ``actlog/manifest`` record, see :mod:`actlog.metadata`) and parses its event
-files itself: the record framing (:mod:`actlog.records`), then the ``Event`` and
-``Summary`` protocol buffers that ship with TensorBoard. Every step is kept
+files itself through :mod:`actlog.codec` (records, then the ``Event`` and
+``Summary`` protocol buffers that ship with TensorBoard). Every step is kept
 (TensorBoard's own loader keeps a sample of 10 images per tag unless told
 otherwise); grids come back as uint8 arrays and statistics as numpy arrays.
 Images are decoded only when asked for: an index remembers where each one is.
@@ -46,11 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from actlog import metadata, storage
+from actlog import codec, metadata, storage
 from actlog.atlas import AtlasLayout, Field
 from actlog.grid import GridLayout
 from actlog.index import (
-    EVENT_FILE_RE,
     EventIndex,
     ImageRef,
     ImageStore,
@@ -687,7 +686,7 @@ class Log:
         with self._lock:
             changed = False
             for directory, files in self._store.walk(self.path):
-                if not any(EVENT_FILE_RE.match(n) for n in files):
+                if not any(map(codec.is_event_file, files)):
                     continue
                 relative = _relative(self.path, directory)
                 data = self._data.get(relative)

@@ -19,15 +19,11 @@ A logger keeps its choice for its whole life, across ``fit`` calls.
 
 from __future__ import annotations
 
-import os
-import socket
 import warnings
 from collections.abc import Iterable
 
-from actlog import metadata, records
+from actlog import codec, metadata
 from actlog.storage import Storage
-
-_PREFIX = "events.out.tfevents."
 
 
 class Destination:
@@ -70,10 +66,10 @@ class Destination:
         """What in run ``name`` forbids writing ``step`` there, or None."""
         directory = self.storage.join(self.log_dir, name)
         try:
-            files = sorted(n for n in self.storage.listdir(directory) if n.startswith(_PREFIX))
+            files = sorted(n for n in self.storage.listdir(directory) if codec.is_event_file(n))
         except (OSError, FileNotFoundError, NotADirectoryError):
             return None
-        here = f"{socket.gethostname()}.{os.getpid()}"
+        here = codec.this_writer()
         for file in files:
             path = self.storage.join(directory, file)
             try:
@@ -83,33 +79,23 @@ class Destination:
             steps, logged = _steps_and_layers(data)
             if not steps:
                 continue
-            if _writer(file) == here and logged and not (logged & layers):
+            if codec.writer_of(file) == here and logged and not (logged & layers):
                 continue  # another logger of this process, other layers: same run
             if max(steps) >= step:
                 return f"steps {min(steps)}..{max(steps)} written by an earlier run"
         return None
 
 
-def _writer(file: str) -> str:
-    """``host.pid`` of an actlog event file name."""
-    parts = file[len(_PREFIX):].split(".")
-    return ".".join(parts[1:-2]) if len(parts) >= 4 else ""
-
-
 def _steps_and_layers(data: bytes) -> tuple[list[int], set[str]]:
     """Every event's step, and the layers of the first manifest, of one event file.
 
-    Only the first summary event is parsed whole; of the others, only the step,
-    which ``Event`` serializes first after the wall time (field 1, fixed64; field 2, varint).
+    Only the first summary event is parsed whole; of the others, only the step.
     """
-    from tensorboard.compat.proto import event_pb2
-
     steps: list[int] = []
     layers: set[str] | None = None
-    for offset, length in records.scan(data, verify=False).records:
+    for offset, length in codec.scan(data, verify=False).records:
         if layers is None:
-            event = event_pb2.Event()
-            event.ParseFromString(data[offset : offset + length])
+            event = codec.decode_event(data[offset : offset + length])
             if not event.HasField("summary"):
                 continue
             layers = set()
@@ -117,23 +103,7 @@ def _steps_and_layers(data: bytes) -> tuple[list[int], set[str]]:
                 if value.tag == metadata.MANIFEST_TAG:
                     text = value.tensor.string_val[0]
                     layers = {layer["name"] for layer in metadata.parse_manifest(text)["layers"]}
-        step = _step(data, offset, offset + length)
+        step = codec.event_step(data, offset, offset + length)
         if step is not None:
             steps.append(step)
     return steps, layers or set()
-
-
-def _step(data: bytes, start: int, end: int) -> int | None:
-    """The ``step`` of a serialized ``Event`` holding a summary; None for other events."""
-    i = start + 9 if start < end and data[start] == 0x09 else start
-    if i < end and data[i] == 0x2A:  # the summary right after the wall time: step 0 (not written)
-        return 0
-    if i >= end or data[i] != 0x10:
-        return None
-    value, shift = 0, 0
-    for j in range(i + 1, min(end, i + 11)):
-        value |= (data[j] & 0x7F) << shift
-        if not data[j] & 0x80:
-            return value
-        shift += 7
-    return None

@@ -1,8 +1,9 @@
 """actlog's event-file writer: TensorBoard's format, no TensorFlow.
 
-An event file is a sequence of records (:mod:`actlog.records`), each one
-serialized ``Event`` protocol buffer: first a ``file_version`` event, then one
-event per actlog step holding every summary of that step. Each event is
+An event file is a sequence of records, each one serialized ``Event``
+protocol buffer (both encoded by :mod:`actlog.codec`, which owns the format):
+first a ``file_version`` event, then one event per actlog step holding every
+summary of that step. Each event is
 appended and flushed as one record, so a process killed between events leaves
 a complete file, and a kill during a write leaves at most one torn record at
 the end, which TensorBoard and :func:`actlog.read` stop at.
@@ -16,7 +17,7 @@ its top so that the new file is readable on its own.
 
 On an object store (``s3://``, ``gs://``: :attr:`actlog.storage.Storage.appends`
 is False) nothing can be appended, so a "file" is a sequence of objects, one
-per event, each written once (:func:`event_object_names`): an event costs one
+per event, each written once (:func:`actlog.codec.event_object_names`): an event costs one
 PUT of its own size however long the run. Their names sort in the order they
 were written, after every earlier file of the process, which is the order
 TensorBoard's loader (its ``DirectoryWatcher`` reads a run's event files one
@@ -26,41 +27,16 @@ read them in; only the first object of a sequence holds the run's header.
 
 from __future__ import annotations
 
-import itertools
 import os
-import socket
 import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 
-from tensorboard.compat.proto import event_pb2
-
-from actlog import records
+from actlog import codec
 from actlog.storage import Appender, Storage
-
-_FILE_VERSION = "brain.Event:2"
-_COUNTER = itertools.count()
 
 
 class EventFileLost(OSError):
     """The event file being written, or its directory, disappeared while actlog wrote to it."""
-
-
-def encode_event(step: int, summary: bytes, wall_time: float | None = None) -> bytes:
-    """A serialized ``Event`` holding the serialized ``Summary`` ``summary``."""
-    return b"".join(encode_event_parts(step, [summary], wall_time))
-
-
-def encode_event_parts(
-    step: int, summary: Sequence[bytes | Spool], wall_time: float | None = None
-) -> list[bytes | Spool]:
-    """:func:`encode_event` as pieces: the ``Summary`` (given as pieces that concatenate into
-    it) goes in as field 5 (``Event.summary``) without being parsed or copied again: an event
-    of many grids is megabytes of PNG."""
-    head = event_pb2.Event(wall_time=time.time() if wall_time is None else wall_time, step=step)
-    size = sum(len(piece) for piece in summary)
-    return [head.SerializeToString() + b"\x2a" + _varint(size), *summary]
 
 
 SPOOL_BYTES = 8 * 2**20
@@ -108,42 +84,12 @@ def _chunks(pieces: Sequence[bytes | Spool]) -> Iterator[bytes]:
             yield piece
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _stem() -> str:
-    return (
-        f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
-        f"{next(_COUNTER):04d}{uuid.uuid4().hex[:8]}"
-    )
-
-
-def event_file_name() -> str:
-    """``events.out.tfevents.<time>.<host>.<pid>.<n><random>.v2``: sorts by creation time."""
-    return _stem() + ".v2"
-
-
-def event_object_names() -> Iterator[str]:
-    """Names for the objects of one event file on an object store, in the order to write them:
-    ``<stem>-000000000.v2``, ``<stem>-000000001.v2``, ...; ``<stem>`` as in :func:`event_file_name`,
-    so they sort after every earlier file (or object) of this process and before later ones."""
-    stem = _stem()
-    for number in itertools.count():
-        yield f"{stem}-{number:09d}.v2"
-
-
 class _Objects(Appender):
     """An event file on an object store: each :meth:`append` puts an object of its own."""
 
     def __init__(self, storage: Storage, directory: str, first: bytes) -> None:
         self.storage, self.directory = storage, directory
-        self._names = event_object_names()
+        self._names = codec.event_object_names()
         self._first = first  # the file_version record, put with the first event
         self.path = storage.join(directory, next(self._names))
         self._used = False  # whether self.path holds an event already
@@ -225,8 +171,8 @@ class RunWriter:
                 self._open()
                 if header is None:
                     pieces = [self._header, *pieces]  # concatenated messages merge
-            data = encode_event_parts(step, pieces)
-            self._file.append(records.frame_stream(_chunks(data), sum(len(piece) for piece in data)))
+            data = codec.encode_event_parts(step, pieces)
+            self._file.append(codec.frame_stream(_chunks(data), sum(len(piece) for piece in data)))
             if isinstance(self._file, _Objects) and self._file.path != self.files[-1]:
                 self.files.append(self._file.path)
         except Exception:
@@ -245,16 +191,14 @@ class RunWriter:
             )
 
     def _open(self) -> None:
-        version = records.frame(
-            event_pb2.Event(wall_time=time.time(), file_version=_FILE_VERSION).SerializeToString()
-        )
+        version = codec.frame(codec.encode_file_version())
         if not self.storage.appends:
             # No directory to make, and no bucket made again if someone removed it.
             self._file = _Objects(self.storage, self.path, version)
             self.files.append(self._file.path)
             return
         self.storage.makedirs(self.path)
-        appender = self.storage.appender(self.storage.join(self.path, event_file_name()))
+        appender = self.storage.appender(self.storage.join(self.path, codec.event_file_name()))
         try:
             appender.append(version)
         except Exception:

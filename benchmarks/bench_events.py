@@ -203,10 +203,9 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
     import numpy as np
 
     import actlog
-    from actlog import backends, grid, probe, probes, records
+    from actlog import backends, codec, grid, probe, probes
     from actlog.arrays import NUMPY
     from actlog.png import encode_png
-    from actlog.writer import encode_event
 
     backend = backends.current()
     device = "cpu"
@@ -263,7 +262,7 @@ def _child(models: list[str], events: int, batch: int, side: int) -> dict:
                         maps = grid.batch_maps(NUMPY, np.asarray(acts, np.float32), plan.layout.tokens)
                         for sample in maps:
                             summary.append(encode_png(grid.render(sample, plan.layout)))
-                    handle.write(records.frame(encode_event(i, b"".join(summary))))
+                    handle.write(codec.frame(codec.encode_event(i, b"".join(summary))))
                     handle.flush()
                     if i:
                         floor.append(time.perf_counter() - t)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import actlog
-from actlog import atlas, metadata, records
+from actlog import atlas, codec, metadata
 from actlog.cli import main
 from actlog.export import GAP
 
@@ -421,7 +421,7 @@ def torn_copy(log_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
     tag = metadata.grid_tag("conv_0", 0, 2)
     last = max(
         offset
-        for offset, length in records.scan(data).records
+        for offset, length in codec.scan(data).records
         if tag in {v.tag for v in event_pb2.Event.FromString(data[offset : offset + length]).summary.value}
     )
     path.write_bytes(data[: last + 10])

@@ -25,7 +25,7 @@ from conftest import BACKEND, make_tiny_data, make_tiny_model
 import actlog
 from actlog import metadata, storage
 from actlog.cli import main
-from actlog.writer import event_object_names
+from actlog.codec import event_object_names
 
 EPOCHS = 3
 STEPS = list(range(EPOCHS + 1))

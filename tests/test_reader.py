@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import struct
@@ -16,9 +17,9 @@ from google_crc32c import value as crc32c
 from PIL import Image
 
 import actlog
-from actlog import metadata
+from actlog import codec, metadata
+from actlog.codec import masked_crc32c
 from actlog.reader import LogError
-from actlog.records import masked_crc32c
 
 LAYERS = ("conv_0", "conv_1")
 PROBES = 2
@@ -386,6 +387,43 @@ def test_verify_checks_data_crc(trained, tmp_path):
     assert intact.steps == [0, 1, 2, 3]
     with pytest.warns(RuntimeWarning, match="fails its CRC check"):
         actlog.read(copy.parent, verify=True)
+
+
+def _log_with_metadata_version(log_dir, version: int) -> None:
+    """A run of one event: a manifest and a channel statistic whose plugin metadata has ``version``."""
+    from tensorboard.compat.proto import summary_pb2
+
+    from actlog import storage
+    from actlog.writer import RunWriter
+
+    text = metadata.manifest(actlog_version="0", step_axis="epoch", probes=0, layers=[])
+    manifest = summary_pb2.Summary.Value(tag=metadata.MANIFEST_TAG)
+    manifest.tensor.dtype = 7  # DT_STRING
+    manifest.tensor.string_val.append(text.encode())
+    stat = summary_pb2.Summary.Value(tag="conv_0/channel_mean")
+    stat.metadata.plugin_data.plugin_name = metadata.PLUGIN_NAME
+    stat.metadata.plugin_data.content = json.dumps(
+        {"version": version, "kind": metadata.KIND_CHANNEL_STATS, "layer": "conv_0"}
+    ).encode()
+    stat.tensor.dtype = 1  # DT_FLOAT
+    stat.tensor.tensor_shape.dim.add(size=2)
+    stat.tensor.float_val.extend([0.5, 1.5])
+    writer = RunWriter(storage.LocalStorage(), str(log_dir / metadata.EPOCH_RUN))
+    writer.write(1, summary_pb2.Summary(value=[manifest, stat]).SerializeToString())
+    writer.close()
+
+
+def test_plugin_metadata_of_a_newer_actlog_is_refused(tmp_path):
+    _log_with_metadata_version(tmp_path / "known", codec.METADATA_VERSION)
+    assert actlog.read(tmp_path / "known").runs == [metadata.EPOCH_RUN]
+    newer = codec.METADATA_VERSION + 1
+    _log_with_metadata_version(tmp_path / "newer", newer)
+    with pytest.raises(
+        LogError,
+        match=rf"tag 'conv_0/channel_mean': actlog metadata version {newer} is newer than this actlog "
+        rf"understands \({codec.METADATA_VERSION}\); upgrade actlog to read this log",
+    ):
+        actlog.read(tmp_path / "newer")
 
 
 def test_crc32c_known_values():

@@ -15,31 +15,31 @@ from fsspec.implementations.memory import MemoryFileSystem
 from google_crc32c import value as crc32c
 from tensorboard.compat.proto import summary_pb2
 
-from actlog import metadata, records, storage
+from actlog import codec, metadata, storage
 from actlog.event import EventAssembler, LayerPlan, LayerResult
 from actlog.grid import plan_layout
-from actlog.writer import EventFileLost, RunWriter, Spool, encode_event
+from actlog.writer import EventFileLost, RunWriter, Spool
 
 
 def test_crc32c_known_values():
     # The CRC-32C check value (RFC 3720) and the TFRecord mask of an empty length.
     assert crc32c(b"123456789") == 0xE3069283
     assert crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
-    assert records.masked_crc32c(b"") == ((0 >> 15 | 0 << 17) + 0xA282EAD8) & 0xFFFFFFFF
+    assert codec.masked_crc32c(b"") == ((0 >> 15 | 0 << 17) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def test_frame_and_scan_round_trip_and_stop_at_damage():
-    data = b"".join(records.frame(payload) for payload in (b"a", b"", b"xyz" * 1000))
-    found = records.scan(data)
+    data = b"".join(codec.frame(payload) for payload in (b"a", b"", b"xyz" * 1000))
+    found = codec.scan(data)
     assert [data[o : o + n] for o, n in found.records] == [b"a", b"", b"xyz" * 1000]
     assert found.end == len(data) and found.problem is None
-    cut = records.scan(data[:-3])
+    cut = codec.scan(data[:-3])
     assert len(cut.records) == 2 and cut.incomplete and "needs" in cut.problem
     damaged = bytearray(data)
-    damaged[(records.OVERHEAD + 1) + records.OVERHEAD + 12 + 5] ^= 0xFF  # inside the third record's data
-    bad = records.scan(bytes(damaged))
+    damaged[(codec.OVERHEAD + 1) + codec.OVERHEAD + 12 + 5] ^= 0xFF  # inside the third record's data
+    bad = codec.scan(bytes(damaged))
     assert len(bad.records) == 2 and not bad.incomplete and "fails its CRC" in bad.problem
-    assert len(records.scan(bytes(damaged), verify=False).records) == 3
+    assert len(codec.scan(bytes(damaged), verify=False).records) == 3
 
 
 def test_encoded_event_is_a_tensorboard_event():
@@ -48,7 +48,7 @@ def test_encoded_event_is_a_tensorboard_event():
     summary = summary_pb2.Summary()
     summary.value.add(tag="t", simple_value=2.5)
     event = event_pb2.Event()
-    event.ParseFromString(encode_event(7, summary.SerializeToString(), wall_time=1.5))
+    event.ParseFromString(codec.encode_event(7, summary.SerializeToString(), wall_time=1.5))
     assert (event.step, event.wall_time, event.summary.value[0].simple_value) == (7, 1.5, 2.5)
 
 
@@ -75,7 +75,7 @@ def test_an_event_larger_than_the_spool_streams_through_a_temporary_file(tmp_pat
     assert run["first"] == [(3, 0.5)]
     assert run["layer_2999/mean"] == [(3, 2999.0), (4, 2999.0)] and len(run) == 3001
     with pytest.raises(ValueError, match="announced 5 bytes of data and got 4"):
-        list(records.frame_stream([b"ab", b"cd"], 5))
+        list(codec.frame_stream([b"ab", b"cd"], 5))
 
 
 def _header() -> bytes:
