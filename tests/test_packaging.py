@@ -29,7 +29,8 @@ DISTRIBUTION = re.search(r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_te
 
 
 def test_one_version_string():
-    (distribution,) = importlib.metadata.packages_distributions()["actlog"]
+    # A set: an editable install may list the package under its name more than once.
+    (distribution,) = set(importlib.metadata.packages_distributions()["actlog"])
     assert importlib.metadata.version(distribution) == actlog.__version__
     assert '__version__ = "' not in (ROOT / "pyproject.toml").read_text()
 
