@@ -357,24 +357,48 @@ def _children(container: Any) -> list[tuple[str, Any]]:
     """
     if _is_model(container):
         return [(layer.name, layer) for layer in container.layers]
-    flatten = getattr(container, "_flatten_layers", None)
-    if flatten is None:
-        return []
-    attributes: dict[int, str] = {}
-    # (With the torch backend layers are torch modules, which keep sub-layers in _modules.)
-    held = {**getattr(container, "_modules", {}), **vars(container)}
-    for attribute, value in held.items():
+    return [
+        (segment if segment is not None and _generated_name(layer) else layer.name, layer)
+        for segment, layer in _held(container)
+    ]
+
+
+def _held(container: Any) -> list[tuple[str | None, Any]]:
+    """``(attribute, layer)`` of each Keras layer held directly by ``container``'s public
+    attributes (``self.convs[1]`` -> ``convs.1``; ``None`` inside a dict), in the order
+    they were assigned.
+
+    Keras 3 lists a layer's sub-layers publicly only for models (``layers``), so this
+    reads the attributes the user's code set, as Keras' own tracking does. With the torch
+    backend, layers are torch modules and torch keeps a sub-layer out of ``vars()``, in
+    the registry ``named_children()`` lists (single attributes, listed first there).
+    A sub-layer held under an underscored attribute is not seen.
+    """
+    import keras
+
+    try:
+        attributes = dict(vars(container))
+    except TypeError:
+        return []  # no attributes of its own
+    children = getattr(container, "named_children", None)
+    if callable(children):
+        attributes = {**dict(children()), **attributes}
+    found: list[tuple[str | None, Any]] = []
+    seen: set[int] = set()
+    for attribute, value in attributes.items():
         if attribute.startswith("_"):
             continue
         if isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                attributes.setdefault(id(item), f"{attribute}.{i}")
+            items = [(f"{attribute}.{i}", item) for i, item in enumerate(value)]
+        elif isinstance(value, dict):
+            items = [(None, item) for item in value.values()]
         else:
-            attributes.setdefault(id(value), attribute)
-    return [
-        (attributes.get(id(layer), layer.name) if _generated_name(layer) else layer.name, layer)
-        for layer in flatten(include_self=False, recursive=False)
-    ]
+            items = [(attribute, value)]
+        for segment, item in items:
+            if isinstance(item, keras.Layer) and id(item) not in seen:
+                seen.add(id(item))
+                found.append((segment, item))
+    return found
 
 
 def _generated_name(layer: Any) -> bool:
@@ -395,8 +419,7 @@ def is_container(layer: Any) -> bool:
         return True
     if type(layer).__module__.split(".")[0] == "keras":
         return False
-    flatten = getattr(layer, "_flatten_layers", None)
-    return flatten is not None and any(True for _ in flatten(include_self=False, recursive=False))
+    return bool(_held(layer))
 
 
 def _is_input_layer(layer: Any) -> bool:

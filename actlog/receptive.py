@@ -15,6 +15,8 @@ to the image input, one layer at a time (:class:`actlog.atlas.Field`):
   holding every branch's field;
 - a nested functional model: walked into.
 
+The walk follows each layer's first call (:mod:`actlog.graph`: what Keras'
+public API reaches); a branch through a shared layer's later call is measured.
 Anything else (upsampling, transposed convolutions, resizing, attention, a
 ``Lambda``, a subclassed model with no graph) has no simple rule: there the
 field is *measured* by perturbation: the model runs (forward only, once per
@@ -33,6 +35,7 @@ import numpy as np
 
 from actlog import probes
 from actlog.atlas import EMPTY, Field, fit_measured, union
+from actlog.graph import Graph, first_call
 
 _POINTWISE = frozenset({
     "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
@@ -57,37 +60,39 @@ def chain_field(runner: Any, watched: Any, image_input: int, image_hw: Sequence[
     relative to input ``image_input`` of ``runner`` (``image_hw`` pixels); ``None`` where
     the chain has no rule."""
     try:
-        sources = {id(runner.inputs[image_input]): Field.identity(*image_hw)}
+        graph = Graph(runner)
+        sources = {id(graph.inputs[image_input]): Field.identity(*image_hw)}
         for container in watched.chain:
-            node = container._inbound_nodes[0]
-            fields = [_field(t, sources, {}) for t in node.input_tensors]
-            sources = {id(t): f for t, f in zip(container.inputs, fields, strict=True)}
-        return _field(watched.layer.output, sources, {})
-    except (_NoRule, AttributeError, IndexError, TypeError, ValueError):
+            inputs, _ = first_call(container)
+            fields = [_field(graph, t, sources, {}) for t in inputs]
+            graph = Graph(container)
+            sources = {id(t): f for t, f in zip(graph.inputs, fields, strict=True)}
+        return _field(graph, watched.layer.output, sources, {})
+    except (_NoRule, AttributeError, IndexError, KeyError, TypeError, ValueError):
+        # KeyError: a tensor no first call made (a shared layer's later call): Keras'
+        # public API walks first calls only (actlog.graph), so the field is measured.
         return None
 
 
-def _field(tensor: Any, sources: dict[int, Field], memo: dict[int, Field]) -> Field:
+def _field(graph: Graph, tensor: Any, sources: dict[int, Field], memo: dict[int, Field]) -> Field:
     key = id(tensor)
     if key in sources:
         return sources[key]
     if key not in memo:
-        history = tensor._keras_history
-        op = history.operation
-        node = op._inbound_nodes[history.node_index]
-        inputs = list(node.input_tensors)
-        if not inputs:
-            raise _NoRule(type(op).__name__)  # another input than the image
-        fields = [_field(t, sources, memo) for t in inputs]
-        memo[key] = _rule(op, fields, inputs, tensor, history.tensor_index)
+        call, index = graph.producer(tensor)
+        if not call.inputs:
+            raise _NoRule(type(call.op).__name__)  # another input than the image
+        fields = [_field(graph, t, sources, memo) for t in call.inputs]
+        memo[key] = _rule(call.op, fields, call.inputs, tensor, index)
     return memo[key]
 
 
 def _rule(op: Any, fields: list[Field], inputs: list[Any], output: Any, index: int) -> Field:
     name = type(op).__name__
     if hasattr(op, "outputs") and hasattr(op, "inputs") and len(op.inputs) == len(fields):
-        inner = {id(t): f for t, f in zip(op.inputs, fields, strict=True)}
-        return _field(op.outputs[index], inner, {})
+        inner = Graph(op)
+        sources = {id(t): f for t, f in zip(inner.inputs, fields, strict=True)}
+        return _field(inner, inner.outputs[index], sources, {})
     if any(len(t.shape) != 4 for t in [*inputs, output]):
         raise _NoRule(f"{name}: not a 2-D map")
     if name in _MERGES:

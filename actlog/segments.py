@@ -14,8 +14,9 @@ activations and a frontier.
 
 The cut follows one topological order of the graph (a depth-first walk from the
 watched outputs, in the order they are watched); watched layers out of that
-order, layers called more than once, or a graph Keras cannot cut give ``None``
-and the caller runs every part from the probes.
+order, a tensor that no layer's first call made (a shared layer's later call:
+Keras' public API walks first calls only, :mod:`actlog.graph`), or a graph
+Keras cannot cut give ``None`` and the caller runs every part from the probes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
+
+from actlog.graph import Call, Graph
 
 
 @dataclass
@@ -58,16 +61,15 @@ class Segment:
         return [keras.KerasTensor((count, *t.shape[1:]), dtype=t.dtype) for t in self.model.inputs]
 
 
-def _producer(tensor: Any) -> Any:
-    operation, node_index, _ = tensor._keras_history
-    return operation._inbound_nodes[node_index]
-
-
-def _order(targets: Sequence[Any]) -> dict[int, int]:
-    """Position of each node (by id) in a depth-first post-order from ``targets``, in order."""
+def _order(graph: Graph, targets: Sequence[Any]) -> dict[int, int]:
+    """Position of each call (by id) in a depth-first post-order from ``targets``, in order."""
     position: dict[int, int] = {}
+
+    def producer(tensor: Any) -> Call:
+        return graph.producer(tensor)[0]
+
     for target in targets:
-        stack = [(_producer(target), False)]
+        stack = [(producer(target), False)]
         while stack:
             node, expanded = stack.pop()
             if id(node) in position:
@@ -76,12 +78,12 @@ def _order(targets: Sequence[Any]) -> dict[int, int]:
                 position[id(node)] = len(position)
                 continue
             stack.append((node, True))
-            stack.extend((_producer(t), False) for t in reversed(node.input_tensors)
-                         if id(_producer(t)) not in position)
+            stack.extend((producer(t), False) for t in reversed(node.inputs)
+                         if id(producer(t)) not in position)
     return position
 
 
-def _frontier(targets: Sequence[Any], position: dict[int, int], cut: int) -> list[Any]:
+def _frontier(graph: Graph, targets: Sequence[Any], position: dict[int, int], cut: int) -> list[Any]:
     """The tensors made at or before position ``cut`` that computing ``targets`` needs."""
     found: dict[int, Any] = {}
     seen: set[int] = set()
@@ -91,11 +93,11 @@ def _frontier(targets: Sequence[Any], position: dict[int, int], cut: int) -> lis
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        node = _producer(tensor)
-        if position[id(node)] <= cut or not node.input_tensors:  # made before, or a model input
+        node, _ = graph.producer(tensor)
+        if position[id(node)] <= cut or not node.inputs:  # made before, or a model input
             found[id(tensor)] = tensor
         else:
-            stack.extend(reversed(node.input_tensors))
+            stack.extend(reversed(node.inputs))
     return list(found.values())
 
 
@@ -105,9 +107,10 @@ def cut(runner: Any, groups: Sequence[Sequence[Any]]) -> list[Segment] | None:
     if len(groups) < 2:
         return None
     try:
+        graph = Graph(runner)
         targets = [t for group in groups for t in group]
-        position = _order(targets)
-        ends = [position[id(_producer(t))] for t in targets]
+        position = _order(graph, targets)
+        ends = [position[id(graph.producer(t)[0])] for t in targets]
         if ends != sorted(ends):
             return None  # watched out of topological order: a later part needs an earlier one
         cuts, count = [], 0
@@ -118,7 +121,7 @@ def cut(runner: Any, groups: Sequence[Sequence[Any]]) -> list[Segment] | None:
         segments = []
         for g, group in enumerate(groups):
             later = [t for rest in groups[g + 1 :] for t in rest]
-            frontier = _frontier(later, position, cuts[g]) if later else []
+            frontier = _frontier(graph, later, position, cuts[g]) if later else []
             given = {id(t): i for i, t in enumerate(inputs or [])}
             outputs: list[Any] = []
             index: dict[int, int] = {}
@@ -137,5 +140,5 @@ def cut(runner: Any, groups: Sequence[Sequence[Any]]) -> list[Segment] | None:
             ))
             inputs = frontier
         return segments
-    except Exception:  # noqa: BLE001 - any graph Keras cannot cut here (shared layers, nested
-        return None  # outputs, ...): parts that start from the probes are always right
+    except Exception:  # noqa: BLE001 - any graph Keras cannot cut here (a tensor no first call
+        return None  # made, nested outputs, ...): parts that start from the probes are always right
