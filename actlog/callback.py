@@ -11,16 +11,14 @@ from typing import Any
 
 import keras
 
-from actlog import atlas as atlas_
-from actlog import backends, grid, maximize, metadata, storage, tokens
+from actlog import backends, grid, metadata, storage, tokens
 from actlog import epoch_logs as epoch_logs_
-from actlog.checks import check_choice, check_int, check_optional_int
+from actlog.checks import check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
-from actlog.probes import copy_probes
+from actlog.options import MOVED, Atlas, Background, Batches, Layout, Maximize, Probes, refuse_moved
 from actlog.runs import Destination
 from actlog.session import Continuity, Options, Session
-from actlog.worker import ON_FULL
 
 __all__ = ["ActivationLogger", "LoggingError"]
 
@@ -119,6 +117,7 @@ class ActivationLogger(keras.callbacks.Callback):
             are written twice. See :mod:`actlog.epoch_logs`.
     """
 
+    @refuse_moved(MOVED)
     def __init__(
         self,
         log_dir: str | os.PathLike,
@@ -126,30 +125,17 @@ class ActivationLogger(keras.callbacks.Callback):
         *,
         layers: Any = None,
         freq: int = 1,
-        batch_freq: int = 0,
-        batch_epochs: int = 1,
-        probe_count: int | None = None,
+        batch_freq: int | Batches = 0,
         max_channels: int | None = 64,
         channels: str = "first",
         norm: str | tuple[float, float] = "channel",
         cmap: str = "gray",
-        min_tile: int = 48,
-        max_pixels: int = 2**19,
-        pad: int = 1,
-        rows: int | None = None,
-        cols: int | None = None,
+        layout: Layout | None = None,
         stats: bool = True,
-        log_probes: bool = True,
-        background: bool = True,
-        max_pending: int = 2,
-        on_full: str = "wait",
+        background: bool | Background = True,
         strict: bool = False,
         atlas: Any = None,
-        atlas_k: int = atlas_.DEFAULT_K,
-        atlas_freq: int = atlas_.DEFAULT_FREQ,
-        atlas_batch: int = atlas_.DEFAULT_BATCH,
         actmax: Any = None,
-        actmax_freq: int = 5,
         epoch_logs: bool | None = None,
     ) -> None:
         super().__init__()
@@ -159,30 +145,32 @@ class ActivationLogger(keras.callbacks.Callback):
         else:  # a process that will not write (multi-process training) creates nothing
             self.log_dir = os.fspath(log_dir)
             self._storage = storage.for_path(self.log_dir)
-        count = check_optional_int("probe_count", probe_count, minimum=1)
-        self.probes = copy_probes(probes, count=count)
+        probes = Probes.of(probes)
+        self.probes = probes.data
         check_spec(tokens.split(layers)[0])
         self.freq = check_int("freq", freq, minimum=0)
-        self.batch_freq = check_int("batch_freq", batch_freq, minimum=0)
-        self.batch_epochs = check_int("batch_epochs", batch_epochs, minimum=1)
+        batches = Batches.of(batch_freq)
+        self.batch_freq, self.batch_epochs = batches.every, batches.epochs
+        layout = Layout.of(layout)
+        worker = Background.of(background)
         self.options = Options(
             layers=layers,
             max_channels=check_optional_int("max_channels", max_channels, minimum=1),
             channels=grid.check_selection(channels),
             norm=grid.check_norm(norm),
             cmap=grid.check_cmap(cmap),
-            min_tile=check_int("min_tile", min_tile, minimum=1),
-            max_pixels=check_int("max_pixels", max_pixels, minimum=1),
-            pad=check_int("pad", pad, minimum=0),
-            rows=check_optional_int("rows", rows, minimum=1),
-            cols=check_optional_int("cols", cols, minimum=1),
+            min_tile=layout.min_tile,
+            max_pixels=layout.max_pixels,
+            pad=layout.pad,
+            rows=layout.rows,
+            cols=layout.cols,
             stats=bool(stats),
-            log_probes=bool(log_probes),
-            background=bool(background),
-            max_pending=check_int("max_pending", max_pending, minimum=1),
-            on_full=check_choice("on_full", on_full, ON_FULL),
-            atlas=atlas_.check_options(atlas, k=atlas_k, freq=atlas_freq, batch=atlas_batch),
-            maximize=maximize.check_options(actmax, freq=actmax_freq),
+            log_probes=probes.log,
+            background=worker is not None,
+            max_pending=(worker or Background()).max_pending,
+            on_full=(worker or Background()).on_full,
+            atlas=Atlas.of(atlas),
+            maximize=Maximize.of(actmax),
         )
         self.epoch_logs = epoch_logs_.check_option(epoch_logs)
         self._faults = Faults(strict=bool(strict))
