@@ -3,7 +3,7 @@
 A grid shows where a channel fires on a few probes; the atlas answers what it
 responds to *most*: the examples of a pool (typically a few thousand
 validation images) that excite it most, each cropped to the region the unit
-at its strongest position sees (Zeiler & Fergus, 2014). Every ``atlas_freq``
+at its strongest position sees (Zeiler & Fergus, 2014). Every ``actlog.Atlas(every=)``
 epochs the pool streams through the model in batches; a compiled function
 (:class:`actlog.atlas_pass.AtlasFunction`) reduces each batch on the device to
 one number per image and shown channel, its largest activation, and where

@@ -54,9 +54,11 @@ class ActivationLogger(keras.callbacks.Callback):
             (``gs://``, ``s3://``, ``memory://``, ...).
         probes: the inputs to watch, read once and copied: a batch ``(k, ...)``
             shaped like the model's input, one sample, a list of samples, an
-            ``(x, y)`` tuple, a dataset or iterable of batches (its first
-            ``probe_count`` samples), or a list / dict of batches for a
-            multi-input model. See :mod:`actlog.probes`.
+            ``(x, y)`` tuple, a dataset or iterable of batches (its first 8
+            samples), or a list / dict of batches for a multi-input model; or
+            :class:`actlog.Probes` ``(data, count=None, log=True)`` to take
+            ``count`` of them, or not to log the probe images themselves at
+            the first event (``log=False``). See :mod:`actlog.probes`.
         layers: which layers to watch: ``None`` (the last layer of each
             spatial stage), ``"*"`` (every spatial layer), a name or
             ``"outer/inner"`` path, a Layer, a Layer class, a compiled regex, a
@@ -67,10 +69,8 @@ class ActivationLogger(keras.callbacks.Callback):
             See :mod:`actlog.layers`.
         freq: log every ``freq`` epochs; 0 turns epoch logging off. Default 1.
         batch_freq: also log every ``batch_freq`` training batches during the
-            first ``batch_epochs`` epochs, when features move fastest. 0 = off.
-        batch_epochs: how many epochs batch-level logging lasts. Default 1.
-        probe_count: how many probes to take from a dataset or iterable (default
-            8), or the first this many of an array (default all).
+            first epoch, when features move fastest; 0 = off (default); or
+            :class:`actlog.Batches` ``(every, epochs=1)`` for more epochs.
         max_channels: at most this many channels (tiles) per grid; ``None`` =
             all. Default 64.
         channels: which channels when there are more than ``max_channels``:
@@ -80,33 +80,34 @@ class ActivationLogger(keras.callbacks.Callback):
             (one range per grid) or a fixed ``(low, high)`` range.
         cmap: ``"gray"`` (default), ``"viridis"`` or ``"diverging"`` (for signed
             activations: 0 is white).
-        min_tile: tiles are upscaled (nearest neighbour) until their short side
-            reaches this many pixels, within ``max_pixels``. Default 48.
-        max_pixels: pixel budget of one grid image; a layer too large for it is
-            drawn subsampled (said once, recorded in the manifest). Default 2**19.
-        pad: pixels between tiles. Default 1.
-        rows, cols: force the grid layout; default near square.
+        layout: the tile geometry, :class:`actlog.Layout` ``(min_tile=48,
+            max_pixels=2**19, pad=1, rows=None, cols=None)``: tiles upscaled
+            until their short side reaches ``min_tile`` pixels within a budget
+            of ``max_pixels`` per grid (a layer too large for it is drawn
+            subsampled, said once), ``pad`` pixels apart, near square unless
+            ``rows`` / ``cols`` are given. ``None`` (default): those defaults.
         stats: also log activation statistics (mean, std, sparsity, dead
             channels, drift). Default True.
-        log_probes: log the probe images themselves at the first event.
         background: do the host half of each event (grids, PNG, writing) in a
-            background thread. False does everything on the training thread,
-            so the log is complete when the callback returns. Default True.
-        max_pending: events that may wait for the background thread. Default 2.
-        on_full: when ``max_pending`` events wait: ``"wait"`` (block training
-            until one is written; default) or ``"skip"`` (drop the new event,
-            counted in ``misses["skipped"]``).
+            background thread: ``True`` (default), or :class:`actlog.Background`
+            ``(max_pending=2, on_full="wait")``: at most ``max_pending`` events
+            wait for it; then ``"wait"`` blocks training until one is written,
+            ``"skip"`` drops the new event (counted in ``misses["skipped"]``).
+            False does everything on the training thread, so the log is
+            complete when the callback returns.
         strict: raise :class:`LoggingError` on a logging fault instead of
             warning once and training on. Default False.
-        atlas: a pool of inputs (an array ``(N, ...)`` or a finite dataset of
-            batches, read once and copied) for the feature atlas: every
-            ``atlas_freq`` epochs (default 5; 0 = off; also at step 0 and at the
-            end of training), the ``atlas_k`` (default 8) pool examples that
-            excite each shown channel most, cropped to its receptive field,
-            streamed ``atlas_batch`` (default 64) at a time. See :mod:`actlog.atlas`.
-        actmax, actmax_freq: optional activation maximisation of the channels
-            ``{layer: [channels]}``, on the atlas' schedule every ``actmax_freq``
-            epochs (default 5). See :mod:`actlog.maximize`.
+        atlas: the feature atlas, :class:`actlog.Atlas` ``(pool, k=8, every=5,
+            batch=64)``: every ``every`` epochs (0 = off; also at step 0 and at
+            the end of training), the ``k`` pool examples that excite each
+            shown channel most, cropped to its receptive field, streamed
+            ``batch`` at a time; a plain pool (an array ``(N, ...)`` or a
+            finite dataset of batches, read once and copied) means
+            ``Atlas(pool)``. ``None`` (default): off. See :mod:`actlog.atlas`.
+        actmax: optional activation maximisation, :class:`actlog.Maximize`
+            ``(channels, every=5)``, on the atlas' schedule; plain channels
+            ``{layer: [channels]}`` mean ``Maximize(channels)``. ``None``
+            (default): off. See :mod:`actlog.maximize`.
         epoch_logs: also write Keras' epoch logs (``epoch_loss``, metrics,
             ``epoch_learning_rate``) to ``log_dir/train`` and ``log_dir/validation``
             as Keras' ``TensorBoard`` callback names them, with actlog's own writer,
@@ -115,6 +116,10 @@ class ActivationLogger(keras.callbacks.Callback):
             TensorFlow; on TensorFlow, use it). Pass ``False`` on JAX or PyTorch
             next to Keras' own callback (with TensorFlow installed), or the curves
             are written twice. See :mod:`actlog.epoch_logs`.
+
+    A keyword of actlog 0.2 that moved into one of these objects (``atlas_k=``,
+    ``atlas_freq=``, ``atlas_batch=``, ``actmax_freq=``, ``min_tile=``, ...) fails
+    with a ``TypeError`` naming its new form (:data:`actlog.options.MOVED`).
     """
 
     @refuse_moved(MOVED)
