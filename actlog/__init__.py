@@ -18,8 +18,14 @@ from actlog.version import __version__
 
 __all__ = [
     "ActivationLogger",
+    "Atlas",
+    "Background",
+    "Batches",
+    "Layout",
     "LoggingError",
     "LogError",
+    "Maximize",
+    "Probes",
     "feature_maps",
     "plot_feature_maps",
     "read",
@@ -29,6 +35,12 @@ __all__ = [
 
 _LAZY = {
     "ActivationLogger": "actlog.callback",
+    "Atlas": "actlog.options",
+    "Background": "actlog.options",
+    "Batches": "actlog.options",
+    "Layout": "actlog.options",
+    "Maximize": "actlog.options",
+    "Probes": "actlog.options",
     "LoggingError": "actlog.faults",
     "LogError": "actlog.reader",
     "feature_maps": "actlog.oneshot",
@@ -41,6 +53,7 @@ if TYPE_CHECKING:
     from actlog.callback import ActivationLogger
     from actlog.faults import LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
+    from actlog.options import Atlas, Background, Batches, Layout, Maximize, Probes
     from actlog.reader import LogError, read
     from actlog.tokens import Tokens
 

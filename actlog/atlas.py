@@ -3,7 +3,7 @@
 A grid shows where a channel fires on a few probes; the atlas answers what it
 responds to *most*: the examples of a pool (typically a few thousand
 validation images) that excite it most, each cropped to the region the unit
-at its strongest position sees (Zeiler & Fergus, 2014). Every ``atlas_freq``
+at its strongest position sees (Zeiler & Fergus, 2014). Every ``actlog.Atlas(every=)``
 epochs the pool streams through the model in batches; a compiled function
 (:class:`actlog.atlas_pass.AtlasFunction`) reduces each batch on the device to
 one number per image and shown channel, its largest activation, and where
@@ -146,7 +146,7 @@ def side_by_side(crops: np.ndarray, gap: int = GAP) -> np.ndarray:
 
 
 def check_options(atlas: Any, *, k: Any, freq: Any, batch: Any) -> AtlasOptions | None:
-    """The atlas options of ``ActivationLogger``, checked; ``None`` when the atlas is off.
+    """The arguments of :class:`actlog.Atlas`, checked; ``None`` when the atlas is off.
 
     Args:
         atlas: ``None`` (off), or the pool: an array ``(N, ...)`` shaped like
@@ -160,9 +160,9 @@ def check_options(atlas: Any, *, k: Any, freq: Any, batch: Any) -> AtlasOptions 
     Raises:
         TypeError, ValueError: naming what was received and what is accepted.
     """
-    k = check_int("atlas_k", k, minimum=1)
-    freq = check_int("atlas_freq", freq, minimum=0)
-    batch = check_int("atlas_batch", batch, minimum=1)
+    k = check_int("Atlas k", k, minimum=1)
+    freq = check_int("Atlas every", freq, minimum=0)
+    batch = check_int("Atlas batch", batch, minimum=1)
     if atlas is None or freq == 0:
         return None
     if isinstance(atlas, (str, bytes)) or np.isscalar(atlas):
@@ -175,7 +175,7 @@ def check_options(atlas: Any, *, k: Any, freq: Any, batch: Any) -> AtlasOptions 
     size = probes_.count_of(pool)
     if k > size:
         raise ValueError(
-            f"atlas_k must be an int from 1 to the pool's size ({size} samples); received {k}."
+            f"Atlas k must be an int from 1 to the pool's size ({size} samples); received {k}."
         )
     return AtlasOptions(pool=pool, size=size, k=k, freq=freq, batch=batch)
 

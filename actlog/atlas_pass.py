@@ -163,7 +163,7 @@ class AtlasPass:
                 f"actlog: the feature atlas draws the crops of {len(strides)} layer(s) ({names}) at "
                 f"1/{min(strides.values())} to 1/{max(strides.values())} of their resolution, to keep an "
                 f"event's atlas pictures within {atlas.EVENT_PIXELS / 2**20:.0f} Mpixel; give the atlas "
-                "fewer layers (or channels, or a smaller atlas_k) for more.",
+                "fewer layers (or channels, or a smaller Atlas k) for more.",
                 UserWarning,
                 stacklevel=5,
             )

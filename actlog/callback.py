@@ -11,16 +11,14 @@ from typing import Any
 
 import keras
 
-from actlog import atlas as atlas_
-from actlog import backends, grid, maximize, metadata, storage, tokens
+from actlog import backends, grid, metadata, storage, tokens
 from actlog import epoch_logs as epoch_logs_
-from actlog.checks import check_choice, check_int, check_optional_int
+from actlog.checks import check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
-from actlog.probes import copy_probes
+from actlog.options import MOVED, Atlas, Background, Batches, Layout, Maximize, Probes, refuse_moved
 from actlog.runs import Destination
 from actlog.session import Continuity, Options, Session
-from actlog.worker import ON_FULL
 
 __all__ = ["ActivationLogger", "LoggingError"]
 
@@ -56,9 +54,11 @@ class ActivationLogger(keras.callbacks.Callback):
             (``gs://``, ``s3://``, ``memory://``, ...).
         probes: the inputs to watch, read once and copied: a batch ``(k, ...)``
             shaped like the model's input, one sample, a list of samples, an
-            ``(x, y)`` tuple, a dataset or iterable of batches (its first
-            ``probe_count`` samples), or a list / dict of batches for a
-            multi-input model. See :mod:`actlog.probes`.
+            ``(x, y)`` tuple, a dataset or iterable of batches (its first 8
+            samples), or a list / dict of batches for a multi-input model; or
+            :class:`actlog.Probes` ``(data, count=None, log=True)`` to take
+            ``count`` of them, or not to log the probe images themselves at
+            the first event (``log=False``). See :mod:`actlog.probes`.
         layers: which layers to watch: ``None`` (the last layer of each
             spatial stage), ``"*"`` (every spatial layer), a name or
             ``"outer/inner"`` path, a Layer, a Layer class, a compiled regex, a
@@ -69,10 +69,8 @@ class ActivationLogger(keras.callbacks.Callback):
             See :mod:`actlog.layers`.
         freq: log every ``freq`` epochs; 0 turns epoch logging off. Default 1.
         batch_freq: also log every ``batch_freq`` training batches during the
-            first ``batch_epochs`` epochs, when features move fastest. 0 = off.
-        batch_epochs: how many epochs batch-level logging lasts. Default 1.
-        probe_count: how many probes to take from a dataset or iterable (default
-            8), or the first this many of an array (default all).
+            first epoch, when features move fastest; 0 = off (default); or
+            :class:`actlog.Batches` ``(every, epochs=1)`` for more epochs.
         max_channels: at most this many channels (tiles) per grid; ``None`` =
             all. Default 64.
         channels: which channels when there are more than ``max_channels``:
@@ -82,33 +80,34 @@ class ActivationLogger(keras.callbacks.Callback):
             (one range per grid) or a fixed ``(low, high)`` range.
         cmap: ``"gray"`` (default), ``"viridis"`` or ``"diverging"`` (for signed
             activations: 0 is white).
-        min_tile: tiles are upscaled (nearest neighbour) until their short side
-            reaches this many pixels, within ``max_pixels``. Default 48.
-        max_pixels: pixel budget of one grid image; a layer too large for it is
-            drawn subsampled (said once, recorded in the manifest). Default 2**19.
-        pad: pixels between tiles. Default 1.
-        rows, cols: force the grid layout; default near square.
+        layout: the tile geometry, :class:`actlog.Layout` ``(min_tile=48,
+            max_pixels=2**19, pad=1, rows=None, cols=None)``: tiles upscaled
+            until their short side reaches ``min_tile`` pixels within a budget
+            of ``max_pixels`` per grid (a layer too large for it is drawn
+            subsampled, said once), ``pad`` pixels apart, near square unless
+            ``rows`` / ``cols`` are given. ``None`` (default): those defaults.
         stats: also log activation statistics (mean, std, sparsity, dead
             channels, drift). Default True.
-        log_probes: log the probe images themselves at the first event.
         background: do the host half of each event (grids, PNG, writing) in a
-            background thread. False does everything on the training thread,
-            so the log is complete when the callback returns. Default True.
-        max_pending: events that may wait for the background thread. Default 2.
-        on_full: when ``max_pending`` events wait: ``"wait"`` (block training
-            until one is written; default) or ``"skip"`` (drop the new event,
-            counted in ``misses["skipped"]``).
+            background thread: ``True`` (default), or :class:`actlog.Background`
+            ``(max_pending=2, on_full="wait")``: at most ``max_pending`` events
+            wait for it; then ``"wait"`` blocks training until one is written,
+            ``"skip"`` drops the new event (counted in ``misses["skipped"]``).
+            False does everything on the training thread, so the log is
+            complete when the callback returns.
         strict: raise :class:`LoggingError` on a logging fault instead of
             warning once and training on. Default False.
-        atlas: a pool of inputs (an array ``(N, ...)`` or a finite dataset of
-            batches, read once and copied) for the feature atlas: every
-            ``atlas_freq`` epochs (default 5; 0 = off; also at step 0 and at the
-            end of training), the ``atlas_k`` (default 8) pool examples that
-            excite each shown channel most, cropped to its receptive field,
-            streamed ``atlas_batch`` (default 64) at a time. See :mod:`actlog.atlas`.
-        actmax, actmax_freq: optional activation maximisation of the channels
-            ``{layer: [channels]}``, on the atlas' schedule every ``actmax_freq``
-            epochs (default 5). See :mod:`actlog.maximize`.
+        atlas: the feature atlas, :class:`actlog.Atlas` ``(pool, k=8, every=5,
+            batch=64)``: every ``every`` epochs (0 = off; also at step 0 and at
+            the end of training), the ``k`` pool examples that excite each
+            shown channel most, cropped to its receptive field, streamed
+            ``batch`` at a time; a plain pool (an array ``(N, ...)`` or a
+            finite dataset of batches, read once and copied) means
+            ``Atlas(pool)``. ``None`` (default): off. See :mod:`actlog.atlas`.
+        actmax: optional activation maximisation, :class:`actlog.Maximize`
+            ``(channels, every=5)``, on the atlas' schedule; plain channels
+            ``{layer: [channels]}`` mean ``Maximize(channels)``. ``None``
+            (default): off. See :mod:`actlog.maximize`.
         epoch_logs: also write Keras' epoch logs (``epoch_loss``, metrics,
             ``epoch_learning_rate``) to ``log_dir/train`` and ``log_dir/validation``
             as Keras' ``TensorBoard`` callback names them, with actlog's own writer,
@@ -117,8 +116,13 @@ class ActivationLogger(keras.callbacks.Callback):
             TensorFlow; on TensorFlow, use it). Pass ``False`` on JAX or PyTorch
             next to Keras' own callback (with TensorFlow installed), or the curves
             are written twice. See :mod:`actlog.epoch_logs`.
+
+    A keyword of actlog 0.2 that moved into one of these objects (``atlas_k=``,
+    ``atlas_freq=``, ``atlas_batch=``, ``actmax_freq=``, ``min_tile=``, ...) fails
+    with a ``TypeError`` naming its new form (:data:`actlog.options.MOVED`).
     """
 
+    @refuse_moved(MOVED)
     def __init__(
         self,
         log_dir: str | os.PathLike,
@@ -126,30 +130,17 @@ class ActivationLogger(keras.callbacks.Callback):
         *,
         layers: Any = None,
         freq: int = 1,
-        batch_freq: int = 0,
-        batch_epochs: int = 1,
-        probe_count: int | None = None,
+        batch_freq: int | Batches = 0,
         max_channels: int | None = 64,
         channels: str = "first",
         norm: str | tuple[float, float] = "channel",
         cmap: str = "gray",
-        min_tile: int = 48,
-        max_pixels: int = 2**19,
-        pad: int = 1,
-        rows: int | None = None,
-        cols: int | None = None,
+        layout: Layout | None = None,
         stats: bool = True,
-        log_probes: bool = True,
-        background: bool = True,
-        max_pending: int = 2,
-        on_full: str = "wait",
+        background: bool | Background = True,
         strict: bool = False,
         atlas: Any = None,
-        atlas_k: int = atlas_.DEFAULT_K,
-        atlas_freq: int = atlas_.DEFAULT_FREQ,
-        atlas_batch: int = atlas_.DEFAULT_BATCH,
         actmax: Any = None,
-        actmax_freq: int = 5,
         epoch_logs: bool | None = None,
     ) -> None:
         super().__init__()
@@ -159,30 +150,32 @@ class ActivationLogger(keras.callbacks.Callback):
         else:  # a process that will not write (multi-process training) creates nothing
             self.log_dir = os.fspath(log_dir)
             self._storage = storage.for_path(self.log_dir)
-        count = check_optional_int("probe_count", probe_count, minimum=1)
-        self.probes = copy_probes(probes, count=count)
+        probes = Probes.of(probes)
+        self.probes = probes.data
         check_spec(tokens.split(layers)[0])
         self.freq = check_int("freq", freq, minimum=0)
-        self.batch_freq = check_int("batch_freq", batch_freq, minimum=0)
-        self.batch_epochs = check_int("batch_epochs", batch_epochs, minimum=1)
+        batches = Batches.of(batch_freq)
+        self.batch_freq, self.batch_epochs = batches.every, batches.epochs
+        layout = Layout.of(layout)
+        worker = Background.of(background)
         self.options = Options(
             layers=layers,
             max_channels=check_optional_int("max_channels", max_channels, minimum=1),
             channels=grid.check_selection(channels),
             norm=grid.check_norm(norm),
             cmap=grid.check_cmap(cmap),
-            min_tile=check_int("min_tile", min_tile, minimum=1),
-            max_pixels=check_int("max_pixels", max_pixels, minimum=1),
-            pad=check_int("pad", pad, minimum=0),
-            rows=check_optional_int("rows", rows, minimum=1),
-            cols=check_optional_int("cols", cols, minimum=1),
+            min_tile=layout.min_tile,
+            max_pixels=layout.max_pixels,
+            pad=layout.pad,
+            rows=layout.rows,
+            cols=layout.cols,
             stats=bool(stats),
-            log_probes=bool(log_probes),
-            background=bool(background),
-            max_pending=check_int("max_pending", max_pending, minimum=1),
-            on_full=check_choice("on_full", on_full, ON_FULL),
-            atlas=atlas_.check_options(atlas, k=atlas_k, freq=atlas_freq, batch=atlas_batch),
-            maximize=maximize.check_options(actmax, freq=actmax_freq),
+            log_probes=probes.log,
+            background=worker is not None,
+            max_pending=(worker or Background()).max_pending,
+            on_full=(worker or Background()).on_full,
+            atlas=Atlas.of(atlas),
+            maximize=Maximize.of(actmax),
         )
         self.epoch_logs = epoch_logs_.check_option(epoch_logs)
         self._faults = Faults(strict=bool(strict))

@@ -68,14 +68,14 @@ class MaximizeOptions:
 
 
 def check_options(actmax: Any, *, freq: Any) -> MaximizeOptions | None:
-    """``ActivationLogger``'s ``actmax`` and ``actmax_freq``, checked; ``None`` when off.
+    """The arguments of :class:`actlog.Maximize`, checked; ``None`` when off.
 
     Args:
         actmax: ``None`` (off), ``{layer: channel or [channels]}``, or a list of
             ``(layer, channel)`` pairs; layers by display name, each one watched.
         freq: epochs between events, an int >= 0; 0 turns it off.
     """
-    freq = check_int("actmax_freq", freq, minimum=0)
+    freq = check_int("Maximize every", freq, minimum=0)
     if actmax is None or freq == 0:
         return None
     accepted = "{layer: channel or [channels]} or a list of (layer, channel) pairs"

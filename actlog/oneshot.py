@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from actlog import grid
+from actlog.options import Layout, refuse_moved
 
 
 def feature_maps(model: Any, images: Any, layers: Any = None) -> dict[str, np.ndarray]:
@@ -51,13 +52,15 @@ def feature_maps(model: Any, images: Any, layers: Any = None) -> dict[str, np.nd
     return {w.name: out for w, out in zip(watched, probe.feature_maps(model, watched, inputs), strict=True)}
 
 
+@refuse_moved({"cols": "layout=actlog.Layout(cols=8)", "rows": "layout=actlog.Layout(rows=...)",
+               "pad": "layout=actlog.Layout(pad=1)"})
 def plot_feature_maps(
     model: Any,
     images: Any,
     layers: Any = None,
     *,
     max_channels: int | None = 32,
-    cols: int = 8,
+    layout: Layout | None = None,
     cmap: str = "gray",
     tile_inches: float = 1.2,
 ) -> Any:
@@ -81,7 +84,9 @@ def plot_feature_maps(
         layers: which layers (see ``feature_maps``).
         max_channels: channels drawn per layer (the first ones); ``None`` for
             all. Default 32, the 4 x 8 grid of the classic recipe.
-        cols: tiles per row of a panel. Default 8.
+        layout: an :class:`actlog.Layout` for each panel's grid, as
+            ``ActivationLogger(layout=...)`` takes it; its ``cols`` (tiles per
+            row of a panel) defaults to 8 here.
         cmap: ``"gray"``, ``"viridis"`` or ``"diverging"``.
         tile_inches: size of one tile in the figure.
     """
@@ -92,6 +97,8 @@ def plot_feature_maps(
             "plot_feature_maps needs matplotlib: pip install 'keras-actlog[plot]'"
         ) from None
     grid.check_cmap(cmap)
+    layout = Layout.of(layout)
+    cols = layout.cols or 8
     maps = feature_maps(model, images, layers)
     count = len(next(iter(maps.values())))
     panels = []  # (row, name, title, picture)
@@ -99,14 +106,16 @@ def plot_feature_maps(
         sample_maps = [grid.as_maps(sample) for sample in out]
         total = sample_maps[0].shape[-1]
         chosen = grid.select_channels(sample_maps[0][np.newaxis], max_channels, "first")
-        width = min(cols, len(chosen))
-        layout = grid.plan_layout(
-            sample_maps[0].shape[:2], chosen, rows=-(-len(chosen) // width), cols=width, pad=1
+        per_row = -(-len(chosen) // layout.rows) if layout.rows and not layout.cols else cols
+        width = min(per_row, len(chosen))
+        plan = grid.plan_layout(
+            sample_maps[0].shape[:2], chosen, rows=-(-len(chosen) // width), cols=width, pad=layout.pad,
+            min_tile=layout.min_tile, max_pixels=layout.max_pixels,
         )
         shown = f"{len(chosen)} of {total} channels" if len(chosen) < total else f"{total} channels"
         for row, sample in enumerate(sample_maps):
             title = f"{name}  {tuple(out.shape[1:])}  ({shown})" + (f"  image {row}" if count > 1 else "")
-            panels.append((row, name, title, grid.render(sample, layout, cmap=cmap)))
+            panels.append((row, name, title, grid.render(sample, plan, cmap=cmap)))
     names = list(maps)
     heights = [max(p[3].shape[0] / p[3].shape[1] for p in panels if p[1] == n) for n in names]
     fig, axes = plt.subplots(

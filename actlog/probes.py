@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_COUNT = 8
-"""Samples taken from a dataset or iterable of batches when ``probe_count`` is not given."""
+"""Samples taken from a dataset or iterable of batches when ``Probes(count=)`` is not given."""
 
 
 @dataclass(frozen=True)

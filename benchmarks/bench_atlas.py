@@ -6,7 +6,7 @@ JAX or PyTorch; no TensorFlow needed for the last two), on the CPU or a GPU:
 - **mnist**: the classic MNIST ConvNet of ``tests/conftest.py``
   (``make_classic_model``: Conv 32 -> MaxPool -> Conv 64 -> MaxPool -> Dense),
   ``conv_0`` (26 x 26 x 32) and ``conv_1`` (11 x 11 x 64), a pool of
-  ``--pool`` images (default 1024), ``atlas_k=8``. Compared with one epoch of
+  ``--pool`` images (default 1024), ``k=8``. Compared with one epoch of
   ``fit`` on ``--epoch-samples`` images at batch 64 (default 4000: the
   training set of ``examples/mnist_convnet.py``), and with an epoch of full
   MNIST (60000 images, extrapolated per sample from the measured epoch).
@@ -20,7 +20,7 @@ JAX or PyTorch; no TensorFlow needed for the last two), on the CPU or a GPU:
   ``--mobilenet-pool`` images (default 256).
 
 The logger is driven through the Keras hooks as ``fit`` drives it, with grid
-logging off (``freq=0``) and an atlas at every epoch (``atlas_freq=1``), so
+logging off (``freq=0``) and an atlas at every epoch (``Atlas(every=1)``), so
 ``on_epoch_end`` is exactly one atlas event. Per event: the time on the
 training thread (``on_epoch_end``: the pool through the compiled function,
 top-k merged on the host), the background time after it (``flush``: crops,
@@ -54,7 +54,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_FREQ_NOTE = "atlas_freq=5 (the default)"
+DEFAULT_FREQ_NOTE = "every=5 (the default)"
 
 
 def _dir_bytes(path: str) -> int:
@@ -89,7 +89,7 @@ def atlas_events(model, pool, layers, events: int, batch: int) -> dict:
 
     with tempfile.TemporaryDirectory() as log_dir:
         logger = actlog.ActivationLogger(
-            log_dir, pool[:1], layers=layers, freq=0, atlas=pool, atlas_freq=1, atlas_batch=batch,
+            log_dir, pool[:1], layers=layers, freq=0, atlas=actlog.Atlas(pool, every=1, batch=batch),
         )
         logger.set_model(model)
         start = time.perf_counter()
@@ -147,7 +147,7 @@ def bench_mnist(args: argparse.Namespace) -> None:
           f"  (training thread alone: {found['thread'] / epoch:.1%})")
     print(f"  per epoch with {DEFAULT_FREQ_NOTE}:        {event / epoch / 5:9.1%}")
     print(f"  one event / an epoch of full MNIST (60000):     {event / full:9.1%}"
-          f"  (per epoch at atlas_freq=5: {event / full / 5:.2%})")
+          f"  (per epoch at every=5: {event / full / 5:.2%})")
 
 
 def bench_actmax(args: argparse.Namespace) -> None:
@@ -162,7 +162,7 @@ def bench_actmax(args: argparse.Namespace) -> None:
     times = []
     with tempfile.TemporaryDirectory() as log_dir:
         logger = actlog.ActivationLogger(log_dir, x[:8], layers=["conv_1"], freq=0,
-                                         actmax={"conv_1": list(range(8))}, actmax_freq=1)
+                                         actmax=actlog.Maximize({"conv_1": list(range(8))}, every=1))
         logger.set_model(model)
         logger.on_train_begin()
         logger.on_epoch_begin(1)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=1024, help="pool size for mnist")
     parser.add_argument("--mobilenet-pool", type=int, default=256, help="pool size for mobilenet")
     parser.add_argument("--epoch-samples", type=int, default=4000, help="images in the compared epoch")
-    parser.add_argument("--batch", type=int, default=64, help="atlas_batch")
+    parser.add_argument("--batch", type=int, default=64, help="Atlas(batch=)")
     parser.add_argument("--events", type=int, default=4, help="atlas events per workload (>= 2)")
     args = parser.parse_args(argv)
     import keras

@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                   metrics=["accuracy"])
     logdir = os.fspath(args.logdir)
     probes = x_test[:6]
-    logger = actlog.ActivationLogger(logdir, probes=probes, max_channels=16, atlas=x_test[:256],
-                                     atlas_k=4, atlas_freq=args.epochs)
+    logger = actlog.ActivationLogger(logdir, probes=probes, max_channels=16,
+                                     atlas=actlog.Atlas(x_test[:256], k=4, every=args.epochs))
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
               validation_data=(x_test, y_test), callbacks=[logger], verbose=2)

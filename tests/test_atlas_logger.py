@@ -75,8 +75,8 @@ def planted(tmp_path_factory, read_run):
     pool = planted_pool()
     model = planted_model()
     logger = actlog.ActivationLogger(
-        log_dir, pool[:2], layers=["detect", "pool", "corner"], atlas=pool, atlas_k=3, atlas_freq=1,
-        atlas_batch=5,
+        log_dir, pool[:2], layers=["detect", "pool", "corner"],
+        atlas=actlog.Atlas(pool, k=3, every=1, batch=5),
     )
     labels = np.arange(POOL) % 2
     with warnings.catch_warnings(record=True) as caught:
@@ -343,8 +343,8 @@ def _steps(run, tag):
 
 def test_atlas_every_2_epochs_at_step_0_and_at_the_end(tmp_path, tiny_model, tiny_data, read_run):
     x, y = tiny_data
-    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_1"], freq=0, atlas=x, atlas_k=2,
-                                     atlas_freq=2)
+    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_1"], freq=0,
+                                     atlas=actlog.Atlas(x, k=2, every=2))
     tiny_model.fit(x, y, batch_size=8, epochs=5, verbose=0, callbacks=[logger])
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     # grid logging off: the run holds the header and the atlas only
@@ -358,7 +358,7 @@ def test_atlas_every_2_epochs_at_step_0_and_at_the_end(tmp_path, tiny_model, tin
 def test_atlas_continues_across_fits_and_follows_most_active_channels(tmp_path, tiny_model, tiny_data):
     x, y = tiny_data
     logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_1"], max_channels=3,
-                                     channels="most_active", atlas=x, atlas_k=2, atlas_freq=1)
+                                     channels="most_active", atlas=actlog.Atlas(x, k=2, every=1))
     for _ in range(2):
         tiny_model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
     run = actlog.read(tmp_path).run()
@@ -377,8 +377,8 @@ def test_a_pool_from_a_generator_of_batches(tmp_path, tiny_model, tiny_data):
         for start in range(0, len(x), 5):
             yield x[start : start + 5], y[start : start + 5]
 
-    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_0"], freq=0, atlas=batches(),
-                                     atlas_k=2)
+    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_0"], freq=0,
+                                     atlas=actlog.Atlas(batches(), k=2))
     tiny_model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
     atlas_ = actlog.read(tmp_path).run().atlas("conv_0")
     assert atlas_.pool == len(x) and atlas_.step == 1
@@ -393,7 +393,7 @@ def test_a_fault_in_the_atlas_never_stops_training(tmp_path, tiny_model, tiny_da
 
     monkeypatch.setattr(AtlasPass, where, broken)
     x, y = tiny_data
-    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_0"], atlas=x, atlas_k=2, atlas_freq=1)
+    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_0"], atlas=actlog.Atlas(x, k=2, every=1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[logger])
@@ -408,7 +408,8 @@ def test_strict_raises_a_fault_in_the_atlas(tmp_path, tiny_model, tiny_data, mon
 
     monkeypatch.setattr(AtlasPass, "stream", lambda self, channels: 1 / 0)
     x, y = tiny_data
-    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_0"], atlas=x, atlas_k=2, strict=True)
+    logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_0"], atlas=actlog.Atlas(x, k=2),
+                                     strict=True)
     with pytest.raises(LoggingError, match=r"could not log the atlas at step 0: ZeroDivisionError"):
         tiny_model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[logger])
 
@@ -418,7 +419,7 @@ def test_a_model_without_an_image_input_is_refused_before_training(tmp_path):
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(3, name="hidden")(inputs)))
     model.compile(optimizer="sgd", loss="mse")
     x = np.zeros((4, 5), np.float32)
-    logger = actlog.ActivationLogger(tmp_path, x[:1], layers=["hidden"], atlas=x, atlas_k=1)
+    logger = actlog.ActivationLogger(tmp_path, x[:1], layers=["hidden"], atlas=actlog.Atlas(x, k=1))
     with pytest.raises(ValueError, match=r"atlas needs a model input that is an image \(H, W, c\) .*"
                        r"received a pool of shapes \[\(4, 5\)\]"):
         model.fit(x, np.zeros((4, 1)), epochs=1, verbose=0, callbacks=[logger])

@@ -112,7 +112,7 @@ def main_run(tmp_path_factory, tiny_model_factory, tiny_data, read_run):
     x, y = tiny_data
     probes = x[:2].copy()
     probes_before = probes.copy()
-    logger = actlog.ActivationLogger(log_dir, probes, freq=1, batch_freq=2, batch_epochs=1)
+    logger = actlog.ActivationLogger(log_dir, probes, freq=1, batch_freq=actlog.Batches(2, epochs=1))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.fit(
@@ -387,7 +387,7 @@ def test_batch_freq_with_epoch_logging_off(tmp_path, shared_model, tiny_data, re
     x, y = tiny_data
     start = int(shared_model.optimizer.iterations.numpy())
     logger = actlog.ActivationLogger(
-        tmp_path, x[:2], layers=["conv_0"], freq=0, batch_freq=1, batch_epochs=2, stats=False,
+        tmp_path, x[:2], layers=["conv_0"], freq=0, batch_freq=actlog.Batches(1, epochs=2), stats=False,
     )
     shared_model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[logger])
     assert sorted(os.listdir(tmp_path)) == ["activations_batch", *EPOCH_LOG_RUNS]
@@ -482,7 +482,7 @@ def test_dense_layer_drawn_as_one_pixel_tiles_on_a_near_square_grid(tmp_path, re
     model = keras.Model(i, keras.layers.Dense(16, name="units")(keras.layers.Flatten()(i)))
     model.compile("sgd", "mse")
     probes = np.random.default_rng(1).random((2, 12, 12, 1)).astype(np.float32)
-    log_step_zero(model, tmp_path, probes, layers=["units"], min_tile=4)
+    log_step_zero(model, tmp_path, probes, layers=["units"], layout=actlog.Layout(min_tile=4))
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     (_, manifest), = manifests(run)
     (entry,) = manifest["layers"]
@@ -494,7 +494,8 @@ def test_dense_layer_drawn_as_one_pixel_tiles_on_a_near_square_grid(tmp_path, re
 
 
 def test_dense_layer_of_three_units(tmp_path, shared_model, tiny_probes, read_run):
-    log_step_zero(shared_model, tmp_path, tiny_probes, layers=["logits"], min_tile=4)
+    log_step_zero(shared_model, tmp_path, tiny_probes, layers=["logits"],
+                  layout=actlog.Layout(min_tile=4))
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     (_, manifest), = manifests(run)
     (entry,) = manifest["layers"]

@@ -31,7 +31,7 @@ def log_dir(tmp_path_factory, tiny_model_factory, tiny_data) -> Path:
     path = tmp_path_factory.mktemp("cli") / "exp"
     logger = actlog.ActivationLogger(
         path, x[:2].copy(), layers=list(LAYERS), freq=1, batch_freq=1, cmap="viridis",
-        atlas=x, atlas_k=3, atlas_freq=1,
+        atlas=actlog.Atlas(x, k=3, every=1),
     )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[logger])
     assert logger.misses == {}

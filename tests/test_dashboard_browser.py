@@ -121,7 +121,7 @@ def fit_log(log_dir: Path) -> None:
     x = np.concatenate([probes, np.random.default_rng(0).random((2, 16, 16, 3))]).astype("float32")
     logger = actlog.ActivationLogger(
         str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, cmap="viridis",
-        atlas=x, atlas_k=ATLAS_K,
+        atlas=actlog.Atlas(x, k=ATLAS_K),
     )
     y = np.array([0, 1, 0, 1])
     conv_model(8, 6).fit(x, y, epochs=EPOCHS, batch_size=2, verbose=0, callbacks=[logger])
@@ -780,7 +780,7 @@ def test_steps_logged_while_the_page_is_open_appear_without_a_reload(driver: Any
     probes = probe_images()
     y = np.array([0, 1])
     log = tmp_path / "log"
-    logger = actlog.ActivationLogger(str(log), probes, layers=["conv_0"], atlas=probes, atlas_k=2)
+    logger = actlog.ActivationLogger(str(log), probes, layers=["conv_0"], atlas=actlog.Atlas(probes, k=2))
     conv_model(4).fit(probes, y, epochs=2, batch_size=2, verbose=0, callbacks=[logger])
 
     # --reload_interval 1: TensorBoard's own loading is quick too; the page's poll

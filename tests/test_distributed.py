@@ -298,8 +298,9 @@ _JAX_PROCESSES = textwrap.dedent(
     import actlog
 
     x, y = make_tiny_data()
-    options = dict(layers={layers!r}, channels="most_active", max_channels=4, atlas=x, atlas_k=3,
-                   atlas_freq=1, atlas_batch=8, actmax={{"conv_1": [0, 2]}}, actmax_freq=2, batch_freq=1)
+    options = dict(layers={layers!r}, channels="most_active", max_channels=4,
+                   atlas=actlog.Atlas(x, k=3, every=1, batch=8),
+                   actmax=actlog.Maximize({{"conv_1": [0, 2]}}, every=2), batch_freq=1)
     # Each process fits its own half, 4 samples a step: a global batch is 4 of each half,
     # which one process sees as these batches of 8.
     half = len(x) // 2

@@ -226,7 +226,8 @@ def test_grid_over_the_pixel_budget_is_said_once_and_not_a_fault(
     # conv_0: 4 tiles of 10 x 10 in 2 x 2 with pad 1 need 23 x 23 = 529 pixels at least;
     # conv_1: 6 tiles of 3 x 3 fit in 200 pixels.
     logger = actlog.ActivationLogger(
-        log_dir, tiny_probes, layers=["conv_0", "conv_1"], max_pixels=200, strict=True
+        log_dir, tiny_probes, layers=["conv_0", "conv_1"], layout=actlog.Layout(max_pixels=200),
+        strict=True,
     )
     with pytest.warns(UserWarning, match=r"drawing 'conv_0' at 1/2 of full resolution .*max_pixels=200"):
         tiny_model.fit(*tiny_data, batch_size=8, epochs=2, verbose=0, callbacks=[logger])
@@ -304,13 +305,14 @@ def test_full_queue_waits_by_default_and_skips_when_asked(
     _SlowWrites(monkeypatch, 0.3)
     x, y = tiny_data
     waits = actlog.ActivationLogger(tmp_path / "wait", tiny_probes, layers=["conv_0"], freq=0,
-                                    batch_freq=1, max_pending=1)
+                                    batch_freq=1, background=actlog.Background(max_pending=1))
     tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[waits])
     assert waits.misses == {}
     assert _steps(read_run(tmp_path / "wait" / metadata.BATCH_RUN)) == list(range(1, 9))
 
     skips = actlog.ActivationLogger(tmp_path / "skip", tiny_probes, layers=["conv_0"], freq=0,
-                                    batch_freq=1, max_pending=1, on_full="skip")
+                                    batch_freq=1,
+                                    background=actlog.Background(max_pending=1, on_full="skip"))
     with pytest.warns(RuntimeWarning, match=r"actlog \(skipped\): step \d+ of run 'activations_batch' "
                                             r"was not logged"):
         tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[skips])
@@ -349,8 +351,8 @@ _CHILD = textwrap.dedent(
         # A fresh model each time: on JAX, Ctrl-C inside a train step leaves the
         # interrupted model's buffers donated away (Keras' own limit, not actlog's).
         model = make_tiny_model(0)
-        logger = actlog.ActivationLogger(log_dir, x[:2], layers=["conv_0", "conv_1"], batch_freq=1,
-                                         batch_epochs=10_000)
+        logger = actlog.ActivationLogger(log_dir, x[:2], layers=["conv_0", "conv_1"],
+                                         batch_freq=actlog.Batches(1, epochs=10_000))
         model.fit(x, y, batch_size=2, epochs=10_000, verbose=0, callbacks=[logger])
 
     try:
@@ -455,7 +457,8 @@ _EXITING_CHILD = textwrap.dedent(
                 raise KeyboardInterrupt
 
     x, y = make_tiny_data(16)
-    logger = actlog.ActivationLogger(sys.argv[1], x[:2], layers=["conv_0"], max_pending=8)
+    logger = actlog.ActivationLogger(sys.argv[1], x[:2], layers=["conv_0"],
+                                     background=actlog.Background(max_pending=8))
     make_tiny_model(0).fit(x, y, batch_size=8, epochs=10, verbose=0, callbacks=[logger, Interrupt()])
     """
 )

@@ -57,7 +57,7 @@ def maximised(tmp_path_factory, read_run):
     # "pool" (a max pooling of the plus and diagonal detectors): the mean of a linear,
     # zero-mean filter's response over positions hardly depends on the image; after a max it does.
     logger = actlog.ActivationLogger(log_dir, pool[:2], layers=["pool", "corner"], freq=0,
-                                     actmax={"pool": [1, 0], "corner": 0}, actmax_freq=2)
+                                     actmax=actlog.Maximize({"pool": [1, 0], "corner": 0}, every=2))
     model.fit(pool, np.arange(len(pool)) % 2, batch_size=8, epochs=3, verbose=0, callbacks=[logger])
     return {"model": model, "logger": logger, "run": read_run(log_dir / metadata.EPOCH_RUN),
             "read": actlog.read(log_dir).run(), "pool": pool}

@@ -317,7 +317,7 @@ def test_conv1d_is_a_channel_by_time_map(tmp_path, read_run):
     x = data((16, 2))
     i = keras.Input((16, 2))
     model = keras.Model(i, head(L.Conv1D(3, 3, name="conv1d")(i)))
-    train(model, x, Y, tmp_path, x[:2], min_tile=4)
+    train(model, x, Y, tmp_path, x[:2], layout=actlog.Layout(min_tile=4))
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     entry = manifest_entries(run)["conv1d"]
     # One row per channel, time along x: the grid reads as a channel x time map.
@@ -381,7 +381,7 @@ def test_every_spatial_kind_drawn_and_signed_values_diverging(tmp_path, read_run
 def test_dense_and_global_pooling_drawn_when_named(tmp_path, read_run):
     model = conv_zoo()
     x = data((10, 10, 2))
-    train(model, x, Y, tmp_path, x[:2], layers=["gap", "dense"], min_tile=8)
+    train(model, x, Y, tmp_path, x[:2], layers=["gap", "dense"], layout=actlog.Layout(min_tile=8))
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     entries = manifest_entries(run)
     assert entries["dense"]["output_shape"] == [5] and entries["gap"]["output_shape"] == [4]

@@ -215,7 +215,7 @@ def test_plot_accepts_a_bare_sample(classic, figures):
 def test_plot_colour_map(classic, figures):
     model, images = classic
     fig = actlog.plot_feature_maps(
-        model, images[:1], layers="conv_1", cmap="viridis", max_channels=6, cols=3
+        model, images[:1], layers="conv_1", cmap="viridis", max_channels=6, layout=actlog.Layout(cols=3)
     )
     figures.append(fig)
     maps = actlog.feature_maps(model, images[:1], layers="conv_1")
@@ -238,3 +238,11 @@ def test_plot_without_matplotlib(classic, monkeypatch):
     hint = re.escape("plot_feature_maps needs matplotlib: pip install 'keras-actlog[plot]'")
     with pytest.raises(ImportError, match=hint):
         actlog.plot_feature_maps(model, images[:1], layers="conv_0")
+
+
+def test_plot_takes_the_layout_the_logger_takes(classic):
+    model, images = classic
+    with pytest.raises(TypeError, match=r"^cols= moved: pass layout=actlog\.Layout\(cols=8\)\.$"):
+        actlog.plot_feature_maps(model, images[:1], layers="conv_1", cols=3)
+    with pytest.raises(TypeError, match=r"layout must be None or actlog\.Layout\(.*\); received 3 \(int\)"):
+        actlog.plot_feature_maps(model, images[:1], layers="conv_1", layout=3)

@@ -660,7 +660,7 @@ def atlas_log(
     x, y = tiny_data
     with_atlas = actlog.ActivationLogger(
         str(path), x[:2], layers=["conv_0", "conv_1"], max_channels=4, freq=1,
-        atlas=x[:ATLAS_POOL], atlas_k=ATLAS_K, atlas_freq=1,
+        atlas=actlog.Atlas(x[:ATLAS_POOL], k=ATLAS_K, every=1),
     )  # fmt: skip
     without = actlog.ActivationLogger(str(path), x[:2], layers=["pool_0"], freq=1)
     tiny_model_factory(0).fit(x, y, epochs=ATLAS_EPOCHS, batch_size=8, verbose=0,
@@ -777,7 +777,7 @@ def test_atlas_steps_logged_later_appear_once_the_run_changes(
 ) -> None:
     x, y = tiny_data
     logger = actlog.ActivationLogger(str(tmp_path), x[:2], layers=["conv_1"], freq=1,
-                                     atlas=x[:ATLAS_POOL], atlas_k=2, atlas_freq=2)
+                                     atlas=actlog.Atlas(x[:ATLAS_POOL], k=2, every=2))
     model = tiny_model_factory(0)
     model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[logger])
     clock = FakeClock()

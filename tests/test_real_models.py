@@ -122,8 +122,8 @@ def test_an_expensive_explicit_choice_is_said_before_training(tmp_path):
     model = keras.Model(i, L.Dense(1)(L.GlobalAveragePooling2D()(h)))
     model.compile("sgd", "mse")
     x = RNG.random((8, 96, 96, 3)).astype(np.float32)
-    logger = actlog.ActivationLogger(tmp_path, x, layers="*", freq=0, batch_freq=1, min_tile=96,
-                                     max_pixels=2**22)
+    logger = actlog.ActivationLogger(tmp_path, x, layers="*", freq=0, batch_freq=1,
+                                     layout=actlog.Layout(min_tile=96, max_pixels=2**22))
     with pytest.warns(UserWarning, match=r"actlog: 6 layers x 8 probes draw \d+\.\d Mpixel of grids per "
                                          r"event, over actlog's budget of 24 Mpixel"):
         model.fit(x, np.zeros(8), epochs=1, batch_size=8, verbose=0, callbacks=[logger])
@@ -335,8 +335,9 @@ def test_probes_as_people_pass_them(form, tmp_path, tiny_model, tiny_data):
         "one_image": lambda: x[0],
     }[form]()
     count = {"dataset": 4, "x_y_tuple": 8, "list_of_images": 8, "one_image": 1}[form]
-    logger = actlog.ActivationLogger(tmp_path, probes, layers=["conv_0"],
-                                     probe_count=count if form == "dataset" else None)
+    logger = actlog.ActivationLogger(
+        tmp_path, actlog.Probes(probes, count=count if form == "dataset" else None), layers=["conv_0"]
+    )
     run = fit(tiny_model, x, y, logger).run()
     assert run.probes == count
     last = count - 1  # every form keeps the samples in order: the last probe is x[last]

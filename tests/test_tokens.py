@@ -300,7 +300,7 @@ def test_atlas_crops_a_token_layer_to_its_best_patch(tmp_path):
     where = [tuple(int(v) for v in rng.integers(0, SIDE, 2)) for _ in range(6)]
     pool = np.concatenate([planted_images(1, patch) * (i + 1) / 6 for i, patch in enumerate(where)])
     run = fit(patch_model(True), pool[:2], tmp_path, layers=["mix"], max_channels=1,
-              atlas=pool, atlas_k=2)
+              atlas=actlog.Atlas(pool, k=2))
     atlas = run.atlas("mix")
     # the brightest patches rank first: the last two pool images, at their planted patches
     assert atlas.index[0].tolist() == [5, 4]

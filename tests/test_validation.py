@@ -11,6 +11,7 @@ before the first batch).
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from collections.abc import Callable
@@ -51,14 +52,16 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
     ("freq_float", lambda t: {"freq": 1.5}, TypeError, r"freq must be an int >= 0; received 1.5 \(float\)"),
     ("batch_freq_negative", lambda t: {"batch_freq": -3}, ValueError,
      r"batch_freq must be an int >= 0; received -3"),
-    ("batch_epochs_zero", lambda t: {"batch_epochs": 0}, ValueError,
-     r"batch_epochs must be an int >= 1; received 0"),
+    ("batch_epochs_zero", lambda t: {"batch_freq": actlog.Batches(1, epochs=0)}, ValueError,
+     r"Batches epochs must be an int >= 1; received 0"),
     ("max_channels_zero", lambda t: {"max_channels": 0}, ValueError,
      r"max_channels must be an int >= 1; received 0"),
-    ("max_pixels_zero", lambda t: {"max_pixels": 0}, ValueError,
+    ("max_pixels_zero", lambda t: {"layout": actlog.Layout(max_pixels=0)}, ValueError,
      r"max_pixels must be an int >= 1; received 0"),
-    ("pad_negative", lambda t: {"pad": -1}, ValueError, r"pad must be an int >= 0; received -1"),
-    ("min_tile_str", lambda t: {"min_tile": "48"}, TypeError, r"min_tile must be an int >= 1; received '48'"),
+    ("pad_negative", lambda t: {"layout": actlog.Layout(pad=-1)}, ValueError,
+     r"pad must be an int >= 0; received -1"),
+    ("min_tile_str", lambda t: {"layout": actlog.Layout(min_tile="48")}, TypeError,
+     r"min_tile must be an int >= 1; received '48'"),
     ("cmap_jet", lambda t: {"cmap": "jet"}, ValueError,
      r"Unknown cmap 'jet'\. Accepted: \['gray', 'viridis', 'diverging'\]"),
     ("norm_global", lambda t: {"norm": "global"}, ValueError,
@@ -97,18 +100,27 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
      r"log_dir must be a non-empty path \(str or os\.PathLike\); received 42"),
     ("log_dir_empty", lambda t: {"log_dir": ""}, TypeError,
      r"log_dir must be a non-empty path .*received ''"),
-    ("rows_cols_too_small", lambda t: {"layers": ["conv_1"], "rows": 1, "cols": 2}, ValueError,
+    ("rows_cols_too_small", lambda t: {"layers": ["conv_1"], "layout": actlog.Layout(rows=1, cols=2)},
+     ValueError,
      r"layer 'conv_1' .*6 channels shown.*rows=1 x cols=2 holds 2 tiles but 6 channels are shown"),
-    ("max_pixels_tiny", lambda t: {"layers": ["conv_0"], "max_pixels": 4}, ValueError,
+    ("max_pixels_tiny", lambda t: {"layers": ["conv_0"], "layout": actlog.Layout(max_pixels=4)}, ValueError,
      r"layer 'conv_0' .* need 25 pixels even at one pixel per tile, over max_pixels=4"),
-    ("min_tile_zero", lambda t: {"min_tile": 0}, ValueError, r"min_tile must be an int >= 1; received 0"),
-    ("rows_zero", lambda t: {"rows": 0}, ValueError, r"rows must be an int >= 1; received 0"),
-    ("max_pending_zero", lambda t: {"max_pending": 0}, ValueError,
+    ("min_tile_zero", lambda t: {"layout": actlog.Layout(min_tile=0)}, ValueError,
+     r"min_tile must be an int >= 1; received 0"),
+    ("rows_zero", lambda t: {"layout": actlog.Layout(rows=0)}, ValueError,
+     r"rows must be an int >= 1; received 0"),
+    ("layout_a_dict", lambda t: {"layout": {"min_tile": 4}}, TypeError,
+     r"layout must be None or actlog\.Layout\(min_tile=, max_pixels=, pad=, rows=, cols=\); "
+     r"received \{'min_tile': 4\} \(dict\)"),
+    ("max_pending_zero", lambda t: {"background": actlog.Background(max_pending=0)}, ValueError,
      r"max_pending must be an int >= 1; received 0"),
-    ("on_full_drop", lambda t: {"on_full": "drop"}, ValueError,
+    ("on_full_drop", lambda t: {"background": actlog.Background(on_full="drop")}, ValueError,
      r"Unknown on_full 'drop'\. Accepted: \['wait', 'skip'\]"),
-    ("probe_count_zero", lambda t: {"probe_count": 0}, ValueError,
-     r"probe_count must be an int >= 1; received 0"),
+    ("background_a_str", lambda t: {"background": "skip"}, TypeError,
+     r"background must be True, False or actlog\.Background\(max_pending=, on_full=\); "
+     r"received 'skip' \(str\)"),
+    ("probe_count_zero", lambda t: {"probes": actlog.Probes(_probes(), count=0)}, ValueError,
+     r"Probes count must be an int >= 1; received 0"),
     ("layers_mapping_value_float", lambda t: {"layers": {"a": 3.5}}, TypeError,
      r"Cannot choose layers with 3\.5 \(float\)"),
     ("layers_unknown_name_close_to_two", lambda t: {"layers": ["conv_9"]}, ValueError,
@@ -141,14 +153,18 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
      r"received probes of shape \(10, 10, 1\), the input accepts \(k, 12, 12, 1\)"),
     ("probes_two_batches_for_one_input", lambda t: {"probes": [_probes(), _probes()]}, ValueError,
      r"The model has one input of shape \(None, 12, 12, 1\), but probes is a list of 2 arrays"),
-    ("atlas_k_zero", lambda t: {"atlas": _probes(), "atlas_k": 0}, ValueError,
-     r"atlas_k must be an int >= 1; received 0"),
-    ("atlas_k_above_the_pool", lambda t: {"atlas": _probes(), "atlas_k": 3}, ValueError,
-     r"atlas_k must be an int from 1 to the pool's size \(2 samples\); received 3"),
-    ("atlas_freq_negative", lambda t: {"atlas": _probes(), "atlas_freq": -1}, ValueError,
-     r"atlas_freq must be an int >= 0; received -1"),
-    ("atlas_batch_float", lambda t: {"atlas": _probes(), "atlas_batch": 2.5}, TypeError,
-     r"atlas_batch must be an int >= 1; received 2\.5 \(float\)"),
+    ("atlas_k_zero", lambda t: {"atlas": actlog.Atlas(_probes(), k=0)}, ValueError,
+     r"Atlas k must be an int >= 1; received 0"),
+    ("atlas_k_above_the_pool", lambda t: {"atlas": actlog.Atlas(_probes(), k=3)}, ValueError,
+     r"Atlas k must be an int from 1 to the pool's size \(2 samples\); received 3"),
+    ("atlas_every_negative", lambda t: {"atlas": actlog.Atlas(_probes(), every=-1)}, ValueError,
+     r"Atlas every must be an int >= 0; received -1"),
+    ("atlas_batch_float", lambda t: {"atlas": actlog.Atlas(_probes(), batch=2.5)}, TypeError,
+     r"Atlas batch must be an int >= 1; received 2\.5 \(float\)"),
+    ("atlas_without_a_pool", lambda t: {"atlas": actlog.Atlas(None)}, TypeError,
+     r"Atlas needs a pool of inputs: an array \(N, \.\.\.\) or a finite dataset; received None"),
+    ("atlas_object_a_path", lambda t: {"atlas": actlog.Atlas("images/", k=2)}, TypeError,
+     r"atlas must be a pool of inputs: an array \(N, \.\.\.\), .*; received 'images/' \(str\)"),
     ("atlas_a_path", lambda t: {"atlas": "images/"}, TypeError,
      r"atlas must be a pool of inputs: an array \(N, \.\.\.\), .*; received 'images/' \(str\)"),
     ("atlas_nan", lambda t: {"atlas": _nan_probes()}, ValueError,
@@ -160,13 +176,37 @@ CASES: list[tuple[str, Callable[[Any], dict], type[Exception], str]] = [
      r"received 'conv_0' \(str\)"),
     ("actmax_negative_channel", lambda t: {"actmax": {"conv_0": [-1]}}, ValueError,
      r"actmax channel of 'conv_0' must be an int >= 0; received -1"),
-    ("actmax_freq_float", lambda t: {"actmax": {"conv_0": 1}, "actmax_freq": 0.5}, TypeError,
-     r"actmax_freq must be an int >= 0; received 0\.5 \(float\)"),
+    ("actmax_every_float", lambda t: {"actmax": actlog.Maximize({"conv_0": 1}, every=0.5)}, TypeError,
+     r"Maximize every must be an int >= 0; received 0\.5 \(float\)"),
+    ("actmax_object_a_name", lambda t: {"actmax": actlog.Maximize("conv_0")}, TypeError,
+     r"actmax must be \{layer: channel or \[channels\]\} or a list of \(layer, channel\) pairs; "
+     r"received 'conv_0' \(str\)"),
     ("actmax_unwatched_layer", lambda t: {"actmax": {"conv_1": 0}}, ValueError,
      r"actmax names layer 'conv_1', which is not watched; watched: \['conv_0'\]"),
-    ("atlas_wrong_size", lambda t: {"atlas": _probes((4, 10, 10, 1)), "atlas_k": 2}, ValueError,
+    ("atlas_wrong_size", lambda t: {"atlas": actlog.Atlas(_probes((4, 10, 10, 1)), k=2)}, ValueError,
      r"atlas must fit the model's input '.*': received atlas of shape \(4, 10, 10, 1\), the input "
      r"accepts \(k, 12, 12, 1\)"),
+]
+# Keywords of actlog 0.2 that moved into an option object: each names its new form.
+MOVED = [
+    ("atlas_k", 3, r"atlas_k= moved: pass atlas=actlog\.Atlas\(pool, k=8\)"),
+    ("atlas_freq", 1, r"atlas_freq= moved: pass atlas=actlog\.Atlas\(pool, every=5\)"),
+    ("atlas_batch", 8, r"atlas_batch= moved: pass atlas=actlog\.Atlas\(pool, batch=64\)"),
+    ("actmax_freq", 2, r"actmax_freq= moved: pass actmax=actlog\.Maximize\(channels, every=5\)"),
+    ("min_tile", 4, r"min_tile= moved: pass layout=actlog\.Layout\(min_tile=48\)"),
+    ("max_pixels", 2**20, r"max_pixels= moved: pass layout=actlog\.Layout\(max_pixels=2\*\*19\)"),
+    ("pad", 0, r"pad= moved: pass layout=actlog\.Layout\(pad=1\)"),
+    ("rows", 2, r"rows= moved: pass layout=actlog\.Layout\(rows=\.\.\.\)"),
+    ("cols", 2, r"cols= moved: pass layout=actlog\.Layout\(cols=\.\.\.\)"),
+    ("max_pending", 4, r"max_pending= moved: pass background=actlog\.Background\(max_pending=2\)"),
+    ("on_full", "skip", r"on_full= moved: pass background=actlog\.Background\(on_full=\"wait\"\)"),
+    ("batch_epochs", 2, r"batch_epochs= moved: pass batch_freq=actlog\.Batches\(every, epochs=1\)"),
+    ("probe_count", 4, r"probe_count= moved: pass probes=actlog\.Probes\(data, count=8\)"),
+    ("log_probes", False, r"log_probes= moved: pass probes=actlog\.Probes\(data, log=False\)"),
+]
+CASES += [
+    (f"moved_{name}", lambda t, name=name, value=value: {"atlas": _probes(), name: value}, TypeError, match)
+    for name, value, match in MOVED
 ]
 assert len(CASES) >= 15
 
@@ -186,11 +226,12 @@ class CountBatches(keras.callbacks.Callback):
 def test_bad_configuration_fails_before_the_first_step(
     tmp_path, tiny_model, tiny_data, make, error, match
 ):
-    options = {"log_dir": tmp_path / "logs", "probes": _probes(), "layers": ["conv_0"], **make(tmp_path)}
     counter = CountBatches()
     x, y = tiny_data
     with warnings.catch_warnings(record=True) as caught, pytest.raises(Exception) as info:
         warnings.simplefilter("always")
+        # an option object (actlog.Atlas(...)) checks its arguments when made, as a user writes it
+        options = {"log_dir": tmp_path / "logs", "probes": _probes(), "layers": ["conv_0"], **make(tmp_path)}
         logger = actlog.ActivationLogger(**options)
         tiny_model.fit(x[:4], y[:4], batch_size=4, epochs=1, verbose=0, callbacks=[counter, logger])
     # exactly this error, not one wrapped in another or raised after training began
@@ -207,3 +248,39 @@ def test_probes_are_not_modified_and_later_edits_do_not_leak(tmp_path, tiny_mode
     probes[:] = 0  # the caller reuses the array
     assert not np.shares_memory(logger.probes, probes)
     np.testing.assert_array_equal(logger.probes, before)
+
+
+def test_a_moved_keyword_fails_when_the_logger_is_made(tmp_path):
+    # before any model exists, and naming every moved keyword given, not only the first
+    both = (r"^atlas_k= moved: pass atlas=actlog\.Atlas\(pool, k=8\)\. "
+            r"actmax_freq= moved: pass actmax=actlog\.Maximize\(channels, every=5\)\.$")
+    with pytest.raises(TypeError, match=both):
+        actlog.ActivationLogger(tmp_path / "logs", _probes(), atlas_k=3, actmax_freq=2)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_option_objects_and_their_shorthands_give_the_same_options(tmp_path):
+    pool = _probes((8, 12, 12, 1))
+    plain = actlog.ActivationLogger(tmp_path / "a", _probes(), atlas=pool, actmax={"conv_0": [1, 0]},
+                                    background=True, batch_freq=3)
+    grouped = actlog.ActivationLogger(
+        tmp_path / "b", actlog.Probes(_probes()), atlas=actlog.Atlas(pool),
+        actmax=actlog.Maximize({"conv_0": [1, 0]}), background=actlog.Background(),
+        batch_freq=actlog.Batches(3), layout=actlog.Layout(),
+    )
+    for logger in (plain, grouped):
+        options = logger.options
+        assert (options.atlas.size, options.atlas.k, options.atlas.freq, options.atlas.batch) == (8, 8, 5, 64)
+        assert (options.maximize.targets, options.maximize.freq) == ((("conv_0", 1), ("conv_0", 0)), 5)
+        assert (options.min_tile, options.max_pixels, options.pad, options.rows, options.cols) == (
+            48, 2**19, 1, None, None)
+        assert (options.background, options.max_pending, options.on_full) == (True, 2, "wait")
+        assert (logger.batch_freq, logger.batch_epochs, options.log_probes) == (3, 1, True)
+    off = actlog.ActivationLogger(tmp_path / "c", actlog.Probes(_probes(), count=1, log=False),
+                                  background=False, atlas=actlog.Atlas(pool, every=0),
+                                  actmax=actlog.Maximize({"conv_0": 0}, every=0))
+    assert (off.options.background, off.options.log_probes, off.options.rare()) == (False, False, {})
+    assert off.probes.shape == (1, 12, 12, 1)
+    assert inspect.signature(actlog.ActivationLogger).parameters.keys() == {
+        "log_dir", "probes", "layers", "freq", "batch_freq", "max_channels", "channels", "norm", "cmap",
+        "layout", "stats", "background", "strict", "atlas", "actmax", "epoch_logs"}
