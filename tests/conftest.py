@@ -24,6 +24,11 @@ Fixtures:
 - ``read_run`` (session): ``read_run(path)`` -> ``{tag: [(step, value), ...]}``
   read through TensorBoard's ``EventAccumulator`` (see :func:`read_run`).
 
+Helpers shared by test modules: :func:`steps` (a tag's steps in such a run),
+:func:`layout_of` (a manifest entry's grid layout), :func:`fails_before_training`
+(a bad configuration stops ``fit`` before its first batch), :func:`fit_log` (a log whose
+``conv_0`` is shown under the hostile name :data:`XSS`, for the dashboard's tests).
+
 Backends: tests marked ``backend`` run a Keras model and run once per Keras
 backend (CI sets ``KERAS_BACKEND``). Helpers for them: :data:`BACKEND`,
 :func:`to_numpy` (a backend tensor as numpy), :func:`keras_tensorboard`
@@ -95,6 +100,67 @@ def keras_tensorboard(log_dir: Any, **kwargs: Any) -> list:
     import keras
 
     return [keras.callbacks.TensorBoard(str(log_dir), **kwargs)]
+
+
+def steps(run: dict, tag: str) -> list[int]:
+    """The steps of ``tag`` in a run from :func:`read_run`, in the order logged."""
+    return [step for step, _ in run[tag]]
+
+
+def layout_of(entry: dict) -> Any:
+    """The :class:`actlog.grid.GridLayout` a manifest's layer entry describes."""
+    from actlog import grid
+
+    return grid.GridLayout(channels=tuple(entry["channels"]), **entry["grid"])
+
+
+def fails_before_training(
+    model: Any, x: Any, y: Any, logger: Any, match: str, exc: type[BaseException] = ValueError,
+    *, batch_size: int = 2,
+) -> None:
+    """``fit`` raises ``exc`` (message matching ``match``) before any training batch began
+    and before any optimizer step; an uncompiled model is compiled with SGD and MSE first."""
+    import keras
+
+    class BatchCounter(keras.callbacks.Callback):
+        """Counts training batches that began; placed before the logger in ``callbacks``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            self.batches += 1
+
+    if not model.compiled:
+        model.compile(optimizer="sgd", loss="mse")
+    counter = BatchCounter()
+    iterations = int(model.optimizer.iterations.numpy())
+    with pytest.raises(exc, match=match):
+        model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, callbacks=[counter, logger])
+    assert counter.batches == 0
+    assert int(model.optimizer.iterations.numpy()) == iterations
+
+
+XSS = "<img src=x onerror=alert(1)>"
+"""A layer display name that is an HTML tag: the dashboard must show it as text, run no script."""
+
+
+def fit_log(
+    log_dir: Any, make_model: Callable[[], Any], x: Any, y: Any, probes: Any, epochs: int,
+    **options: Any,
+) -> None:
+    """Train ``make_model()`` (built after seeding 0) on ``x, y`` in batches of 2 with an
+    ``ActivationLogger`` that shows ``conv_0`` under the name :data:`XSS` and ``conv_1`` as itself."""
+    import keras
+
+    import actlog
+
+    keras.utils.set_random_seed(0)
+    logger = actlog.ActivationLogger(
+        str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, **options
+    )
+    make_model().fit(x, y, epochs=epochs, batch_size=2, verbose=0, callbacks=[logger])
 
 
 TINY_INPUT_SHAPE = (12, 12, 1)

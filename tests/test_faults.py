@@ -27,6 +27,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from conftest import steps
 
 import actlog
 from actlog import metadata, storage
@@ -59,10 +60,6 @@ def _fit(model: Any, data: Any, callbacks: list, epochs: int = EPOCHS) -> list[w
     return [w for w in caught if str(w.message).startswith("actlog (")]
 
 
-def _steps(run: dict, tag: str = GRID_TAG) -> list[int]:
-    return [step for step, _ in run[tag]]
-
-
 def _read_steps(log_dir: Path) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reader's notes on cut-short files
@@ -91,9 +88,9 @@ def test_removed_log_directory_is_recreated(tmp_path, tiny_model, tiny_data, tin
     assert "disappeared" in str(caught[0].message) and "Step 3" in str(caught[0].message)
     # Steps 0-2 went with the directory; 3 and 4 are in a new file that stands on its own.
     run = read_run(log_dir / metadata.EPOCH_RUN)
-    assert _steps(run) == [3, 4]
-    assert _steps(run, metadata.MANIFEST_TAG) == [3]
-    assert _steps(run, "actlog/probe_0") == [3]
+    assert steps(run, GRID_TAG) == [3, 4]
+    assert steps(run, metadata.MANIFEST_TAG) == [3]
+    assert steps(run, "actlog/probe_0") == [3]
     assert _read_steps(log_dir) == [3, 4]
 
 
@@ -117,7 +114,7 @@ def test_run_directory_replaced_by_a_file_counts_every_lost_event(
     assert len(caught) == 1
     message = str(caught[0].message)
     assert "could not write step 3" in message and str(log_dir) in message
-    assert _steps(read_run(kept)) == [0, 1, 2]
+    assert steps(read_run(kept), GRID_TAG) == [0, 1, 2]
 
 
 # -- the store failing --------------------------------------------------------------
@@ -163,8 +160,8 @@ def test_failing_store_keeps_training_and_earlier_events(
     # The failed file is left as it was and later events go to a new one with its
     # own manifest: nothing before the fault is lost, training and logging go on.
     assert len(os.listdir(log_dir / metadata.EPOCH_RUN)) == 2
-    assert _steps(run) == [0, 1, 3, 4]
-    assert _steps(run, metadata.MANIFEST_TAG) == [0, 3]
+    assert steps(run, GRID_TAG) == [0, 1, 3, 4]
+    assert steps(run, metadata.MANIFEST_TAG) == [0, 3]
     assert _read_steps(log_dir) == [0, 1, 3, 4]
 
 
@@ -203,7 +200,7 @@ def test_nonfinite_activations_are_logged_and_counted(
     assert len(caught) == 1
     assert "layer 'conv_1' has NaN or Inf activations at step 2" in str(caught[0].message)
     run = read_run(log_dir / metadata.EPOCH_RUN)
-    assert _steps(run, "conv_1/probe_0") == [0, 1, 2, 3, 4]
+    assert steps(run, "conv_1/probe_0") == [0, 1, 2, 3, 4]
     # Every pixel of every tile is the marker colour (magenta in colour maps).
     marked = dict(run["conv_1/probe_0"])[2]
     tile = marked[1:4, 1:4]  # 3 x 3 maps, upscaled x16: the first tile's corner
@@ -307,14 +304,14 @@ def test_full_queue_waits_by_default_and_skips_when_asked(
                                     batch_freq=1, max_pending=1)
     tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[waits])
     assert waits.misses == {}
-    assert _steps(read_run(tmp_path / "wait" / metadata.BATCH_RUN)) == list(range(1, 9))
+    assert steps(read_run(tmp_path / "wait" / metadata.BATCH_RUN), GRID_TAG) == list(range(1, 9))
 
     skips = actlog.ActivationLogger(tmp_path / "skip", tiny_probes, layers=["conv_0"], freq=0,
                                     batch_freq=1, max_pending=1, on_full="skip")
     with pytest.warns(RuntimeWarning, match=r"actlog \(skipped\): step \d+ of run 'activations_batch' "
                                             r"was not logged"):
         tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[skips])
-    written = _steps(read_run(tmp_path / "skip" / metadata.BATCH_RUN))
+    written = steps(read_run(tmp_path / "skip" / metadata.BATCH_RUN), GRID_TAG)
     assert skips.misses["skipped"] >= 1
     assert len(written) + skips.misses["skipped"] == 8
     assert written == sorted(set(written))  # in step order, each once
@@ -420,16 +417,16 @@ def test_interrupted_runs_leave_readable_event_files(tmp_path, read_run):
 
     for sig, log_dir in log_dirs.items():
         run = read_run(log_dir / metadata.BATCH_RUN)
-        steps = sorted({s for tag, points in run.items() for s, _ in points if tag != metadata.MANIFEST_TAG})
-        assert len(steps) >= 3, (sig, steps)
-        assert steps == list(range(steps[0], steps[0] + len(steps))), sig  # every batch, none skipped
+        logged = sorted({s for tag, points in run.items() for s, _ in points if tag != metadata.MANIFEST_TAG})
+        assert len(logged) >= 3, (sig, logged)
+        assert logged == list(range(logged[0], logged[0] + len(logged))), sig  # every batch, none skipped
         # Every step but possibly the last (cut by the signal) is complete in every tag.
         for tag in ("conv_0/probe_0", "conv_1/probe_1", "conv_1/channel_max"):
-            assert _steps(run, tag)[: len(steps) - 1] == steps[:-1], (sig, tag)
+            assert steps(run, tag)[: len(logged) - 1] == logged[:-1], (sig, tag)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             read = actlog.read(log_dir).run(metadata.BATCH_RUN)
-        assert read.grid_steps("conv_1", 1)[: len(steps) - 1] == steps[:-1], sig
+        assert read.grid_steps("conv_1", 1)[: len(logged) - 1] == logged[:-1], sig
 
 
 _EXITING_CHILD = textwrap.dedent(
@@ -503,7 +500,7 @@ def test_event_file_cut_mid_record_reads_up_to_the_last_complete_event(
         assert all(_values_equal(run[tag], whole[tag][: len(run[tag])]) for tag in run)
         with pytest.warns(RuntimeWarning, match="cut short|needs"):
             read = actlog.read(cut_dir.parent).run(metadata.EPOCH_RUN)
-        assert read.grid_steps("conv_0", 0) == _steps(run)
+        assert read.grid_steps("conv_0", 0) == steps(run, GRID_TAG)
 
 
 def _values_equal(a: list, b: list) -> bool:
