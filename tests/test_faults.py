@@ -27,10 +27,10 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-from conftest import steps
+from conftest import faulty_log_dir, steps
 
 import actlog
-from actlog import metadata, storage
+from actlog import metadata
 from actlog.faults import LoggingError
 
 pytestmark = pytest.mark.backend
@@ -120,25 +120,6 @@ def test_run_directory_replaced_by_a_file_counts_every_lost_event(
 # -- the store failing --------------------------------------------------------------
 
 
-def _failing_appends(monkeypatch: Any, error: BaseException, fail_at: set[int]) -> list[int]:
-    """Make the ``n``-th append to any local event file (``n`` in ``fail_at``) raise ``error``.
-
-    Appends are counted from 1 over the whole test: a new file's version record,
-    then one record per event.
-    """
-    calls: list[int] = []
-    real = storage._LocalAppender.append
-
-    def append(self: Any, data: bytes) -> None:
-        calls.append(1)
-        if len(calls) in fail_at:
-            raise error
-        real(self, data)
-
-    monkeypatch.setattr(storage._LocalAppender, "append", append)
-    return calls
-
-
 @pytest.mark.parametrize(
     "error",
     [OSError(errno.ENOSPC, "No space left on device"), PermissionError(errno.EACCES, "Permission denied")],
@@ -147,9 +128,10 @@ def _failing_appends(monkeypatch: Any, error: BaseException, fail_at: set[int]) 
 def test_failing_store_keeps_training_and_earlier_events(
     tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, read_run, error
 ):
-    _failing_appends(monkeypatch, error, {4})  # version, step 0, step 1, then step 2 fails
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], background=False)
+    # version, step 0, step 1, then step 2 fails
+    store = faulty_log_dir(monkeypatch, log_dir, error=error, fail_at={4})
+    logger = actlog.ActivationLogger(store, tiny_probes, layers=["conv_0"], background=False)
     caught = _fit(tiny_model, tiny_data, [logger])
 
     assert logger.misses == {"write": 1}
@@ -242,13 +224,13 @@ def test_grid_over_the_pixel_budget_is_said_once_and_not_a_fault(
 @pytest.mark.parametrize("kind", ["removed", "nonfinite", "write"])
 def test_strict_raises_instead_of_warning(tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, kind):
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_1"], strict=True,
+    error = OSError(errno.EIO, "Input/output error")
+    # kind "write": the 3rd append (version, step 0, then step 1) fails
+    store = faulty_log_dir(monkeypatch, log_dir, error=error, fail_at={3}) if kind == "write" else log_dir
+    logger = actlog.ActivationLogger(store, tiny_probes, layers=["conv_1"], strict=True,
                                      background=False)
     before = [AtEpochEnd(_poison(tiny_model, np.nan))] if kind == "nonfinite" else []
     after = [AtEpochEnd(lambda e: e == 0 and shutil.rmtree(log_dir))] if kind == "removed" else []
-    error = OSError(errno.EIO, "Input/output error")
-    if kind == "write":
-        _failing_appends(monkeypatch, error, {3})
     counter = AtEpochEnd(lambda epoch: None)
     match = {"removed": "disappeared", "nonfinite": "NaN or Inf", "write": "could not write step 1"}[kind]
     with pytest.raises(LoggingError, match=match) as info:
@@ -266,26 +248,14 @@ def test_strict_raises_instead_of_warning(tmp_path, monkeypatch, tiny_model, tin
 # -- the background thread ------------------------------------------------------------------
 
 
-class _SlowWrites:
-    """Slows every background write down, to make the queue fill up."""
-
-    def __init__(self, monkeypatch: Any, seconds: float) -> None:
-        real = storage._LocalAppender.append
-
-        def append(appender: Any, data: bytes) -> None:
-            time.sleep(seconds)
-            real(appender, data)
-
-        monkeypatch.setattr(storage._LocalAppender, "append", append)
-
-
 def test_background_fault_reaches_the_training_thread_at_the_next_callback(
     tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes
 ):
     error = OSError(errno.ENOSPC, "No space left on device")
-    _failing_appends(monkeypatch, error, {3})  # step 1, written in the background
+    # the 3rd append: step 1, written in the background
+    store = faulty_log_dir(monkeypatch, tmp_path / "logs", error=error, fail_at={3})
     seen: list[dict] = []
-    logger = actlog.ActivationLogger(tmp_path / "logs", tiny_probes, layers=["conv_0"], strict=True)
+    logger = actlog.ActivationLogger(store, tiny_probes, layers=["conv_0"], strict=True)
     probe = AtEpochEnd(lambda epoch: seen.append(dict(logger.misses)))
     with pytest.raises(LoggingError, match="could not write step 1") as info:
         tiny_model.fit(*tiny_data, batch_size=8, epochs=EPOCHS, verbose=0, callbacks=[logger, probe])
@@ -298,16 +268,16 @@ def test_background_fault_reaches_the_training_thread_at_the_next_callback(
 def test_full_queue_waits_by_default_and_skips_when_asked(
     tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, read_run
 ):
-    _SlowWrites(monkeypatch, 0.3)
     x, y = tiny_data
-    waits = actlog.ActivationLogger(tmp_path / "wait", tiny_probes, layers=["conv_0"], freq=0,
-                                    batch_freq=1, max_pending=1)
+    waits = actlog.ActivationLogger(faulty_log_dir(monkeypatch, tmp_path / "wait", delay=0.3), tiny_probes,
+                                    layers=["conv_0"], freq=0, batch_freq=1, max_pending=1)
     tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[waits])
     assert waits.misses == {}
     assert steps(read_run(tmp_path / "wait" / metadata.BATCH_RUN), GRID_TAG) == list(range(1, 9))
 
-    skips = actlog.ActivationLogger(tmp_path / "skip", tiny_probes, layers=["conv_0"], freq=0,
-                                    batch_freq=1, max_pending=1, on_full="skip")
+    skips = actlog.ActivationLogger(faulty_log_dir(monkeypatch, tmp_path / "skip", delay=0.3), tiny_probes,
+                                    layers=["conv_0"], freq=0, batch_freq=1, max_pending=1,
+                                    on_full="skip")
     with pytest.warns(RuntimeWarning, match=r"actlog \(skipped\): step \d+ of run 'activations_batch' "
                                             r"was not logged"):
         tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[skips])
@@ -318,8 +288,8 @@ def test_full_queue_waits_by_default_and_skips_when_asked(
 
 
 def test_flush_waits_for_the_background(tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes):
-    _SlowWrites(monkeypatch, 0.2)
-    logger = actlog.ActivationLogger(tmp_path / "logs", tiny_probes, layers=["conv_0"])
+    logger = actlog.ActivationLogger(faulty_log_dir(monkeypatch, tmp_path / "logs", delay=0.2), tiny_probes,
+                                     layers=["conv_0"])
     grids: list[list[int]] = []
 
     def look(epoch: int) -> None:
@@ -434,16 +404,11 @@ _EXITING_CHILD = textwrap.dedent(
     import os, sys, time
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.path.insert(0, {tests!r})
-    from conftest import make_tiny_data, make_tiny_model
+    from conftest import FaultyFiles, make_tiny_data, make_tiny_model
     import keras
     import actlog
-    from actlog import storage
 
-    real = storage._LocalAppender.append
-    def slow(self, data):
-        time.sleep(0.4)
-        real(self, data)
-    storage._LocalAppender.append = slow
+    FaultyFiles.delay = 0.4  # every append of the faulty:// log directory is slow
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -452,7 +417,7 @@ _EXITING_CHILD = textwrap.dedent(
                 raise KeyboardInterrupt
 
     x, y = make_tiny_data(16)
-    logger = actlog.ActivationLogger(sys.argv[1], x[:2], layers=["conv_0"], max_pending=8)
+    logger = actlog.ActivationLogger("faulty://" + sys.argv[1], x[:2], layers=["conv_0"], max_pending=8)
     make_tiny_model(0).fit(x, y, batch_size=8, epochs=10, verbose=0, callbacks=[logger, Interrupt()])
     """
 )
