@@ -454,6 +454,28 @@ def plan_layout(
     Raises:
         ValueError: on bad arguments, or when no stride fits the budget.
     """
+    h, w = _check_map_hw(map_hw)
+    chans = tuple(int(_check_int("channel index", c, 0)) for c in channels)
+    if not chans:
+        raise ValueError("channels is empty: a grid needs at least one channel to show.")
+    max_pixels = _check_int("max_pixels", max_pixels, 1)
+    min_tile = _check_int("min_tile", min_tile, 1)
+    max_tile = _check_int("max_tile", max_tile, 1)
+    pad = _check_int("pad", pad, 0)
+    rows, cols = _grid_shape(len(chans), (h, w), rows, cols)
+    scale, stride = _scale_and_stride(
+        (h, w), len(chans), rows, cols, pad=pad, min_tile=min_tile, max_tile=max_tile, max_pixels=max_pixels
+    )
+    th, tw = -(-h // stride), -(-w // stride)
+    if tokens is not None and tokens.map_hw != (h, w):
+        raise ValueError(f"map_hw={map_hw!r} is not the token grid's {tokens.map_hw}.")
+    return GridLayout(
+        channels=chans, rows=rows, cols=cols, tile_height=th * scale, tile_width=tw * scale,
+        pad=pad, scale=scale, stride=stride, tokens=tokens,
+    )
+
+
+def _check_map_hw(map_hw: Any) -> tuple[int, int]:
     if (
         not isinstance(map_hw, (tuple, list, np.ndarray))
         or len(map_hw) != 2
@@ -463,15 +485,14 @@ def plan_layout(
         raise ValueError(
             f"map_hw must be a pair of positive integers (height, width). Received: {map_hw!r}."
         )
-    h, w = int(map_hw[0]), int(map_hw[1])
-    chans = tuple(int(_check_int("channel index", c, 0)) for c in channels)
-    if not chans:
-        raise ValueError("channels is empty: a grid needs at least one channel to show.")
-    max_pixels = _check_int("max_pixels", max_pixels, 1)
-    min_tile = _check_int("min_tile", min_tile, 1)
-    max_tile = _check_int("max_tile", max_tile, 1)
-    pad = _check_int("pad", pad, 0)
-    n = len(chans)
+    return int(map_hw[0]), int(map_hw[1])
+
+
+def _grid_shape(
+    n: int, map_hw: tuple[int, int], rows: int | None, cols: int | None
+) -> tuple[int, int]:
+    """Rows x cols for ``n`` tiles: as forced (one derived from the other), a
+    Conv1D strip per row, or near square."""
     if rows is not None:
         rows = _check_int("rows", rows, 1)
     if cols is not None:
@@ -482,14 +503,24 @@ def plan_layout(
                 f"rows={rows} x cols={cols} holds {rows * cols} tiles but {n} channels are "
                 f"shown. Accepted: rows * cols >= {n}, or give only one of rows/cols."
             )
-    elif rows is not None:
-        cols = -(-n // rows)
-    elif cols is not None:
-        rows = -(-n // cols)
-    elif h == 1 and w > 1:
-        rows, cols = n, 1
-    else:
-        rows, cols = _near_square(n, (h, w))
+        return rows, cols
+    if rows is not None:
+        return rows, -(-n // rows)
+    if cols is not None:
+        return -(-n // cols), cols
+    h, w = map_hw
+    if h == 1 and w > 1:
+        return n, 1
+    return _near_square(n, (h, w))
+
+
+def _scale_and_stride(
+    map_hw: tuple[int, int], n: int, rows: int, cols: int, *, pad: int, min_tile: int, max_tile: int,
+    max_pixels: int,
+) -> tuple[int, int]:
+    """The upscale factor (down from the one ``min_tile`` asks for) and, when even
+    factor 1 busts ``max_pixels``, the smallest subsampling stride that fits."""
+    h, w = map_hw
 
     def size(th: int, tw: int) -> int:
         return (rows * th + (rows + 1) * pad) * (cols * tw + (cols + 1) * pad)
@@ -511,13 +542,7 @@ def plan_layout(
                     f"max_pixels={max_pixels}. Show fewer channels or raise max_pixels."
                 )
             stride += 1
-    th, tw = -(-h // stride), -(-w // stride)
-    if tokens is not None and tokens.map_hw != (h, w):
-        raise ValueError(f"map_hw={map_hw!r} is not the token grid's {tokens.map_hw}.")
-    return GridLayout(
-        channels=chans, rows=rows, cols=cols, tile_height=th * scale, tile_width=tw * scale,
-        pad=pad, scale=scale, stride=stride, tokens=tokens,
-    )
+    return scale, stride
 
 
 # --------------------------------------------------------------------------- pixels

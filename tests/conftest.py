@@ -24,6 +24,12 @@ Fixtures:
 - ``read_run`` (session): ``read_run(path)`` -> ``{tag: [(step, value), ...]}``
   read through TensorBoard's ``EventAccumulator`` (see :func:`read_run`).
 
+Helpers shared by test modules: :func:`steps` (a tag's steps in such a run),
+:func:`layout_of` (a manifest entry's grid layout), :func:`fails_before_training`
+(a bad configuration stops ``fit`` before its first batch), :func:`fit_log` (a log whose
+``conv_0`` is shown under the hostile name :data:`XSS`, for the dashboard's tests),
+:func:`faulty_log_dir` (a ``faulty://`` log directory whose writes fail or are slow).
+
 Backends: tests marked ``backend`` run a Keras model and run once per Keras
 backend (CI sets ``KERAS_BACKEND``). Helpers for them: :data:`BACKEND`,
 :func:`to_numpy` (a backend tensor as numpy), :func:`keras_tensorboard`
@@ -35,11 +41,14 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
+import fsspec
 import numpy as np
 import pytest
+from fsspec.implementations.local import LocalFileSystem
 
 # Before TensorFlow is first imported anywhere: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -95,6 +104,108 @@ def keras_tensorboard(log_dir: Any, **kwargs: Any) -> list:
     import keras
 
     return [keras.callbacks.TensorBoard(str(log_dir), **kwargs)]
+
+
+def steps(run: dict, tag: str) -> list[int]:
+    """The steps of ``tag`` in a run from :func:`read_run`, in the order logged."""
+    return [step for step, _ in run[tag]]
+
+
+def layout_of(entry: dict) -> Any:
+    """The :class:`actlog.grid.GridLayout` a manifest's layer entry describes."""
+    from actlog import grid
+
+    return grid.GridLayout(channels=tuple(entry["channels"]), **entry["grid"])
+
+
+def fails_before_training(
+    model: Any, x: Any, y: Any, logger: Any, match: str, exc: type[BaseException] = ValueError,
+    *, batch_size: int = 2,
+) -> None:
+    """``fit`` raises ``exc`` (message matching ``match``) before any training batch began
+    and before any optimizer step; an uncompiled model is compiled with SGD and MSE first."""
+    import keras
+
+    class BatchCounter(keras.callbacks.Callback):
+        """Counts training batches that began; placed before the logger in ``callbacks``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches = 0
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            self.batches += 1
+
+    if not model.compiled:
+        model.compile(optimizer="sgd", loss="mse")
+    counter = BatchCounter()
+    iterations = int(model.optimizer.iterations.numpy())
+    with pytest.raises(exc, match=match):
+        model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, callbacks=[counter, logger])
+    assert counter.batches == 0
+    assert int(model.optimizer.iterations.numpy()) == iterations
+
+
+XSS = "<img src=x onerror=alert(1)>"
+"""A layer display name that is an HTML tag: the dashboard must show it as text, run no script."""
+
+
+def fit_log(
+    log_dir: Any, make_model: Callable[[], Any], x: Any, y: Any, probes: Any, epochs: int,
+    **options: Any,
+) -> None:
+    """Train ``make_model()`` (built after seeding 0) on ``x, y`` in batches of 2 with an
+    ``ActivationLogger`` that shows ``conv_0`` under the name :data:`XSS` and ``conv_1`` as itself."""
+    import keras
+
+    import actlog
+
+    keras.utils.set_random_seed(0)
+    logger = actlog.ActivationLogger(
+        str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, **options
+    )
+    make_model().fit(x, y, epochs=epochs, batch_size=2, verbose=0, callbacks=[logger])
+
+
+class FaultyFiles(LocalFileSystem):
+    """Local files served through fsspec as ``faulty://`` (registered below), whose appends can
+    fail or take time: a store that misbehaves, reached the way a user's log directory URL
+    reaches any store (fsspec's public registry), instead of a patch of actlog's own files.
+
+    Appends are counted from 1 over the whole test: a new file's version record, then one
+    record per event. The class attributes are set per test with ``monkeypatch``.
+    """
+
+    protocol = ("faulty", "file")  # "file": appended to in place, as local files are
+    fail_at: frozenset[int] = frozenset()
+    error: BaseException | None = None
+    delay = 0.0
+    appends = 0
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if "a" in mode:
+            cls = type(self)
+            cls.appends += 1
+            if cls.appends in cls.fail_at:
+                raise cls.error
+            time.sleep(cls.delay)
+        return super().open(path, mode, **kwargs)
+
+
+fsspec.register_implementation("faulty", FaultyFiles, clobber=True)
+
+
+def faulty_log_dir(
+    monkeypatch: Any, path: str | os.PathLike, *, error: BaseException | None = None,
+    fail_at: set[int] = frozenset(), delay: float = 0.0,
+) -> str:
+    """``path`` as a ``faulty://`` log directory whose ``n``-th append (``n`` in ``fail_at``)
+    raises ``error`` and every append first waits ``delay`` seconds."""
+    monkeypatch.setattr(FaultyFiles, "appends", 0)
+    monkeypatch.setattr(FaultyFiles, "fail_at", frozenset(fail_at))
+    monkeypatch.setattr(FaultyFiles, "error", error)
+    monkeypatch.setattr(FaultyFiles, "delay", delay)
+    return "faulty://" + str(path)
 
 
 TINY_INPUT_SHAPE = (12, 12, 1)

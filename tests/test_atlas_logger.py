@@ -17,7 +17,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import steps, to_numpy
 
 import actlog
 from actlog import atlas, metadata, receptive
@@ -337,10 +337,6 @@ def test_no_rule_is_measured_by_perturbation():
 # --------------------------------------------------------------------------- schedules and faults
 
 
-def _steps(run, tag):
-    return [s for s, _ in run[tag]]
-
-
 def test_atlas_every_2_epochs_at_step_0_and_at_the_end(tmp_path, tiny_model, tiny_data, read_run):
     x, y = tiny_data
     logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["conv_1"], freq=0,
@@ -349,9 +345,9 @@ def test_atlas_every_2_epochs_at_step_0_and_at_the_end(tmp_path, tiny_model, tin
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     # grid logging off: the run holds the header and the atlas only
     assert {t for t in run if "probe" in t and not t.startswith("actlog/")} == set()
-    assert _steps(run, "conv_1/atlas") == [0, 2, 4, 5]
-    assert _steps(run, "conv_1/atlas_change") == [2, 4, 5]
-    assert _steps(run, metadata.MANIFEST_TAG) == [0]
+    assert steps(run, "conv_1/atlas") == [0, 2, 4, 5]
+    assert steps(run, "conv_1/atlas_change") == [2, 4, 5]
+    assert steps(run, metadata.MANIFEST_TAG) == [0]
     assert logger.misses == {}
 
 

@@ -16,7 +16,15 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, keras_tensorboard, tensorflow_only, to_numpy
+from conftest import (
+    BACKEND,
+    fails_before_training,
+    keras_tensorboard,
+    layout_of,
+    steps,
+    tensorflow_only,
+    to_numpy,
+)
 
 import actlog
 from actlog import grid, metadata
@@ -27,17 +35,6 @@ TINY_LAYERS = ("conv_0", "pool_0", "conv_1")
 EPOCH_LOG_RUNS = [] if BACKEND == "tensorflow" else ["train"]  # epoch_logs=None: Keras' logs off TensorFlow
 TINY_SHAPES = {"conv_0": (10, 10, 4), "pool_0": (5, 5, 4), "conv_1": (3, 3, 6)}
 TINY_CLASSES = {"conv_0": "Conv2D", "pool_0": "MaxPooling2D", "conv_1": "Conv2D"}
-
-
-class BatchCounter(keras.callbacks.Callback):
-    """Counts training batches that began; placed before the logger in ``callbacks``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batches = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.batches += 1
 
 
 def grid_tags(layer: str, k: int) -> set[str]:
@@ -56,16 +53,8 @@ def epoch_tags(layers, k: int, *, stats: bool = True, probes: bool = True) -> se
     return tags
 
 
-def steps(run: dict, tag: str) -> list[int]:
-    return [step for step, _ in run[tag]]
-
-
 def manifests(run: dict) -> list[tuple[int, dict]]:
     return [(step, metadata.parse_manifest(text)) for step, text in run[metadata.MANIFEST_TAG]]
-
-
-def layout_of(entry: dict) -> grid.GridLayout:
-    return grid.GridLayout(channels=tuple(entry["channels"]), **entry["grid"])
 
 
 def layer_outputs(model, probes) -> dict[str, np.ndarray]:
@@ -509,17 +498,6 @@ def test_dense_layer_of_three_units(tmp_path, shared_model, tiny_probes, read_ru
 # (The table of bad configurations is tests/test_validation.py; these need other models.)
 
 
-def fails_before_training(model, data, logger, exc, match):
-    """fit() raises ``exc`` and no training batch began, no optimizer step was taken."""
-    x, y = data
-    counter = BatchCounter()
-    iterations = int(model.optimizer.iterations.numpy())
-    with pytest.raises(exc, match=match):
-        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[counter, logger])
-    assert counter.batches == 0
-    assert int(model.optimizer.iterations.numpy()) == iterations
-
-
 @pytest.fixture(scope="module")
 def scalar_model():
     """A model whose last layer gives one scalar per sample and which has no spatial layer."""
@@ -538,7 +516,7 @@ SCALAR_DATA = (np.ones((8, 4), np.float32), np.zeros((8,), np.float32))
 def test_explicit_layer_without_drawable_output(tmp_path, scalar_model):
     logger = actlog.ActivationLogger(tmp_path, SCALAR_DATA[0][:2], layers=["score"])
     fails_before_training(
-        scalar_model, SCALAR_DATA, logger, ValueError,
+        scalar_model, *SCALAR_DATA, logger, exc=ValueError, batch_size=8, match=
         r"Layer 'score' \(Lambda\) has output shape \(None,\): .*cannot be drawn\. "
         r"Accepted: layers whose output per sample has rank 1 to 4",
     )
@@ -547,7 +525,7 @@ def test_explicit_layer_without_drawable_output(tmp_path, scalar_model):
 def test_layers_none_without_spatial_layers(tmp_path, scalar_model):
     logger = actlog.ActivationLogger(tmp_path, SCALAR_DATA[0][:2])
     fails_before_training(
-        scalar_model, SCALAR_DATA, logger, ValueError,
+        scalar_model, *SCALAR_DATA, logger, exc=ValueError, batch_size=8, match=
         r"layers=None watches layers with a spatial output \(rank 2 to 4 per sample.*"
         r"Layers and their outputs: hidden \(None, 3\), score \(None,\)",
     )

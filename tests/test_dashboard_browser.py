@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import XSS, fit_log
 from PIL import Image
 
 import actlog
@@ -44,7 +45,6 @@ from actlog import metadata
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-XSS = "<img src=x onerror=alert(1)>"
 EPOCHS = 11  # 12 steps: more than the 10 images per tag TensorBoard keeps
 STEPS = list(range(EPOCHS + 1))
 OTHER_STEPS = 20  # image steps of a run that is not actlog's
@@ -110,21 +110,16 @@ def conv_model(first: int, second: int | None = None) -> Any:
     return model
 
 
-def fit_log(log_dir: Path) -> None:
+def write_log(log_dir: Path) -> None:
     """The hostile-named log (with a feature atlas of the training inputs, every 5 epochs),
     and beside it a run of plain image summaries."""
-    import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(0)
     probes = probe_images()
     x = np.concatenate([probes, np.random.default_rng(0).random((2, 16, 16, 3))]).astype("float32")
-    logger = actlog.ActivationLogger(
-        str(log_dir), probes, layers={XSS: "conv_0", "conv_1": "conv_1"}, cmap="viridis",
-        atlas=actlog.Atlas(x, k=ATLAS_K),
-    )
     y = np.array([0, 1, 0, 1])
-    conv_model(8, 6).fit(x, y, epochs=EPOCHS, batch_size=2, verbose=0, callbacks=[logger])
+    fit_log(log_dir, lambda: conv_model(8, 6), x, y, probes, EPOCHS, cmap="viridis",
+            atlas=actlog.Atlas(x, k=ATLAS_K))
     with tf.summary.create_file_writer(str(log_dir / "other")).as_default():
         for step in range(OTHER_STEPS):
             tf.summary.image("noise", np.full((1, 4, 4, 1), step / OTHER_STEPS, "float32"), step=step)
@@ -133,7 +128,7 @@ def fit_log(log_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("browser_log")
-    fit_log(path)
+    write_log(path)
     return path
 
 

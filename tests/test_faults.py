@@ -27,12 +27,16 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+from conftest import faulty_log_dir, steps
 
 import actlog
-from actlog import metadata, storage
+from actlog import metadata
 from actlog.faults import LoggingError
 
 pytestmark = pytest.mark.backend
+# Every logger here passes epoch_logs=False: the faults, counts and messages asserted are those of
+# the activation events (on JAX and PyTorch the epoch logs would meet an injected write fault
+# first); the epoch logs' own faults are tested in tests/test_epoch_logs.py.
 
 GRID_TAG = "conv_0/probe_0"
 EPOCHS = 4
@@ -59,10 +63,6 @@ def _fit(model: Any, data: Any, callbacks: list, epochs: int = EPOCHS) -> list[w
     return [w for w in caught if str(w.message).startswith("actlog (")]
 
 
-def _steps(run: dict, tag: str = GRID_TAG) -> list[int]:
-    return [step for step, _ in run[tag]]
-
-
 def _read_steps(log_dir: Path) -> list[int]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the reader's notes on cut-short files
@@ -75,7 +75,8 @@ def _read_steps(log_dir: Path) -> list[int]:
 @pytest.mark.parametrize("what", ["run", "log_dir"])
 def test_removed_log_directory_is_recreated(tmp_path, tiny_model, tiny_data, tiny_probes, read_run, what):
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"], background=False)
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"], background=False,
+                                     epoch_logs=False)
     victim = log_dir / metadata.EPOCH_RUN if what == "run" else log_dir
 
     def remove(epoch: int) -> None:
@@ -91,9 +92,9 @@ def test_removed_log_directory_is_recreated(tmp_path, tiny_model, tiny_data, tin
     assert "disappeared" in str(caught[0].message) and "Step 3" in str(caught[0].message)
     # Steps 0-2 went with the directory; 3 and 4 are in a new file that stands on its own.
     run = read_run(log_dir / metadata.EPOCH_RUN)
-    assert _steps(run) == [3, 4]
-    assert _steps(run, metadata.MANIFEST_TAG) == [3]
-    assert _steps(run, "actlog/probe_0") == [3]
+    assert steps(run, GRID_TAG) == [3, 4]
+    assert steps(run, metadata.MANIFEST_TAG) == [3]
+    assert steps(run, "actlog/probe_0") == [3]
     assert _read_steps(log_dir) == [3, 4]
 
 
@@ -101,7 +102,8 @@ def test_run_directory_replaced_by_a_file_counts_every_lost_event(
     tmp_path, tiny_model, tiny_data, tiny_probes, read_run
 ):
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], background=False)
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], background=False,
+                                     epoch_logs=False)
     run_dir = log_dir / metadata.EPOCH_RUN
     kept = tmp_path / "kept"
 
@@ -117,29 +119,10 @@ def test_run_directory_replaced_by_a_file_counts_every_lost_event(
     assert len(caught) == 1
     message = str(caught[0].message)
     assert "could not write step 3" in message and str(log_dir) in message
-    assert _steps(read_run(kept)) == [0, 1, 2]
+    assert steps(read_run(kept), GRID_TAG) == [0, 1, 2]
 
 
 # -- the store failing --------------------------------------------------------------
-
-
-def _failing_appends(monkeypatch: Any, error: BaseException, fail_at: set[int]) -> list[int]:
-    """Make the ``n``-th append to any local event file (``n`` in ``fail_at``) raise ``error``.
-
-    Appends are counted from 1 over the whole test: a new file's version record,
-    then one record per event.
-    """
-    calls: list[int] = []
-    real = storage._LocalAppender.append
-
-    def append(self: Any, data: bytes) -> None:
-        calls.append(1)
-        if len(calls) in fail_at:
-            raise error
-        real(self, data)
-
-    monkeypatch.setattr(storage._LocalAppender, "append", append)
-    return calls
 
 
 @pytest.mark.parametrize(
@@ -150,9 +133,11 @@ def _failing_appends(monkeypatch: Any, error: BaseException, fail_at: set[int]) 
 def test_failing_store_keeps_training_and_earlier_events(
     tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, read_run, error
 ):
-    _failing_appends(monkeypatch, error, {4})  # version, step 0, step 1, then step 2 fails
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], background=False)
+    # version, step 0, step 1, then step 2 fails
+    store = faulty_log_dir(monkeypatch, log_dir, error=error, fail_at={4})
+    logger = actlog.ActivationLogger(store, tiny_probes, layers=["conv_0"], background=False,
+                                     epoch_logs=False)
     caught = _fit(tiny_model, tiny_data, [logger])
 
     assert logger.misses == {"write": 1}
@@ -163,8 +148,8 @@ def test_failing_store_keeps_training_and_earlier_events(
     # The failed file is left as it was and later events go to a new one with its
     # own manifest: nothing before the fault is lost, training and logging go on.
     assert len(os.listdir(log_dir / metadata.EPOCH_RUN)) == 2
-    assert _steps(run) == [0, 1, 3, 4]
-    assert _steps(run, metadata.MANIFEST_TAG) == [0, 3]
+    assert steps(run, GRID_TAG) == [0, 1, 3, 4]
+    assert steps(run, metadata.MANIFEST_TAG) == [0, 3]
     assert _read_steps(log_dir) == [0, 1, 3, 4]
 
 
@@ -190,8 +175,7 @@ def test_nonfinite_activations_are_logged_and_counted(
 ):
     log_dir = tmp_path / "logs"
     logger = actlog.ActivationLogger(
-        log_dir, tiny_probes, layers=["conv_0", "conv_1"], stats=with_stats, cmap="viridis"
-    )
+        log_dir, tiny_probes, layers=["conv_0", "conv_1"], stats=with_stats, cmap="viridis", epoch_logs=False)
     # conv_0 frozen: the NaN loss cannot spread the poison back to it.
     tiny_model.get_layer("conv_0").trainable = False
     tiny_model.compile(optimizer=keras.optimizers.SGD(0.05), loss=tiny_model.loss)
@@ -203,7 +187,7 @@ def test_nonfinite_activations_are_logged_and_counted(
     assert len(caught) == 1
     assert "layer 'conv_1' has NaN or Inf activations at step 2" in str(caught[0].message)
     run = read_run(log_dir / metadata.EPOCH_RUN)
-    assert _steps(run, "conv_1/probe_0") == [0, 1, 2, 3, 4]
+    assert steps(run, "conv_1/probe_0") == [0, 1, 2, 3, 4]
     # Every pixel of every tile is the marker colour (magenta in colour maps).
     marked = dict(run["conv_1/probe_0"])[2]
     tile = marked[1:4, 1:4]  # 3 x 3 maps, upscaled x16: the first tile's corner
@@ -227,8 +211,7 @@ def test_grid_over_the_pixel_budget_is_said_once_and_not_a_fault(
     # conv_1: 6 tiles of 3 x 3 fit in 200 pixels.
     logger = actlog.ActivationLogger(
         log_dir, tiny_probes, layers=["conv_0", "conv_1"], layout=actlog.Layout(max_pixels=200),
-        strict=True,
-    )
+        strict=True, epoch_logs=False)
     with pytest.warns(UserWarning, match=r"drawing 'conv_0' at 1/2 of full resolution .*max_pixels=200"):
         tiny_model.fit(*tiny_data, batch_size=8, epochs=2, verbose=0, callbacks=[logger])
 
@@ -246,13 +229,13 @@ def test_grid_over_the_pixel_budget_is_said_once_and_not_a_fault(
 @pytest.mark.parametrize("kind", ["removed", "nonfinite", "write"])
 def test_strict_raises_instead_of_warning(tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, kind):
     log_dir = tmp_path / "logs"
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_1"], strict=True,
-                                     background=False)
+    error = OSError(errno.EIO, "Input/output error")
+    # kind "write": the 3rd append (version, step 0, then step 1) fails
+    store = faulty_log_dir(monkeypatch, log_dir, error=error, fail_at={3}) if kind == "write" else log_dir
+    logger = actlog.ActivationLogger(store, tiny_probes, layers=["conv_1"], strict=True,
+                                     background=False, epoch_logs=False)
     before = [AtEpochEnd(_poison(tiny_model, np.nan))] if kind == "nonfinite" else []
     after = [AtEpochEnd(lambda e: e == 0 and shutil.rmtree(log_dir))] if kind == "removed" else []
-    error = OSError(errno.EIO, "Input/output error")
-    if kind == "write":
-        _failing_appends(monkeypatch, error, {3})
     counter = AtEpochEnd(lambda epoch: None)
     match = {"removed": "disappeared", "nonfinite": "NaN or Inf", "write": "could not write step 1"}[kind]
     with pytest.raises(LoggingError, match=match) as info:
@@ -270,26 +253,14 @@ def test_strict_raises_instead_of_warning(tmp_path, monkeypatch, tiny_model, tin
 # -- the background thread ------------------------------------------------------------------
 
 
-class _SlowWrites:
-    """Slows every background write down, to make the queue fill up."""
-
-    def __init__(self, monkeypatch: Any, seconds: float) -> None:
-        real = storage._LocalAppender.append
-
-        def append(appender: Any, data: bytes) -> None:
-            time.sleep(seconds)
-            real(appender, data)
-
-        monkeypatch.setattr(storage._LocalAppender, "append", append)
-
-
 def test_background_fault_reaches_the_training_thread_at_the_next_callback(
     tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes
 ):
     error = OSError(errno.ENOSPC, "No space left on device")
-    _failing_appends(monkeypatch, error, {3})  # step 1, written in the background
+    # the 3rd append: step 1, written in the background
+    store = faulty_log_dir(monkeypatch, tmp_path / "logs", error=error, fail_at={3})
     seen: list[dict] = []
-    logger = actlog.ActivationLogger(tmp_path / "logs", tiny_probes, layers=["conv_0"], strict=True)
+    logger = actlog.ActivationLogger(store, tiny_probes, layers=["conv_0"], strict=True, epoch_logs=False)
     probe = AtEpochEnd(lambda epoch: seen.append(dict(logger.misses)))
     with pytest.raises(LoggingError, match="could not write step 1") as info:
         tiny_model.fit(*tiny_data, batch_size=8, epochs=EPOCHS, verbose=0, callbacks=[logger, probe])
@@ -302,29 +273,30 @@ def test_background_fault_reaches_the_training_thread_at_the_next_callback(
 def test_full_queue_waits_by_default_and_skips_when_asked(
     tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes, read_run
 ):
-    _SlowWrites(monkeypatch, 0.3)
     x, y = tiny_data
-    waits = actlog.ActivationLogger(tmp_path / "wait", tiny_probes, layers=["conv_0"], freq=0,
-                                    batch_freq=1, background=actlog.Background(max_pending=1))
+    waits = actlog.ActivationLogger(faulty_log_dir(monkeypatch, tmp_path / "wait", delay=0.3), tiny_probes,
+                                    layers=["conv_0"], freq=0, batch_freq=1,
+                                    background=actlog.Background(max_pending=1), epoch_logs=False)
     tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[waits])
     assert waits.misses == {}
-    assert _steps(read_run(tmp_path / "wait" / metadata.BATCH_RUN)) == list(range(1, 9))
+    assert steps(read_run(tmp_path / "wait" / metadata.BATCH_RUN), GRID_TAG) == list(range(1, 9))
 
-    skips = actlog.ActivationLogger(tmp_path / "skip", tiny_probes, layers=["conv_0"], freq=0,
-                                    batch_freq=1,
-                                    background=actlog.Background(max_pending=1, on_full="skip"))
+    skips = actlog.ActivationLogger(faulty_log_dir(monkeypatch, tmp_path / "skip", delay=0.3), tiny_probes,
+                                    layers=["conv_0"], freq=0, batch_freq=1,
+                                    background=actlog.Background(max_pending=1, on_full="skip"),
+                                        epoch_logs=False)
     with pytest.warns(RuntimeWarning, match=r"actlog \(skipped\): step \d+ of run 'activations_batch' "
                                             r"was not logged"):
         tiny_model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[skips])
-    written = _steps(read_run(tmp_path / "skip" / metadata.BATCH_RUN))
+    written = steps(read_run(tmp_path / "skip" / metadata.BATCH_RUN), GRID_TAG)
     assert skips.misses["skipped"] >= 1
     assert len(written) + skips.misses["skipped"] == 8
     assert written == sorted(set(written))  # in step order, each once
 
 
 def test_flush_waits_for_the_background(tmp_path, monkeypatch, tiny_model, tiny_data, tiny_probes):
-    _SlowWrites(monkeypatch, 0.2)
-    logger = actlog.ActivationLogger(tmp_path / "logs", tiny_probes, layers=["conv_0"])
+    logger = actlog.ActivationLogger(faulty_log_dir(monkeypatch, tmp_path / "logs", delay=0.2), tiny_probes,
+                                     layers=["conv_0"], epoch_logs=False)
     grids: list[list[int]] = []
 
     def look(epoch: int) -> None:
@@ -352,7 +324,7 @@ _CHILD = textwrap.dedent(
         # interrupted model's buffers donated away (Keras' own limit, not actlog's).
         model = make_tiny_model(0)
         logger = actlog.ActivationLogger(log_dir, x[:2], layers=["conv_0", "conv_1"],
-                                         batch_freq=actlog.Batches(1, epochs=10_000))
+                                         batch_freq=actlog.Batches(1, epochs=10_000), epoch_logs=False)
         model.fit(x, y, batch_size=2, epochs=10_000, verbose=0, callbacks=[logger])
 
     try:
@@ -422,16 +394,16 @@ def test_interrupted_runs_leave_readable_event_files(tmp_path, read_run):
 
     for sig, log_dir in log_dirs.items():
         run = read_run(log_dir / metadata.BATCH_RUN)
-        steps = sorted({s for tag, points in run.items() for s, _ in points if tag != metadata.MANIFEST_TAG})
-        assert len(steps) >= 3, (sig, steps)
-        assert steps == list(range(steps[0], steps[0] + len(steps))), sig  # every batch, none skipped
+        logged = sorted({s for tag, points in run.items() for s, _ in points if tag != metadata.MANIFEST_TAG})
+        assert len(logged) >= 3, (sig, logged)
+        assert logged == list(range(logged[0], logged[0] + len(logged))), sig  # every batch, none skipped
         # Every step but possibly the last (cut by the signal) is complete in every tag.
         for tag in ("conv_0/probe_0", "conv_1/probe_1", "conv_1/channel_max"):
-            assert _steps(run, tag)[: len(steps) - 1] == steps[:-1], (sig, tag)
+            assert steps(run, tag)[: len(logged) - 1] == logged[:-1], (sig, tag)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             read = actlog.read(log_dir).run(metadata.BATCH_RUN)
-        assert read.grid_steps("conv_1", 1)[: len(steps) - 1] == steps[:-1], sig
+        assert read.grid_steps("conv_1", 1)[: len(logged) - 1] == logged[:-1], sig
 
 
 _EXITING_CHILD = textwrap.dedent(
@@ -439,16 +411,11 @@ _EXITING_CHILD = textwrap.dedent(
     import os, sys, time
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.path.insert(0, {tests!r})
-    from conftest import make_tiny_data, make_tiny_model
+    from conftest import FaultyFiles, make_tiny_data, make_tiny_model
     import keras
     import actlog
-    from actlog import storage
 
-    real = storage._LocalAppender.append
-    def slow(self, data):
-        time.sleep(0.4)
-        real(self, data)
-    storage._LocalAppender.append = slow
+    FaultyFiles.delay = 0.4  # every append of the faulty:// log directory is slow
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -457,8 +424,8 @@ _EXITING_CHILD = textwrap.dedent(
                 raise KeyboardInterrupt
 
     x, y = make_tiny_data(16)
-    logger = actlog.ActivationLogger(sys.argv[1], x[:2], layers=["conv_0"],
-                                     background=actlog.Background(max_pending=8))
+    logger = actlog.ActivationLogger("faulty://" + sys.argv[1], x[:2], layers=["conv_0"],
+                                     background=actlog.Background(max_pending=8), epoch_logs=False)
     make_tiny_model(0).fit(x, y, batch_size=8, epochs=10, verbose=0, callbacks=[logger, Interrupt()])
     """
 )
@@ -485,7 +452,8 @@ def test_event_file_cut_mid_record_reads_up_to_the_last_complete_event(
     log_dir = tmp_path / "logs"
     sizes: list[int] = []
     run_dir = log_dir / metadata.EPOCH_RUN
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], background=False)
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0"], background=False,
+                                     epoch_logs=False)
     _fit(tiny_model, tiny_data, [logger, AtEpochEnd(lambda e: sizes.append(_event_bytes(run_dir)))], epochs=3)
     (name,) = os.listdir(run_dir)
     full = (run_dir / name).read_bytes()
@@ -506,7 +474,7 @@ def test_event_file_cut_mid_record_reads_up_to_the_last_complete_event(
         assert all(_values_equal(run[tag], whole[tag][: len(run[tag])]) for tag in run)
         with pytest.warns(RuntimeWarning, match="cut short|needs"):
             read = actlog.read(cut_dir.parent).run(metadata.EPOCH_RUN)
-        assert read.grid_steps("conv_0", 0) == _steps(run)
+        assert read.grid_steps("conv_0", 0) == steps(run, GRID_TAG)
 
 
 def _values_equal(a: list, b: list) -> bool:
@@ -528,7 +496,8 @@ def test_bytes_per_event_are_constant_and_nothing_retraces(tmp_path, tiny_data, 
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss=model.loss)
     log_dir = tmp_path / "logs"
     run_dir = log_dir / metadata.EPOCH_RUN
-    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"], background=False)
+    logger = actlog.ActivationLogger(log_dir, tiny_probes, layers=["conv_0", "conv_1"], background=False,
+                                     epoch_logs=False)
     sizes: list[int] = []
 
     def measure(epoch: int) -> None:

@@ -14,7 +14,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, keras_tensorboard, tensorflow_only
+from conftest import (
+    BACKEND,
+    fails_before_training,
+    keras_tensorboard,
+    layout_of,
+    steps,
+    tensorflow_only,
+)
 
 import actlog
 from actlog import grid, metadata
@@ -48,10 +55,6 @@ def manifest_entries(run: dict) -> dict[str, dict]:
     return {entry["name"]: entry for entry in metadata.parse_manifest(text)["layers"]}
 
 
-def layout_of(entry: dict) -> grid.GridLayout:
-    return grid.GridLayout(channels=tuple(entry["channels"]), **entry["grid"])
-
-
 def draw(maps: np.ndarray, entry: dict) -> np.ndarray:
     """One probe's (H, W, C) maps drawn the way the manifest says the grid was drawn."""
     norm = tuple(entry["norm"]) if isinstance(entry["norm"], list) else entry["norm"]
@@ -77,10 +80,6 @@ def assert_grids(run: dict, name: str, maps_per_probe, step: int) -> None:
         assert_same_image(logged[step], draw(np.asarray(maps, np.float32), entry))
 
 
-def steps(run: dict, tag: str) -> list[int]:
-    return [step for step, _ in run[tag]]
-
-
 def grid_tags(run: dict) -> set[str]:
     return {tag for tag in run if metadata.parse_grid_tag(tag)}
 
@@ -91,14 +90,6 @@ def expected_tags(names, k: int) -> set[str]:
 
 def np_(t) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float32)
-
-
-def fails_before_training(model, x, y, logger, match: str, exc=ValueError) -> None:
-    if not model.compiled:
-        model.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(exc, match=match):
-        model.fit(x, y, epochs=1, batch_size=2, verbose=0, callbacks=[logger])
-    assert int(model.optimizer.iterations.numpy()) == 0
 
 
 def head(x):

@@ -23,6 +23,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import XSS, fit_log
 from PIL import Image
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_ingester, event_accumulator, plugin_event_multiplexer
@@ -40,7 +41,6 @@ from actlog.plugin import keys as keys_module
 from actlog.plugin.catalog import NO_LOGDIR, Catalog, Source
 from actlog.plugin.plugin import _STATIC_FILES, ActivationsLoader, ActivationsPlugin
 
-XSS = "<img src=x onerror=alert(1)>"
 EPOCHS = 11  # 12 steps: more than the 10 images TensorBoard keeps by default
 STEPS = list(range(EPOCHS + 1))
 PREFIX = "/data/plugin/actlog"
@@ -69,16 +69,6 @@ def fit(model: Any, loggers: list[Any], epochs: int) -> None:
     model.fit(x, y, epochs=epochs, batch_size=2, verbose=0, callbacks=loggers)
 
 
-def fit_log(log_dir: Path, epochs: int) -> None:
-    """Train a tiny CNN with ActivationLogger: conv_0 shown as XSS, conv_1 as itself."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    layers = {XSS: "conv_0", "conv_1": "conv_1"}
-    logger = actlog.ActivationLogger(str(log_dir), tiny_data()[0][:2], layers=layers)
-    fit(tiny_model(), [logger], epochs)
-
-
 def make_client(
     log_dir: Path | None, *, catalog: Catalog | None = None, flags: Any = None
 ) -> werkzeug_test.Client:
@@ -102,7 +92,7 @@ def make_client(
 @pytest.fixture(scope="module")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("routes_log")
-    fit_log(path, EPOCHS)
+    fit_log(path, tiny_model, *tiny_data(), tiny_data()[0][:2], EPOCHS)
     return path
 
 
@@ -603,7 +593,7 @@ def test_no_readable_log_directory_is_said_in_the_json(tmp_path: Path) -> None:
     _, body = get_json(client, "runs")
     assert body["runs"] == []
     assert body["problem"] == f"The log directory {str(missing)!r} does not exist (yet)."
-    fit_log(missing, 1)  # training starts and creates it
+    fit_log(missing, tiny_model, *tiny_data(), tiny_data()[0][:2], 1)  # training starts and creates it
     clock.now += 5
     _, body = get_json(client, "runs")
     assert body["problem"] is None

@@ -102,16 +102,36 @@ def test_writer_reopens_a_vanished_file_with_its_header(tmp_path, read_run):
     assert [s for s, _ in run[metadata.LAYERS_TEXT_TAG]] == [2]
 
 
-def test_writer_reports_a_file_removed_during_a_write(tmp_path, monkeypatch):
-    writer = RunWriter(storage.LocalStorage(), str(tmp_path / "run"))
+class _RemovedAfterAppend(storage.Appender):
+    """An event file that something else deletes right after each append, once ``armed``."""
+
+    def __init__(self, store: _RemovingStorage, inner: storage.Appender) -> None:
+        self.store, self.inner, self.path = store, inner, inner.path
+
+    def append(self, data):
+        self.inner.append(data)
+        if self.store.armed:
+            os.remove(self.path)
+
+    def lost(self) -> bool:
+        return self.inner.lost()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _RemovingStorage(storage.LocalStorage):
+    armed = False
+
+    def appender(self, path: str) -> storage.Appender:
+        return _RemovedAfterAppend(self, super().appender(path))
+
+
+def test_writer_reports_a_file_removed_during_a_write(tmp_path):
+    store = _RemovingStorage()
+    writer = RunWriter(store, str(tmp_path / "run"))
     writer.write(0, _scalar("a/mean", 1.0))
-    real = storage._LocalAppender.append
-
-    def append_then_remove(self, data):
-        real(self, data)
-        os.remove(self.path)
-
-    monkeypatch.setattr(storage._LocalAppender, "append", append_then_remove)
+    store.armed = True
     with pytest.raises(EventFileLost, match="disappeared while step 1 was written"):
         writer.write(1, _scalar("a/mean", 2.0))
     assert writer.file is None
