@@ -363,74 +363,11 @@ def test_runs_that_share_the_graph_keep_their_own_drift_sketches(monkeypatch, tm
                                    rtol=1e-3, atol=1e-6)
 
 
-# -- JAX on the CPU: depthwise convolutions as shifted products -----------------------------
+# -- Depthwise and separable convolutions: Keras' own, in the probe function as in training ---
 
-def _jax_on_the_host() -> bool:
-    if BACKEND != "jax":
-        return False
-    import jax
-
-    return jax.devices()[0].platform == "cpu"
-
-
-jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX's own depthwise convolution")
-jax_on_the_host = pytest.mark.skipif(not _jax_on_the_host(), reason="JAX on the CPU traces its own depthwise "
-                                     "convolution (on an accelerator, XLA's)")
-
-
-@jax_only
-@pytest.mark.parametrize(
-    "shape, window, options",
-    [
-        ((2, 9, 9, 3), (3, 3), {}),
-        ((2, 9, 9, 3), (3, 3), {"strides": 2, "padding": "same"}),
-        ((2, 10, 7, 3), (3, 2), {"strides": (2, 1), "padding": "same"}),
-        ((2, 9, 9, 3), (3, 3), {"dilation_rate": 2, "padding": "same"}),
-        ((2, 9, 9, 3), (5, 5), {"padding": "valid", "dilation_rate": (1, 2)}),
-        ((2, 3, 9, 9), (3, 3), {"data_format": "channels_first", "padding": "same"}),
-        ((2, 11, 4), (4,), {"strides": 3, "padding": "same"}),
-        ((2, 5, 6, 7, 2), (2, 3, 3), {"padding": "same"}),
-        ((2, 2, 4, 3), (3, 3), {}),  # a window larger than the input: empty, as Keras'
-        ((2, 8, 8, 3), (3, 3), {"strides": 2, "padding": "SAME"}),
-    ],
-)
-@pytest.mark.parametrize("multiplier", [1, 2])
-def test_host_depthwise_convolutions_equal_keras_own(shape, window, options, multiplier):
+def test_depthwise_and_separable_layers_log_the_statistics_of_keras_own_feature_maps(tmp_path, read_run):
     import keras
 
-    from actlog.backends import jax as jax_backend
-
-    rng = np.random.default_rng(len(shape) + multiplier)
-    x = rng.normal(size=shape).astype(np.float32)
-    channels = shape[1] if options.get("data_format") == "channels_first" else shape[-1]
-    kernel = rng.normal(size=(*window, channels, multiplier)).astype(np.float32)
-    expected = np.asarray(keras.ops.depthwise_conv(x, kernel, **options))
-    ours = jax_backend.depthwise_conv(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(kernel),
-                                      **options)
-    assert ours.shape == expected.shape and ours.dtype == expected.dtype
-    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-5, atol=1e-5)
-    with jax_backend.host_depthwise_convolutions:
-        patched = keras.ops.depthwise_conv(x, kernel, **options)
-    np.testing.assert_array_equal(np.asarray(patched), np.asarray(ours))
-    # Outside actlog's own tracing, Keras' convolution is back.
-    np.testing.assert_array_equal(np.asarray(keras.ops.depthwise_conv(x, kernel, **options)), expected)
-
-
-@jax_on_the_host
-def test_the_probe_function_traces_separable_and_depthwise_layers_with_the_host_convolution(
-        monkeypatch, tmp_path, read_run):
-    import keras
-
-    from actlog.backends import jax as jax_backend
-
-    calls = []
-    original = jax_backend.depthwise_conv
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(jax_backend, "depthwise_conv", counted)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 3))
     h = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(inputs)
@@ -441,8 +378,7 @@ def test_the_probe_function_traces_separable_and_depthwise_layers_with_the_host_
     logger = actlog.ActivationLogger(tmp_path, x[:2], layers=["depthwise", "separable"], background=False)
     model.fit(x, np.zeros((8, 2)), epochs=2, batch_size=4, verbose=0, callbacks=[logger])
     assert logger.misses == {} and logger.probe_function.traces == 1
-    assert len(calls) == 2  # one trace of each layer; training kept XLA's own
-    # The last event's statistics equal those of Keras' own convolution, same weights.
+    # The last event's statistics equal those of Keras' own feature maps, same weights.
     maps = actlog.feature_maps(model, x[:2], layers=["depthwise", "separable"])
     logged = read_run(tmp_path / metadata.EPOCH_RUN)
     for layer in ("depthwise", "separable"):

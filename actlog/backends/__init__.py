@@ -7,8 +7,8 @@ lives in one small module each, behind :class:`Backend`:
 - :mod:`~actlog.backends.tensorflow`: ``tf.function`` with a fixed input signature
   (on the host, several parts run their forward passes eagerly: :meth:`Backend.compiles_parts`).
 - :mod:`~actlog.backends.jax`: ``jax.jit`` over a stateless call with the
-  current variable values (read from the trainer's state mid-epoch, never
-  forcing a sync).
+  current variable values (mid-epoch, written back by the model's public
+  ``jax_state_sync()`` first).
 - :mod:`~actlog.backends.torch`: under ``torch.no_grad()``, captured once in a CUDA
   graph on a GPU, traced once into a graph of PyTorch ops on the CPU, where the
   reductions run eagerly in the background (:meth:`Backend.reduces_later`).
@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -151,55 +150,6 @@ class Counted:
     def __call__(self, *args: Any) -> Any:
         self.count += 1
         return self.fn(*args)
-
-
-class Substitute:
-    """``with substitute:`` calls ``replacement(original, *args)`` in place of a function of
-    Keras (``module.name``: a backend's ``conv``, the functional model's ``operation_fn``), on
-    this thread only; other threads, and this one outside the block, call Keras' own.
-
-    Installed at the first use and never removed: a dispatcher takes the function's place
-    and reads a thread-local depth, so that a training step on another thread (or the
-    background worker) never sees the replacement, and blocks may nest. Where Keras has
-    no such function, the block changes nothing.
-    """
-
-    _lock = threading.Lock()
-
-    def __init__(self, module: str, name: str, replacement: Callable[..., Any]) -> None:
-        self._where = (module, name)
-        self._replacement = replacement
-        self._local = threading.local()
-        self._installed = False
-
-    def _install(self) -> None:
-        with self._lock:
-            if self._installed:
-                return
-            module_name, name = self._where
-            try:
-                module = importlib.import_module(module_name)
-                original = getattr(module, name)
-            except (ImportError, AttributeError):  # another Keras: its own function, same values
-                self._installed = True
-                return
-            local = self._local
-
-            def dispatch(*args: Any, **kwargs: Any) -> Any:
-                if getattr(local, "depth", 0):
-                    return self._replacement(original, *args, **kwargs)
-                return original(*args, **kwargs)
-
-            setattr(module, name, dispatch)
-            self._installed = True
-
-    def __enter__(self) -> None:
-        if not self._installed:
-            self._install()
-        self._local.depth = getattr(self._local, "depth", 0) + 1
-
-    def __exit__(self, *exc: Any) -> None:
-        self._local.depth -= 1
 
 
 def iterations(model: Any, default: int) -> int:

@@ -1,43 +1,39 @@
 """JAX: ``jax.jit`` over a stateless call, fed the current variable values.
 
 During ``fit`` the JAX trainer keeps the model's state outside its variables
-and writes it back only at the end of an epoch (or when a callback reads
-``self.model``, which forces that sync). The probe function takes the values
-as arguments instead: from the trainer's state mid-epoch, from the variables
-otherwise, so batch-level logging costs no sync.
+and writes it back only at the end of an epoch, or when asked through the
+model's public ``jax_state_sync()`` (what a callback's ``self.model`` calls).
+The probe function asks for that sync before it reads the variables, so a
+batch-level event sees the weights of the step that just ran.
 
 Under ``keras.distribution`` the probes go to every device of the model's mesh and the
 results come back replicated; over several processes (``jax.distributed``) every process
 runs each compiled function at the same events, on the same probes (checked once per
 training run), and reads whole results from its own devices (see :class:`_Jitted`).
-
-On the CPU, depthwise convolutions (MobileNet's, ``SeparableConv``'s) compile as
-shifted products (:func:`depthwise_conv`) instead of XLA's grouped convolution.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import keras
 import numpy as np
 from jax.experimental import multihost_utils
 
-from actlog.backends import Backend, Compiled, Counted, Substitute
+from actlog.backends import Backend, Compiled, Counted
 
 
 def _values(model: Any) -> list[Any]:
+    """The current values of ``model``'s variables: mid-epoch the trainer holds them, and
+    its public ``jax_state_sync()`` writes them back to the variables first."""
     if model is None:
         return []
-    state = getattr(model, "_jax_state", None)
-    if state and not getattr(model, "_jax_state_synced", True):
-        return list(state["trainable_variables"]) + list(state["non_trainable_variables"])
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()
     return [v.value for v in model.trainable_variables + model.non_trainable_variables]
 
 
@@ -101,85 +97,21 @@ class _Jitted:
         return compiled(values, *_placed(args, replicated))
 
 
-def _stateless(fn: Callable[..., Any], model: Any, *, compiled: bool = True) -> Callable[..., Any]:
-    """``fn`` as a function of the model's variable values (first argument) and its own;
-    ``compiled``: traced by ``jax.jit``, with the host's depthwise convolutions."""
+def _stateless(fn: Callable[..., Any], model: Any) -> Callable[..., Any]:
+    """``fn`` as a function of the model's variable values (first argument) and its own."""
     variables = [] if model is None else model.trainable_variables + model.non_trainable_variables
-    host = compiled and not BACKEND.accelerated()
 
     def stateless(values: list[Any], *args: Any) -> Any:
         with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
-            with host_depthwise_convolutions if host else contextlib.nullcontext():
-                return fn(*args)
+            return fn(*args)
 
     return stateless
-
-
-def depthwise_conv(inputs: Any, kernel: Any, strides: Any = 1, padding: str = "valid",
-                   data_format: str | None = None, dilation_rate: Any = 1) -> Any:
-    """Keras' ``depthwise_conv`` (any number of spatial axes, strides, dilation, depth
-    multiplier, either data format) as a sum of shifted products, one per kernel position.
-
-    XLA's CPU backend runs a grouped convolution (one group per channel) several times
-    slower than the same products, which it fuses into one loop: MobileNetV2's forward
-    pass at 128 px x 4 probes took 85 ms, 13 ms this way (2 cores). The same products,
-    summed in another order and in float32 at least: equal to rounding.
-    """
-    data_format = data_format or keras.config.image_data_format()
-    result = jnp.result_type(inputs.dtype, kernel.dtype)
-    n = inputs.ndim - 2
-    if data_format == "channels_first":
-        inputs = jnp.moveaxis(inputs, 1, -1)
-    strides, dilation = _per_axis(strides, n), _per_axis(dilation_rate, n)
-    *window, channels, multiplier = kernel.shape
-    spatial = inputs.shape[1:-1]
-    reach = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
-    if padding.lower() == "same":
-        out = [-(-size // s) for size, s in zip(spatial, strides, strict=True)]
-        axes = zip(out, strides, reach, spatial, strict=True)
-        pads = [max((o - 1) * s + r - size, 0) for o, s, r, size in axes]
-        inputs = jnp.pad(inputs, [(0, 0), *[(p // 2, p - p // 2) for p in pads], (0, 0)])
-    else:
-        out = [max(0, (size - r) // s + 1) for size, r, s in zip(spatial, reach, strides, strict=True)]
-    if 0 in out:  # a window larger than the input: nothing to slide over, as XLA's empty result
-        empty = jnp.zeros((inputs.shape[0], *out, channels * multiplier), result)
-        return jnp.moveaxis(empty, -1, 1) if data_format == "channels_first" else empty
-    dtype = jnp.promote_types(inputs.dtype, jnp.float32)
-    if multiplier > 1:  # output channel c * multiplier + j reads input channel c
-        inputs = jnp.repeat(inputs, multiplier, axis=-1)
-    kernel = jnp.reshape(kernel, (*window, channels * multiplier)).astype(dtype)
-    total = None
-    for offset in itertools.product(*(range(k) for k in window)):
-        start = (0, *(o * d for o, d in zip(offset, dilation, strict=True)), 0)
-        ends = (b + (o - 1) * s + 1 for b, o, s in zip(start[1:-1], out, strides, strict=True))
-        limit = (inputs.shape[0], *ends, inputs.shape[-1])
-        term = jax.lax.slice(inputs, start, limit, (1, *strides, 1)).astype(dtype) * kernel[offset]
-        total = term if total is None else total + term
-    total = total.astype(result)
-    return jnp.moveaxis(total, -1, 1) if data_format == "channels_first" else total
-
-
-def _per_axis(value: Any, n: int) -> tuple[int, ...]:
-    return (int(value),) * n if np.ndim(value) == 0 else tuple(int(v) for v in value)
-
-
-def _host_depthwise(original: Callable[..., Any], inputs: Any, kernel: Any, strides: Any = 1,
-                    padding: str = "valid", data_format: str | None = None, dilation_rate: Any = 1,
-                    **more: Any) -> Any:
-    if more or str(padding).lower() not in ("same", "valid"):  # what Keras alone knows
-        return original(inputs, kernel, strides, padding, data_format, dilation_rate, **more)
-    return depthwise_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
-
-
-host_depthwise_convolutions = Substitute("keras.src.backend.jax.nn", "depthwise_conv", _host_depthwise)
-"""While tracing on the CPU: Keras' JAX ``depthwise_conv`` (which ``SeparableConv`` calls
-too) is :func:`depthwise_conv`, on the thread that traces actlog's own functions only."""
 
 
 class _Function(Compiled):
     def __init__(self, fn: Callable[..., Any], model: Any, eager: bool) -> None:
         self._model = model
-        self._counted = Counted(_stateless(fn, model, compiled=not eager))
+        self._counted = Counted(_stateless(fn, model))
         self._eager = eager
         self._jitted = _Jitted(self._counted, model)
 
