@@ -232,7 +232,7 @@ class ActivationLogger(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._close()
         self._fit_started, self._epoch, self._offset = True, 0, 0
-        model = self._model  # not self.model: on JAX that forces a state sync
+        model = self.model  # on JAX, the trainer's state synced to the variables (public API)
         self._step0 = backends.iterations(model, default=self._step0)
         self._steps_before = 0
         writes_epoch_logs = epoch_logs_.enabled(self.epoch_logs, keras.backend.backend())
