@@ -357,3 +357,96 @@ def test_fit_writes_a_fresh_gs_prefix_read_back_as_the_local_log(gcs_endpoint, t
         assert steps.tolist() == local_steps.tolist() == [0, 1, 2]
         np.testing.assert_array_equal(grids, local_grids)
     fs.rm(bucket, recursive=True)
+
+
+# -- throttling -----------------------------------------------------------------------------
+
+
+class _Throttle:
+    """An HTTP proxy on 127.0.0.1 in front of the S3 server: it passes every request on until
+    ``throttled`` is set, then answers each one as S3 answers a client over its request rate
+    (503 SlowDown), the way a real store throttles."""
+
+    SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                 b"<Message>Please reduce your request rate.</Message></Error>")
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        proxy = self
+        self.throttled = False
+        self.refused = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy.throttled:
+                    proxy.refused += 1
+                    status, headers, data = 503, [("Content-Type", "application/xml")], proxy.SLOW_DOWN
+                else:
+                    connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                    connection.request(self.command, self.path, body=body, headers=dict(self.headers))
+                    reply = connection.getresponse()
+                    data = reply.read()
+                    status = reply.status
+                    headers = [(k, v) for k, v in reply.getheaders()
+                               if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+                    connection.close()
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.backend
+def test_throttling_mid_run_is_counted_and_training_finishes(s3_endpoint, s3_bucket, monkeypatch, tiny_model,
+                                                             tiny_data, tiny_probes):
+    import keras
+
+    throttle = _Throttle(s3_endpoint)
+    try:
+        # actlog's client goes through the proxy; the test's own reads go to the server itself.
+        monkeypatch.setitem(fsspec.config.conf, "s3", {"client_kwargs": {"endpoint_url": throttle.url}})
+        url = f"{s3_bucket}/throttled"
+        logger = actlog.ActivationLogger(url, tiny_probes, layers=["conv_0"], background=False,
+                                         epoch_logs=False)  # the activation run's writes only
+
+        class SlowDown(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:  # after the logger wrote step 1
+                    throttle.throttled = True
+
+        with pytest.warns(RuntimeWarning, match=r"actlog \(write\): could not write step 2 "):
+            history = tiny_model.fit(*tiny_data, batch_size=8, epochs=3, verbose=0,
+                                     callbacks=[logger, SlowDown()])
+        assert len(history.history["loss"]) == 3
+        assert logger.misses == {"write": 2}  # steps 2 and 3, each after the client's bounded retries
+        assert throttle.refused >= 2
+    finally:
+        throttle.close()
+    monkeypatch.delitem(fsspec.config.conf, "s3")
+    assert actlog.read(url).run().grid_steps("conv_0", 0) == [0, 1]  # what was written stays readable
