@@ -260,6 +260,20 @@ def shown_steps(page: Any) -> list:
     )
 
 
+def lists_runs(names: list[str]) -> Any:
+    """``ready(url)`` for ``running_tensorboard``: the dashboard lists exactly these runs."""
+    from test_dashboard_browser import fetch_json
+
+    def ready(url: str) -> bool:
+        try:
+            listed = fetch_json(f"{url}data/plugin/actlog/runs")["runs"]
+        except urllib.error.URLError:
+            return False
+        return [r["run"] for r in listed] == names
+
+    return ready
+
+
 def wait_steps(page: Any, expected: list) -> None:
     from test_dashboard_browser import wait_for
 
@@ -278,7 +292,6 @@ def test_dashboard_compares_two_runs_side_by_side_on_one_slider(
         CHROMEDRIVER,
         CHROMIUM,
         decoded_pixels,
-        fetch_json,
         open_dashboard,
         running_tensorboard,
     )
@@ -287,13 +300,7 @@ def test_dashboard_compares_two_runs_side_by_side_on_one_slider(
         pytest.skip(f"needs Debian's chromium and chromedriver at {CHROMIUM} and {CHROMEDRIVER}")
     a, b = runs(logs)
 
-    def ready(url: str) -> bool:
-        try:
-            listed = fetch_json(f"{url}data/plugin/actlog/runs")["runs"]
-        except urllib.error.URLError:
-            return False
-        return [r["run"] for r in listed] == ["a/activations", "b/activations"]
-
+    ready = lists_runs(["a/activations", "b/activations"])
     with running_tensorboard(logs, tmp_path_factory.mktemp("tb_compare"), ready) as url:
         page = open_dashboard(driver, url, 2)
         choose_comparison(page, "b/activations")
@@ -345,7 +352,6 @@ def test_compare_view_of_the_mnist_example(
     from selenium.webdriver.support.ui import Select
     from test_dashboard_browser import (
         decoded_pixels,
-        fetch_json,
         open_dashboard,
         run_mnist_example,
         running_tensorboard,
@@ -359,13 +365,7 @@ def test_compare_view_of_the_mnist_example(
     runs_ = {name: actlog.read(root / name).run() for name in ("batch_16", "batch_64")}
     assert {name: run.steps for name, run in runs_.items()} == {n: [0, 1, 2, 3, 4, 5] for n in runs_}
 
-    def ready(url: str) -> bool:
-        try:
-            listed = fetch_json(f"{url}data/plugin/actlog/runs")["runs"]
-        except urllib.error.URLError:
-            return False
-        return [r["run"] for r in listed] == ["batch_16/activations", "batch_64/activations"]
-
+    ready = lists_runs(["batch_16/activations", "batch_64/activations"])
     with running_tensorboard(root, tmp_path_factory.mktemp("tb_mnist_pair"), ready) as url:
         page = open_dashboard(driver, url, 2)
         Select(page.find_element(By.ID, "actlog-layer")).select_by_visible_text("conv_1")
