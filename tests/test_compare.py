@@ -222,6 +222,24 @@ def test_compare_route_aligns_both_runs_step_by_step(logs: Path) -> None:
                                       run.atlas("conv_1").image)
 
 
+def test_compare_route_with_two_log_directories_given_to_tensorboard(logs: Path) -> None:
+    """``tensorboard --logdir_spec small:DIR1,big:DIR2``: each log's epoch run, compared."""
+    import argparse
+
+    from test_plugin_routes import get_json, make_client
+
+    flags = argparse.Namespace(logdir="", logdir_spec=f"small:{logs / 'a'},big:{logs / 'b'}")
+    client = make_client(None, flags=flags)
+    status, body = get_json(client, "compare", run="small/activations", other="big/activations",
+                            layer="conv_0", probe=0)
+    assert status == 200, body
+    assert [side["run"] for side in body["sides"]] == ["small/activations", "big/activations"]
+    assert (body["steps"], body["common"]) == ([0, 1, 2, 3, 4], COMMON)
+    status, body = get_json(client, "compare", run="small/activations", other="small/activations",
+                            layer="conv_0", probe=0)
+    assert status == 200 and body["sides"][0]["grids"] == body["sides"][1]["grids"]  # itself: allowed
+
+
 @pytest.mark.parametrize("params,message", [
     ({"other": "c/activations"}, r"Unknown run 'c/activations'. Runs with actlog data: \['a/activations', "),
     ({"layer": "conv_9"}, r"Layer 'conv_9' is not in run\(s\) \['a/activations', 'b/activations'\]. "
@@ -274,13 +292,17 @@ def lists_runs(names: list[str]) -> Any:
     return ready
 
 
-def wait_steps(page: Any, expected: list) -> None:
+def wait_steps(page: Any, expected: list, layer: str = "conv_0") -> None:
+    """Wait until the columns show ``expected`` ``[(run, step), (run, step)]`` of ``layer``,
+    drawn for the slider's step (the later of the two: the run that logged it shows it)."""
     from test_dashboard_browser import wait_for
 
+    slider = str(max(step for _, step in expected))
     wait_for(page, "JSON.stringify(arguments[0]) === JSON.stringify(['a', 'b'].map((w) => {"
              " const i = document.getElementById('actlog-compare-' + w); return [i.dataset.run || null,"
-             " i.dataset.step || null, i.complete && i.naturalWidth > 0]; }))",
-             [[run, str(step), True] for run, step in expected])
+             " i.dataset.step || null, i.dataset.layer || null, i.dataset.at || null,"
+             " i.complete && i.naturalWidth > 0]; }))",
+             [[run, str(step), layer, slider, True] for run, step in expected])
 
 
 @pytest.mark.browser
@@ -326,15 +348,13 @@ def test_dashboard_compares_two_runs_side_by_side_on_one_slider(
             stats = page.find_element(By.CSS_SELECTOR, f"#actlog-compare-stats-{which} dd[data-stat=mean]")
             steps, means = run.scalar("conv_0", "mean")
             assert stats.text == f"{means[steps.tolist().index(2)]:.3g}"  # formatNumber's 3 digits
-            atlas = page.find_element(By.ID, f"actlog-compare-atlas-{which}")
-            assert atlas.get_attribute("data-step") == "2"
+            wait_atlas_step(page, which, 2)
 
         # Another layer keeps the comparison; "none" goes back to the one-run layer view.
         from selenium.webdriver.support.ui import Select
 
         Select(page.find_element(By.ID, "actlog-layer")).select_by_visible_text("conv_1")
-        wait_steps(page, [("a/activations", 2), ("b/activations", 2)])
-        assert page.find_element(By.ID, "actlog-compare-a").get_attribute("data-layer") == "conv_1"
+        wait_steps(page, [("a/activations", 2), ("b/activations", 2)], "conv_1")
         choose_comparison(page, "none")
         from test_dashboard_browser import wait_shows
 
@@ -371,7 +391,7 @@ def test_compare_view_of_the_mnist_example(
         Select(page.find_element(By.ID, "actlog-layer")).select_by_visible_text("conv_1")
         wait_shows(page, "actlog-grid-b", "conv_1", 5)
         choose_comparison(page, "batch_64/activations")
-        wait_steps(page, [("batch_16/activations", 5), ("batch_64/activations", 5)])
+        wait_steps(page, [("batch_16/activations", 5), ("batch_64/activations", 5)], "conv_1")
         for which, name in (("a", "batch_16"), ("b", "batch_64")):
             image = page.find_element(By.ID, f"actlog-compare-{which}")
             expected = runs_[name].grid("conv_1", 0, 5)[..., 0]

@@ -5,7 +5,7 @@
 // run's grid, the layer's statistics at that step and its atlas picture at or
 // before it, so the two columns line up row by row.
 
-import {formatNumber} from './charts.js';
+import {formatNumber, sparkline} from './charts.js';
 import {el, field, fillOptions} from './dom.js';
 import {atStepOrBefore, imageUnlessAborted, images} from './state.js';
 
@@ -28,6 +28,15 @@ class Column {
       el('div', {className: 'gridwrap'}, {}, [this.atlas]),
     ]);
   }
+}
+
+/** [lo, hi] over every finite value of both runs, 0 included (null: no values). */
+function sharedRange(lists) {
+  const values = lists.flat().filter((v) => v !== null && Number.isFinite(v));
+  if (!values.length) return null;
+  const lo = Math.min(0, ...values);
+  const hi = Math.max(...values);
+  return hi > lo ? [lo, hi] : [lo, lo + 1];
 }
 
 export class CompareView {
@@ -96,14 +105,22 @@ export class CompareView {
       column.caption.textContent = shown === step ? `${word} ${shown}` :
         `${word} ${shown} (its last at or before ${step})`;
     }
+    column.image.dataset.at = String(step); // the slider's step this column was drawn for
     column.stats.textContent = '';
-    const shownStep = at === null ? null : String(side.grids[at].step);
+    const shownStep = at === null ? null : side.grids[at].step;
+    const domain = [body.steps[0], body.steps[body.steps.length - 1]];
     for (const stat of STATS) {
       const values = side.scalars[stat];
       if (!values) continue;
       const value = shownStep !== null && shownStep in values ? formatNumber(values[shownStep]) : '\u2013';
+      // Both columns' sparklines of a statistic share one scale: the heights compare.
+      const range = sharedRange(body.sides.map((s) => Object.values(s.scalars[stat] || {})));
+      const series = {steps: Object.keys(values).map(Number), values: Object.values(values)};
       column.stats.append(el('dt', {textContent: stat.replace('_', ' ')}),
-          el('dd', {textContent: value}, {'data-stat': stat}));
+          el('dd', {textContent: value}, {'data-stat': stat}),
+          el('dd', {className: 'compare-spark'}, {}, [
+            sparkline({series, domain, current: shownStep, color: '#f57c00', range}),
+          ]));
     }
     await this.showAtlas(column, side, step, word, signal, isCurrent);
   }
