@@ -10,6 +10,7 @@ feature atlas every 2 epochs. Expected pixels and statistics come from
 
 from __future__ import annotations
 
+import shutil
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ STEPS_B = [0, 2, 4]
 COMMON = [0, 2]
 
 
-def write_run(path: Path, seed: int, epochs: int, freq: int, probes: int = 2, layers=LAYERS) -> None:
+def write_run(path: Path, seed: int, epochs: int, freq: int, probes: int = 2, layers=LAYERS,
+              initial_epoch: int = 0) -> None:
     from conftest import make_tiny_data, make_tiny_model
 
     x, y = make_tiny_data()
@@ -40,7 +42,7 @@ def write_run(path: Path, seed: int, epochs: int, freq: int, probes: int = 2, la
     logger = actlog.ActivationLogger(
         str(path), x[:probes].copy(), layers=list(layers), freq=freq, atlas=actlog.Atlas(x, k=3, every=2)
     )
-    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=[logger])
+    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=[logger], initial_epoch=initial_epoch)
     assert logger.misses == {}
 
 
@@ -320,10 +322,12 @@ def test_dashboard_compares_two_runs_side_by_side_on_one_slider(
 
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip(f"needs Debian's chromium and chromedriver at {CHROMIUM} and {CHROMEDRIVER}")
-    a, b = runs(logs)
+    copy = tmp_path_factory.mktemp("compare_live") / "logs"
+    shutil.copytree(logs, copy)  # run b gets more epochs below; the other tests keep theirs
+    a, b = runs(copy)
 
     ready = lists_runs(["a/activations", "b/activations"])
-    with running_tensorboard(logs, tmp_path_factory.mktemp("tb_compare"), ready) as url:
+    with running_tensorboard(copy, tmp_path_factory.mktemp("tb_compare"), ready) as url:
         page = open_dashboard(driver, url, 2)
         choose_comparison(page, "b/activations")
         # The last step of either run: b's 4; a shows its last, 3, and says so.
@@ -360,6 +364,17 @@ def test_dashboard_compares_two_runs_side_by_side_on_one_slider(
 
         wait_shows(page, "actlog-grid-b", "conv_1", 2)
         assert not page.find_element(By.ID, "actlog-compare-view").is_displayed()
+
+        # Live: on the last step, a step run b logs while the page is open comes without a reload.
+        choose_comparison(page, "b/activations")
+        wait_steps(page, [("a/activations", 2), ("b/activations", 2)], "conv_1")
+        page.find_element(By.ID, "actlog-next").click()
+        page.find_element(By.ID, "actlog-next").click()
+        wait_steps(page, [("a/activations", 3), ("b/activations", 4)], "conv_1")
+        write_run(copy / "b", seed=1, epochs=6, freq=2, initial_epoch=4)
+        assert actlog.read(copy / "b").run().grid_steps("conv_1", 0) == [0, 2, 4, 6]
+        wait_steps(page, [("a/activations", 3), ("b/activations", 6)], "conv_1")
+        assert page.find_element(By.ID, "actlog-step-label").text.startswith("epoch 6")
 
 
 @pytest.mark.browser

@@ -40,7 +40,8 @@ const requests = {
   poll: new Latest(), // the poll's /steps
   channel: new Latest(), // /channel
   atlas: new Latest(), // /atlas and its pictures
-  compare: new Latest(), // /compare and its pictures
+  compare: new Latest(), // the comparison's pictures
+  comparePoll: new Latest(), // /compare
 };
 let ticks = 0;
 
@@ -198,6 +199,7 @@ async function showView() {
     return;
   }
   requests.compare.abort();
+  requests.comparePoll.abort();
   state.comparison = null;
   if (layer) {
     requests.overview.abort();
@@ -469,7 +471,7 @@ async function compareWith(name) {
 
 /** Ask /compare for the layer and probe chosen; stay on the step shown (or the last one). */
 async function loadComparison() {
-  const signal = requests.compare.next();
+  const signal = requests.comparePoll.next();
   const before = state.comparison;
   let body;
   try {
@@ -483,6 +485,7 @@ async function loadComparison() {
     return;
   }
   if (before && JSON.stringify(before) === JSON.stringify(body)) return; // a poll with nothing new
+  requests.compare.next(); // the pictures of what was on screen are not wanted any more
   state.comparison = body;
   const last = body.steps.length - 1;
   const index = state.following || state.step === null ? last : nearest(body.steps, state.step);

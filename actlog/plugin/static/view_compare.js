@@ -94,7 +94,9 @@ export class CompareView {
     if (at === null) {
       column.image.removeAttribute('src');
       delete column.image.dataset.step;
-      column.caption.textContent = `no grid at or before ${word} ${step}: the first is at ${side.grids[0].step}`;
+      column.caption.textContent = side.grids.length ?
+        `no grid at or before ${word} ${step}: the first is at ${side.grids[0].step}` :
+        `no grid of this layer for probe ${body.probe}`;
     } else {
       const shown = side.grids[at].step;
       column.image.src = decoded.url;
