@@ -151,11 +151,14 @@ def test_compare_errors_name_what_was_received_and_what_exists(logs: Path, tmp_p
     write_run(tmp_path / "three_probes", seed=2, epochs=1, freq=1, probes=3)
     with pytest.raises(CompareError, match=r"different probes: a has 2, b has 3"):
         actlog.compare(a, tmp_path / "three_probes", "conv_0")
-    write_run(tmp_path / "late", seed=2, epochs=4, freq=1)
+    write_run(tmp_path / "late", seed=2, epochs=6, freq=1, initial_epoch=4)  # a resumed run
     late = actlog.read(tmp_path / "late").run()
-    assert late.grid_steps("conv_0", 0) == [0, 1, 2, 3, 4]
-    pair = actlog.compare(a, late, "conv_0", steps=[3])
-    assert pair.steps == [3]
+    steps = late.grid_steps("conv_0", 0)
+    assert steps[0] > 3
+    message = (r"No step at which both runs logged 'conv_0' for probe 0: a has steps 0, 1, 2, 3, "
+               rf"b has steps {steps[0]}")
+    with pytest.raises(CompareError, match=message):
+        actlog.compare(a, late, "conv_0")
 
 
 # -- the command -------------------------------------------------------------------------
