@@ -30,6 +30,7 @@ __all__ = [
     "plot_feature_maps",
     "read",
     "Tokens",
+    "compare",
     "__version__",
 ]
 
@@ -47,10 +48,12 @@ _LAZY = {
     "plot_feature_maps": "actlog.oneshot",
     "read": "actlog.reader",
     "Tokens": "actlog.tokens",
+    "compare": "actlog.comparison",
 }
 
 if TYPE_CHECKING:
     from actlog.callback import ActivationLogger
+    from actlog.comparison import compare
     from actlog.faults import LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
     from actlog.options import Atlas, Background, Batches, Layout, Maximize, Probes

@@ -33,8 +33,10 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from actlog import metadata
+from actlog.comparison import CompareError
 from actlog.plugin import keys
 from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
+from actlog.plugin.compare_route import compare_body
 
 IMAGE_CACHE_SECONDS = 24 * 3600
 """How long the browser may keep an image: a key names one written image, never another."""
@@ -45,7 +47,8 @@ _MAX_ECHO = 80
 """Longest piece of a bad parameter repeated back in an error message."""
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
-            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js")
+            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js",
+            "view_compare.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -152,6 +155,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
       the channel's top-k crops in it (:meth:`actlog.atlas.AtlasLayout.boxes`),
       each crop's pool index and activation, and the channel's change since
       the previous atlas. A layer without an atlas gets no steps and a ``note``.
+    - ``/compare?run&other&layer&probe``: two runs side by side, step by step
+      (:func:`.compare_route.compare_body`).
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
@@ -174,6 +179,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/image": self._serve_image,
             "/channel": self._serve_channel,
             "/atlas": self._serve_atlas,
+            "/compare": self._serve_compare,
         }
         for route in _STATIC_FILES:
             apps[route] = self._serve_static
@@ -206,8 +212,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     # -- parameters -----------------------------------------------------------
 
-    def _run(self, request: wrappers.Request) -> RunIndex:
-        name = _param(request, "run")
+    def _run(self, request: wrappers.Request, parameter: str = "run") -> RunIndex:
+        name = _param(request, parameter)
         runs = self._catalog.runs()
         if name not in runs:
             raise BadRequest(f"Unknown run {_echo(name)}. Runs with actlog data: {sorted(runs)}.")
@@ -321,6 +327,19 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         layer = self._layer(request, index)
         channel = self._channel(request, layer)
         body = index.remember(("atlas", layer.name, channel), lambda: _atlas_body(index, layer, channel))
+        return _json(request, body)
+
+    @_route
+    def _serve_compare(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        other = self._run(request, "other")
+        layer = _param(request, "layer")
+        probe = _int_param(request, "probe", "a probe of both runs")
+        try:
+            body = index.remember(("compare", other.name, other.version, layer, probe),
+                                  lambda: compare_body(index, other, layer, probe))
+        except CompareError as err:
+            raise BadRequest(str(err)) from None
         return _json(request, body)
 
 
