@@ -25,12 +25,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actlog import atlas as atlas_
-from actlog import maximize
+from actlog import class_maps, maximize
 from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.probes import copy_probes
 from actlog.worker import ON_FULL
 
-__all__ = ["Atlas", "Background", "Batches", "Layout", "Maximize", "Probes"]
+__all__ = ["Atlas", "Background", "Batches", "ClassMaps", "Layout", "Maximize", "Probes"]
 
 
 class _RareEvent:
@@ -94,6 +94,27 @@ class Maximize(_RareEvent):
 
     def __repr__(self) -> str:
         return f"Maximize({self.channels!r}, every={self.every})"
+
+
+class ClassMaps(_RareEvent):
+    """Class activation maps (Grad-CAM) of one watched convolution for each probe, logged with
+    the grids (every ``freq`` epochs). See :mod:`actlog.class_maps`.
+
+    Args:
+        layer: the display name of a watched layer with a spatial map, in the
+            model's own functional graph; a plain name ``cam="conv_1"`` means
+            ``ClassMaps("conv_1")``.
+        classes: each probe's class: ``"label"`` (default: probes given as an
+            ``(x, y)`` tuple or a dataset of such batches; indices or one-hot
+            rows), ``"predicted"`` (the argmax of the model's output at each
+            event), or a sequence of class indices, one per probe.
+    """
+
+    def __init__(self, layer: str, classes: Any = "label") -> None:
+        self.options = class_maps.check_options(layer, classes)
+
+    def __repr__(self) -> str:
+        return f"ClassMaps({self.options.layer!r}, classes={self.options.classes!r})"
 
 
 class Layout:
