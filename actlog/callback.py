@@ -166,7 +166,7 @@ class ActivationLogger(keras.callbacks.Callback):
         else:  # a process that will not write (multi-process training) creates nothing
             self.log_dir = os.fspath(log_dir)
             self._storage = storage.for_path(self.log_dir)
-        probes = Probes.of(probes)
+        probes = Probes.of(probes, labels=cam is not None)
         self.probes = probes.data
         check_spec(tokens.split(layers)[0])
         self.freq = check_int("freq", freq, minimum=0)

@@ -154,7 +154,9 @@ class ClassMapsPass:
         self._fixed = self._fixed_classes(data, len(specs))
 
         layer = self._layer(model)
-        cut = segments.cut(model, [[layer.output], [score_tensor]])
+        # A Sequential model has no ``input`` of its own: the functional model over its graph has
+        # (the same layers and weights).
+        cut = segments.cut(keras.Model(model.inputs, model.outputs), [[layer.output], [score_tensor]])
         if cut is None or layer.output.shape[1:] != tuple(self.plan.output_shape):
             raise ValueError(
                 f"cam cannot cut model {model.name!r} at layer {options.layer!r} through Keras' public "
@@ -217,8 +219,8 @@ class ClassMapsPass:
             if labels is None:
                 raise ValueError(
                     "cam=ClassMaps(classes='label') needs labelled probes: pass probes as an (x, y) "
-                    "tuple (or a dataset of (x, y) batches); or use classes='predicted' or a list of "
-                    "class indices."
+                    "tuple, or a dataset of (x, y) batches (as actlog.Probes(dataset, labels=True)); "
+                    "or use classes='predicted' or a list of class indices."
                 )
             chosen = _label_classes(labels, self.count, self.classes_count)
         else:

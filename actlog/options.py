@@ -208,19 +208,22 @@ class Probes:
         count: how many probes to take from a dataset or iterable (default 8),
             or the first this many of an array (default all).
         log: log the probe images themselves at the first event. Default True.
+        labels: also keep the labels of a dataset's ``(x, y)`` batches, for
+            ``cam=ClassMaps(classes="label")`` (an ``(x, y)`` tuple keeps them
+            always). Default False (a plain ``probes=`` value: True with ``cam``).
     """
 
-    def __init__(self, data: Any, count: int | None = None, log: bool = True) -> None:
+    def __init__(self, data: Any, count: int | None = None, log: bool = True, labels: bool = False) -> None:
         self.count = check_optional_int("Probes count", count, minimum=1)
-        self.data = copy_probes(data, count=self.count)
+        self.data = copy_probes(data, count=self.count, labels=bool(labels))
         self.log = bool(log)
 
     def __repr__(self) -> str:
         return f"Probes(<copied>, count={self.count}, log={self.log})"
 
     @classmethod
-    def of(cls, value: Any) -> Probes:
-        return value if isinstance(value, Probes) else cls(value)
+    def of(cls, value: Any, labels: bool = False) -> Probes:
+        return value if isinstance(value, Probes) else cls(value, labels=labels)
 
 
 def _instance(name: str, value: Any, cls: type, accepted: str) -> Any:

@@ -52,13 +52,14 @@ class InputSpec:
 # --------------------------------------------------------------------------- copying
 
 
-def copy_probes(probes: Any, *, count: int | None = None) -> Any:
-    """A private, read-only copy of ``probes`` (see module docstring).
+def copy_probes(probes: Any, *, count: int | None = None, labels: bool = False) -> Any:
+    """A private, read-only copy of ``probes`` (see module docstring); with ``labels``, a
+    dataset of ``(x, y)`` batches gives ``(x, y)`` (the class maps' labels), else ``x``.
 
     Returns an array, or a list / tuple / dict of arrays (nested as passed).
     """
     if _is_batch_source(probes):
-        probes = _take(probes, DEFAULT_COUNT if count is None else count, labels=True)
+        probes = _take(probes, DEFAULT_COUNT if count is None else count, labels=labels)
     copied = _copy_tree("probes", probes)
     if count is not None:
         copied = map_tree(copied, lambda a: _frozen(a[:count]))

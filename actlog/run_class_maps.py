@@ -43,6 +43,12 @@ class ClassMapReader(RunView):
         series = self._cam_series(probe)
         return series.points[self._check_step(series, step, f"the class map of probe {probe}")]
 
+    def class_map_refs(self, probe: int) -> tuple[list[int], list[ImageRef | bytes]]:
+        """Every logged class-map picture of ``probe``: its steps and where each is stored."""
+        series = self._cam_series(probe)
+        steps = series.steps()
+        return steps, [series.points[s] for s in steps]
+
     def class_maps(self, probe: int) -> tuple[np.ndarray, np.ndarray]:
         """Every logged class-map picture of ``probe``: ``(steps, uint8 (S, H, W, 3))``, the map
         (scaled to its maximum, resized) in colour over the probe image."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import fails_before_training, make_tiny_model
+from conftest import fails_before_training, make_classic_model, make_tiny_model, to_numpy
 
 import actlog
 from actlog import backends, class_maps, metadata
@@ -176,8 +176,8 @@ def test_labels_from_a_dataset_of_batches(tmp_path):
     """A generator of ``(x, y)`` batches keeps its labels for ``classes="label"``."""
     x, y = planted_probes()
     batches = ((x[i : i + 2], y[i : i + 2]) for i in (0, 2))
-    logger = actlog.ActivationLogger(tmp_path, actlog.Probes(batches, count=4), layers=["bright"],
-                                     cam="bright")
+    probes = actlog.Probes(batches, count=4, labels=True)
+    logger = actlog.ActivationLogger(tmp_path, probes, layers=["bright"], cam="bright")
     planted_model().fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[logger])
     _, _, classes = actlog.read(tmp_path).run().class_map_values()
     assert classes.tolist() == [[1, 1, 0, 0]] * 2
@@ -192,3 +192,18 @@ def test_a_layer_of_the_tiny_model(tmp_path, tiny_data):
     _, maps, classes = run.class_map_values()
     assert logger.misses == {} and maps.shape == (2, 3, 3, 3) and classes[0].tolist() == y[:3].tolist()
     assert run.class_map_info()["score"] == "output"  # logits already: no softmax to step around
+
+
+def test_a_sequential_model_ending_in_a_softmax_dense(tmp_path):
+    """The article's ConvNet (a Sequential: cut through the functional model over its graph),
+    its Dense softmax stepped around to the logits, dropout in the head in inference mode."""
+    x = np.random.default_rng(1).random((2, 28, 28, 1)).astype(np.float32)
+    logger = actlog.ActivationLogger(tmp_path, x, layers=["conv_1"],
+                                     cam=actlog.ClassMaps("conv_1", "predicted"))
+    model = make_classic_model()
+    model.fit(x, np.array([3, 7]), batch_size=2, epochs=1, verbose=0, callbacks=[logger])
+    run = actlog.read(tmp_path).run()
+    _, maps, classes = run.class_map_values()
+    expected = np.argmax(to_numpy(model(x, training=False)), axis=-1)
+    assert logger.misses == {} and maps.shape == (2, 2, 11, 11) and classes[-1].tolist() == expected.tolist()
+    assert run.class_map_info()["score"] == "logit" and np.isfinite(maps).all()

@@ -33,7 +33,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from actlog import metadata
-from actlog.plugin import keys
+from actlog.plugin import cam, keys
 from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
 
 IMAGE_CACHE_SECONDS = 24 * 3600
@@ -45,7 +45,8 @@ _MAX_ECHO = 80
 """Longest piece of a bad parameter repeated back in an error message."""
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
-            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js")
+            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js",
+            "view_cam.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -152,6 +153,10 @@ class ActivationsPlugin(base_plugin.TBPlugin):
       the channel's top-k crops in it (:meth:`actlog.atlas.AtlasLayout.boxes`),
       each crop's pool index and activation, and the channel's change since
       the previous atlas. A layer without an atlas gets no steps and a ``note``.
+    - ``/class_maps?run&probe``: the probe's class activation map at every step
+      logged (``ActivationLogger(cam=...)``): its image key and class, the layer,
+      the classes option and the score differentiated (:mod:`actlog.plugin.cam`);
+      a run without class maps gets no steps and a ``note``.
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
@@ -174,6 +179,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/image": self._serve_image,
             "/channel": self._serve_channel,
             "/atlas": self._serve_atlas,
+            "/class_maps": self._serve_class_maps,
         }
         for route in _STATIC_FILES:
             apps[route] = self._serve_static
@@ -288,6 +294,9 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             refs = index.probe_images
             ref = refs[key.probe] if key.probe < len(refs) else None
             what, route = f"probe image {key.probe}", "/runs"
+        elif key.kind == keys.CAM:
+            ref = cam.class_map_ref(index.class_maps, key.layer, key.probe, key.step)
+            what, route = f"class map of probe {key.probe} at step {key.step}", "/class_maps"
         elif key.kind == keys.ATLAS:
             found = layer.atlas if layer is not None else []
             ref = next((a.ref for a in found if a.step == key.step), None)
@@ -314,6 +323,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "stats": {stat: _series(*series) for stat, series in stats.items()},
         }  # fmt: skip
         return _json(request, body)
+
+    @_route
+    def _serve_class_maps(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        probe = self._probe(request, index)
+        return _json(request, cam.class_maps_body(index.name, index.class_maps, probe))
 
     @_route
     def _serve_atlas(self, request: wrappers.Request) -> wrappers.Response:
