@@ -119,10 +119,10 @@ class ActivationLogger(keras.callbacks.Callback):
             ``{layer: [channels]}`` mean ``Maximize(channels)``. ``None``
             (default): off. See :mod:`actlog.maximize`.
         cam: optional class activation maps (Grad-CAM) of one watched
-            convolution for each probe, logged with the grids (every ``freq``
-            epochs), :class:`actlog.ClassMaps` ``(layer, classes="label")``; a
-            plain layer name means ``ClassMaps(layer)``. ``None`` (default):
-            off. See :mod:`actlog.class_maps`.
+            convolution for each probe, logged with the epoch grids (every
+            ``freq`` epochs; not at batch-level events), :class:`actlog.ClassMaps`
+            ``(layer, classes="label")``; a plain layer name means
+            ``ClassMaps(layer)``. ``None`` (default): off. See :mod:`actlog.class_maps`.
         epoch_logs: also write Keras' epoch logs (``epoch_loss``, metrics,
             ``epoch_learning_rate``) to ``log_dir/train`` and ``log_dir/validation``
             as Keras' ``TensorBoard`` callback names them, with actlog's own writer,

@@ -14,12 +14,14 @@ manifest entry's ``score`` says which).
 The model's functional graph is cut at ``A`` (:func:`actlog.segments.cut`): the
 first segment runs the probes to ``A`` (and any tensor a skip connection carries
 past it), the second from there to the scores. Per event, on the training
-thread: the first segment and the scores (compiled once, like the probe
-function), the gradient of the summed class scores with respect to ``A`` through
-the backend's own differentiation (:meth:`actlog.backends.Backend.gradient`,
-compiled once where the backend compiles), and the map (compiled once). Only
-the ``(k, h, w)`` maps, the classes and their scores are copied; the pictures
-are drawn in the background. A subclassed model (no graph to cut) or a layer
+thread: the first segment (compiled once, like the probe function; with
+``classes="predicted"`` the scores too, for their argmax), the gradient of the
+summed class scores with respect to ``A`` through the backend's own
+differentiation (:meth:`actlog.backends.Backend.gradient`, compiled once where
+the backend compiles), and the map (compiled once). So an event costs about one
+more forward pass to ``A`` and a forward and backward pass of the rest. Only
+the ``(k, h, w)`` maps and the classes are copied; the pictures are drawn in
+the background. A subclassed model (no graph to cut) or a layer
 inside a nested model is refused before the first epoch.
 """
 
@@ -260,15 +262,14 @@ class ClassMapsPass:
     def _run_forward(self, inputs: Any, fixed: Any) -> dict[str, Any]:
         ops = keras.ops
         _, carry = self._first(inputs)
-        scores = self._scores(carry)
         if self.options.classes == "predicted":
+            scores = self._scores(carry)
             # Not ops.one_hot: PyTorch's reads the largest index in Python, which no trace can keep.
             best = ops.expand_dims(ops.argmax(scores, axis=-1), -1)
             every = ops.arange(self.classes_count, dtype=best.dtype)[None, :]
             fixed = ops.cast(ops.equal(every, best), "float32")
         return {"carry": [ops.cast(c, "float32") if i == self._at else c for i, c in enumerate(carry)],
-                "onehot": fixed, "classes": ops.cast(ops.argmax(fixed, axis=-1), "int32"),
-                "scores": ops.sum(scores * fixed, axis=-1)}
+                "onehot": fixed, "classes": ops.cast(ops.argmax(fixed, axis=-1), "int32")}
 
     def _objective(self, at: Any, others: list[Any], onehot: Any) -> Any:
         carry = list(others)
@@ -290,13 +291,13 @@ class ClassMapsPass:
                 "map": self._combine.traces}
 
     def run(self) -> Any:
-        """The training thread's half: ``() -> {"maps", "classes", "scores"}`` as numpy arrays."""
+        """The training thread's half: ``() -> {"maps", "classes"}`` as numpy arrays."""
         out = self._forward(self._inputs, keras.ops.convert_to_tensor(self._fixed))
         carry = list(out["carry"])
         at = carry.pop(self._at)
         _, grads = self._step(at, carry, out["onehot"])
         maps = self._combine(at, grads)
-        return self._backend.fetch({"maps": maps, "classes": out["classes"], "scores": out["scores"]})
+        return self._backend.fetch({"maps": maps, "classes": out["classes"]})
 
     # -- host half --------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ class Maximize(_RareEvent):
 
 class ClassMaps(_RareEvent):
     """Class activation maps (Grad-CAM) of one watched convolution for each probe, logged with
-    the grids (every ``freq`` epochs). See :mod:`actlog.class_maps`.
+    the epoch grids (every ``freq`` epochs; not at batch-level events). See :mod:`actlog.class_maps`.
 
     Args:
         layer: the display name of a watched layer with a spatial map, in the
