@@ -22,23 +22,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from atlas_images import INK, PAPER, font  # beside this script: the README pictures' one style
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ACTLOG_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(ROOT / "examples"))
 
-INK = (20, 20, 20)
-PAPER = (255, 255, 255)
 GAP = 8
-
-
-def font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def train(log_dir: str, epochs: int, digits: list[int]) -> None:
