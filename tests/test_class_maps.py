@@ -207,3 +207,22 @@ def test_a_sequential_model_ending_in_a_softmax_dense(tmp_path):
     expected = np.argmax(to_numpy(model(x, training=False)), axis=-1)
     assert logger.misses == {} and maps.shape == (2, 2, 11, 11) and classes[-1].tolist() == expected.tolist()
     assert run.class_map_info()["score"] == "logit" and np.isfinite(maps).all()
+
+
+def test_a_subclassed_model_is_refused_before_training(tmp_path):
+    """No graph to cut at the layer: said by name, before the first batch."""
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.conv = keras.layers.Conv2D(2, 1, name="bright")
+            self.flat = keras.layers.Flatten()
+            self.out = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.out(self.flat(self.conv(x)))
+
+    x, y = planted_probes()
+    cam = actlog.ClassMaps("bright", "predicted")
+    logger = actlog.ActivationLogger(tmp_path, x, layers=["bright"], cam=cam)
+    fails_before_training(Subclassed(), x, y, logger, r"'subclassed' \(Subclassed\) has no symbolic graph")
