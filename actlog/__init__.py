@@ -21,6 +21,7 @@ __all__ = [
     "Atlas",
     "Background",
     "Batches",
+    "ClassMaps",
     "Layout",
     "LoggingError",
     "LogError",
@@ -39,6 +40,7 @@ _LAZY = {
     "Atlas": "actlog.options",
     "Background": "actlog.options",
     "Batches": "actlog.options",
+    "ClassMaps": "actlog.options",
     "Layout": "actlog.options",
     "Maximize": "actlog.options",
     "Probes": "actlog.options",
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from actlog.comparison import compare
     from actlog.faults import LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
-    from actlog.options import Atlas, Background, Batches, Layout, Maximize, Probes
+    from actlog.options import Atlas, Background, Batches, ClassMaps, Layout, Maximize, Probes
     from actlog.reader import LogError, read
     from actlog.tokens import Tokens
 

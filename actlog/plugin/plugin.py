@@ -34,7 +34,7 @@ from werkzeug import wrappers
 
 from actlog import metadata
 from actlog.comparison import CompareError
-from actlog.plugin import keys
+from actlog.plugin import cam, keys
 from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
 from actlog.plugin.compare_route import compare_body
 
@@ -48,7 +48,7 @@ _MAX_ECHO = 80
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
             "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js",
-            "view_compare.js")
+            "view_compare.js", "view_cam.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -157,6 +157,10 @@ class ActivationsPlugin(base_plugin.TBPlugin):
       the previous atlas. A layer without an atlas gets no steps and a ``note``.
     - ``/compare?run&other&layer&probe``: two runs side by side, step by step
       (:func:`.compare_route.compare_body`).
+    - ``/class_maps?run&probe``: the probe's class activation map at every step
+      logged (``ActivationLogger(cam=...)``): its image key and class, the layer,
+      the classes option and the score differentiated (:mod:`actlog.plugin.cam`);
+      a run without class maps gets no steps and a ``note``.
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
@@ -180,6 +184,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/channel": self._serve_channel,
             "/atlas": self._serve_atlas,
             "/compare": self._serve_compare,
+            "/class_maps": self._serve_class_maps,
         }
         for route in _STATIC_FILES:
             apps[route] = self._serve_static
@@ -294,6 +299,9 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             refs = index.probe_images
             ref = refs[key.probe] if key.probe < len(refs) else None
             what, route = f"probe image {key.probe}", "/runs"
+        elif key.kind == keys.CAM:
+            ref = cam.class_map_ref(index.class_maps, key.layer, key.probe, key.step)
+            what, route = f"class map of probe {key.probe} at step {key.step}", "/class_maps"
         elif key.kind == keys.ATLAS:
             found = layer.atlas if layer is not None else []
             ref = next((a.ref for a in found if a.step == key.step), None)
@@ -320,6 +328,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "stats": {stat: _series(*series) for stat, series in stats.items()},
         }  # fmt: skip
         return _json(request, body)
+
+    @_route
+    def _serve_class_maps(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        probe = self._probe(request, index)
+        return _json(request, cam.class_maps_body(index.name, index.class_maps, probe))
 
     @_route
     def _serve_atlas(self, request: wrappers.Request) -> wrappers.Response:

@@ -11,6 +11,7 @@
 //   view_channel.js   one channel through every step: filmstrip and charts
 //   view_atlas.js     the channel's top-k atlas crops at the slider's step
 //   view_compare.js   compare mode: two runs side by side on one layer, one slider
+//   view_cam.js       the probe's class activation map at the slider's step
 //   charts.js, dom.js drawing helpers
 //
 // This module wires them: it turns what the person does and what the poll
@@ -20,6 +21,7 @@ import {ApiError, Latest, getJson, isAbort} from './api.js';
 import {el} from './dom.js';
 import {Poller, report, reportUncaught} from './live.js';
 import {atStepOrBefore, imageUnlessAborted, images, nearest, preload, state, stepWord, timings} from './state.js';
+import {ClassMapPanel} from './view_cam.js';
 import {ChannelView} from './view_channel.js';
 import {CompareView} from './view_compare.js';
 import {Controls} from './view_controls.js';
@@ -33,6 +35,7 @@ let overview;
 let layerView;
 let channelView;
 let compareView;
+let classMaps;
 let message;
 const requests = {
   overview: new Latest(), // /overview and its images
@@ -52,6 +55,8 @@ export async function render() {
       (name) => openLayer(state.run.layers.findIndex((layer) => layer.name === name)),
       (err) => report(controls, err));
   layerView = new LayerView({tile: openChannel, compare: setCompare});
+  classMaps = new ClassMapPanel((err) => report(controls, err));
+  layerView.probeCard.append(classMaps.root);
   channelView = new ChannelView({
     close: closeChannel,
     pick: (step) => moveTo(nearest(state.series.steps, step), performance.now()),
@@ -266,6 +271,7 @@ function showTimeline() {
   controls.setSteps(series.steps.map((s) => s.step), state.index, word);
   const step = series.steps[state.index].step;
   layerView.setCaption(`${word} ${step} (current)`);
+  guard(classMaps.show(state.run.run, state.probe, step, word));
   if (state.channel !== null) {
     channelView.setCurrent(step);
     guard(showAtlas());
