@@ -4,11 +4,10 @@ A session chooses the layers, builds the probe function and the grid layouts
 (every configuration error surfaces here, before the first training step),
 then turns each event into two halves:
 
-- :meth:`Session.capture`, on the training thread: run the compiled probe
-  function (forward pass and reductions on the device) and start copying its
-  small results to the host; where the backend runs op by op on the host
-  (PyTorch on the CPU), only the forward pass, the reductions waiting for the
-  background (at most one part of raw outputs at a time);
+- :meth:`Session.capture`, on the training thread: the probe function's device
+  half, part by part (:meth:`actlog.probe.ProbeFunction.run_parts`): on an
+  accelerator the forward pass and the reductions, on the host the forward pass
+  alone, its raw outputs reduced in the background (at most one part at a time);
 - the rest in the background worker (:mod:`actlog.worker`): statistics,
   grids, PNGs, one record, written in step order.
 
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -151,7 +149,6 @@ class Session:
             self._choose(plans, [k or p.layout.channels for k, p in zip(known, plans, strict=True)])
         else:
             self.plans, self._channels = plans, None  # decided at the first event
-        self._later = threading.Semaphore(1)  # a part whose reductions wait (reduces_later)
         self._assemblers: dict[str, EventAssembler] = {}
         self._writers: dict[str, RunWriter] = {}
         self.worker = Worker(
@@ -160,7 +157,6 @@ class Session:
             max_pending=options.max_pending * (self.probe_fn.parts + 1),
             on_full=options.on_full,
             on_error=lambda err: faults.report(*classify(err, "an event")),
-            on_start=self.backend.enter_background,
         )
 
     # -- setup ------------------------------------------------------------------------
@@ -250,18 +246,16 @@ class Session:
             event = self._host(lambda: self._start_event(run, step, previous), run, step)
         zeros = previous or self.probe_fn.zero_sketches()
         sketches = list(zeros)  # the next event's previous, part by part
-        for indices, out in self.probe_fn.run_parts(self._channels, zeros, later=True):
+        for part in self.probe_fn.run_parts(self._channels, zeros):
+            for i, sketch in zip(part.indices, part.sketches, strict=True):
+                if sketch is not None:  # known now (else the background's finish gives it)
+                    sketches[i] = sketch
             if event is None:  # another process writes, or this event is dropped
-                for i, o in zip(indices, out, strict=True):
+                for i, o in zip(part.indices, part.finish(), strict=True):
                     sketches[i] = o["sketch"]
                 continue
-            if callable(out):
-                # Reductions in the background: at most one part's raw outputs wait there.
-                self._later.acquire()
-                results = functools.partial(self._reduce_later, out, indices, zeros, sketches)
-            else:
-                results = self._fetch(out, indices, sketches)
-            self.worker.submit(functools.partial(self._render, event, indices, results), wait=True)
+            job = functools.partial(self._finish, part, zeros, sketches)
+            self.worker.submit(functools.partial(self._render, event, part.indices, job), wait=True)
         self.continuity.previous[run] = sketches
         if event is not None:
             self.worker.submit(functools.partial(self._write, event), wait=True)
@@ -296,28 +290,21 @@ class Session:
             f"{self.options.max_pending} events were still being written (on_full='skip')",
         )
 
-    def _fetch(self, out: list[dict[str, Any]], indices: list[int], sketches: list[Any]) -> Any:
-        """Keep a part's sketches and start copying the rest: ``() -> (host results, masks)``."""
-        for i, o in zip(indices, out, strict=True):
+    def _finish(self, part: Any, previous: list[Any], sketches: list[Any]) -> Any:
+        """A part's results (reduced first where they wait: :class:`actlog.probe.Handed`),
+        its sketches kept and the rest copied: ``(host results, masks)``. If they fail, the
+        next event's drift compares with this one's ``previous``."""
+        try:
+            out = part.finish()
+        except BaseException:
+            for i in part.indices:
+                sketches[i] = previous[i]
+            raise
+        for i, o in zip(part.indices, out, strict=True):
             sketches[i] = o["sketch"]
         fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
                                     for o in out])
-        masks = [o["nonfinite"] for o in out]
-        return lambda: (fetch(), masks)
-
-    def _reduce_later(self, reduce: Any, indices: list[int], previous: list[Any],
-                      sketches: list[Any]) -> Any:
-        """Background: a part's reductions (see :meth:`actlog.probe.ProbeFunction.run_parts`);
-        if they fail, the next event's drift compares with this one's ``previous``."""
-        try:
-            out = reduce()
-        except BaseException:
-            for i in indices:
-                sketches[i] = previous[i]
-            raise
-        finally:
-            self._later.release()
-        return self._fetch(out, indices, sketches)()
+        return fetch(), [o["nonfinite"] for o in out]
 
     def capture_atlas(self, step: int) -> None:
         """The training thread's half of an atlas event at ``step`` of the epoch run."""
