@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -345,6 +346,7 @@ class ProbeFunction:
         # Shapes and dtypes are all compiling needs: no sketch is allocated before the first event.
         first = self.first_channels()
         zeros = [keras.KerasTensor(shape, dtype="float32") for shape in self.sketch_shapes]
+        room = threading.Semaphore(1)  # on the host, one part's raw outputs wait for the background
         self._parts = []
         self._compiled: list[Any] = []
         self._forwards: list[Any] = []
@@ -358,7 +360,7 @@ class ProbeFunction:
             compile = functools.partial(self._compile, model, args, runner, len(groups) > 1)
             fused = _Part(forward, _pick(inline, indices)) if len(groups) == 1 else None
             device, host = backend.split(model, compile, _Part(forward, None), fused,
-                                         functools.partial(self._reduce_part, indices))
+                                         functools.partial(self._reduce_part, indices), room)
             self._parts.append((indices, chained, device, host))
             self._forwards.append(forward)
 

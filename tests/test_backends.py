@@ -182,7 +182,8 @@ def test_at_most_one_part_waits_for_its_reductions():
         note(f"reduced {outputs[0]}")
         return [{"levels": outputs[0]}]
 
-    device, host = backends.current().split(None, lambda fn: fn, forward, None, reduce)
+    room = threading.Semaphore(1)
+    device, host = backends.current().split(None, lambda fn: fn, forward, None, reduce, room)
     first, _ = device(1, [], [])
 
     def second():

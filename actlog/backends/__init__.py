@@ -121,13 +121,15 @@ class Backend:
 
     def split(self, model: Any, compile: Callable[[Callable[..., Any]], Compiled],
               forward: Callable[..., Any], fused: Callable[..., Any] | None,
-              reduce: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+              reduce: Callable[..., Any], room: threading.Semaphore,
+              ) -> tuple[Callable[..., Any], Callable[..., Any]]:
         """Where one part of the probe function runs: ``(device, host)``.
 
         ``forward(inputs, channels, previous) -> (outputs, carry)`` is the part's forward
         pass; ``fused`` the same with the reductions inside, ``-> (results, carry)`` (None
         where they compile apart: several parts); ``reduce(outputs, channels, previous)``
-        the reductions compiled apart; ``compile(fn)`` compiles either for this part.
+        the reductions compiled apart; ``compile(fn)`` compiles either for this part;
+        ``room``, shared by the parts of one probe function, bounds what waits for ``host``.
 
         ``device(inputs, channels, previous) -> (handoff, carry)`` runs on the training
         thread; ``host(handoff, channels, previous) -> results`` (one dict per layer, see
@@ -139,7 +141,7 @@ class Backend:
             # Only the results' few bytes are copied; in lockstep every process runs each
             # compiled function (a collective) on its training thread, in the same order.
             return _on_device(compile, forward, fused, reduce)
-        return _on_host(compile, forward, reduce)
+        return _on_host(compile, forward, reduce, room)
 
     def _accelerated(self) -> bool:
         """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory:
@@ -187,27 +189,23 @@ def _on_device(compile: Callable[..., Any], forward: Callable[..., Any], fused: 
     return device, _given
 
 
-_WAITING = threading.Semaphore(1)
-"""At most one part's raw outputs wait for their reductions in the background (per process)."""
-
-
 def _on_host(compile: Callable[..., Any], forward: Callable[..., Any], reduce: Callable[..., Any],
-             ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+             room: threading.Semaphore) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """:meth:`Backend.split` on the host: the training thread runs the forward pass and hands
-    the raw outputs on; the background reduces them. At most one part's outputs wait there:
-    the next forward pass waits for room (:data:`_WAITING`)."""
+    the raw outputs on; the background reduces them. As many outputs wait there as ``room``
+    holds (one part's): the next part's hand-over waits for it."""
     compiled = compile(forward)
 
     def device(inputs: Any, channels: Any, previous: Any) -> tuple[Any, Any]:
         outputs, carry = compiled(inputs, channels, previous)
-        _WAITING.acquire()
+        room.acquire()
         return [{"output": o} for o in outputs], carry
 
     def host(handoff: Any, channels: Any, previous: Any) -> Any:
         try:
             return reduce([h["output"] for h in handoff], channels, previous)
         finally:
-            _WAITING.release()
+            room.release()
 
     device.compiled = compiled  # type: ignore[attr-defined]
     return device, host

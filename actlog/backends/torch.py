@@ -426,8 +426,9 @@ class TorchBackend(Backend):
         return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
     def split(self, model: Any, compile: Callable[..., Any], forward: Callable[..., Any],
-              fused: Callable[..., Any] | None, reduce: Callable[..., Any]) -> tuple[Any, Any]:
-        device, host = super().split(model, compile, forward, fused, reduce)
+              fused: Callable[..., Any] | None, reduce: Callable[..., Any],
+              room: threading.Semaphore) -> tuple[Any, Any]:
+        device, host = super().split(model, compile, forward, fused, reduce, room)
         owner = threading.get_ident()
 
         def own_threads(handoff: Any, channels: Any, previous: Any) -> Any:
