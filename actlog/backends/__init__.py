@@ -185,7 +185,6 @@ def _on_device(compile: Callable[..., Any], forward: Callable[..., Any], fused: 
         outputs, carry = compiled(inputs, channels, previous)
         return reduce(outputs, channels, previous), carry
 
-    device.compiled = compiled  # type: ignore[attr-defined]
     return device, _given
 
 
@@ -207,7 +206,6 @@ def _on_host(compile: Callable[..., Any], forward: Callable[..., Any], reduce: C
         finally:
             room.release()
 
-    device.compiled = compiled  # type: ignore[attr-defined]
     return device, host
 
 
