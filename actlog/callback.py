@@ -11,24 +11,14 @@ from typing import Any
 
 import keras
 
-from actlog import backends, grid, metadata, storage, tokens
+from actlog import backends, metadata, storage, tokens
 from actlog import epoch_logs as epoch_logs_
-from actlog.checks import check_int, check_optional_int
+from actlog.checks import check_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
-from actlog.options import (
-    MOVED,
-    Atlas,
-    Background,
-    Batches,
-    ClassMaps,
-    Layout,
-    Maximize,
-    Probes,
-    refuse_moved,
-)
+from actlog.options import MOVED, Background, Batches, Layout, Probes, event_options, refuse_moved
 from actlog.runs import Destination
-from actlog.session import Continuity, Options, Session
+from actlog.session import Continuity, Session
 
 __all__ = ["ActivationLogger", "LoggingError"]
 
@@ -66,9 +56,11 @@ class ActivationLogger(keras.callbacks.Callback):
             shaped like the model's input, one sample, a list of samples, an
             ``(x, y)`` tuple, a dataset or iterable of batches (its first 8
             samples), or a list / dict of batches for a multi-input model; or
-            :class:`actlog.Probes` ``(data, count=None, log=True)`` to take
-            ``count`` of them, or not to log the probe images themselves at
-            the first event (``log=False``). See :mod:`actlog.probes`.
+            :class:`actlog.Probes` ``(data, count=None, log=True, stats=True)``
+            to take ``count`` of them, not to log the probe images themselves at
+            the first event (``log=False``), or not to log the activations'
+            statistics (mean, std, sparsity, dead channels, drift:
+            ``stats=False``). See :mod:`actlog.probes`.
         layers: which layers to watch: ``None`` (the last layer of each
             spatial stage), ``"*"`` (every spatial layer), a name or
             ``"outer/inner"`` path, a Layer, a Layer class, a compiled regex, a
@@ -96,8 +88,6 @@ class ActivationLogger(keras.callbacks.Callback):
             of ``max_pixels`` per grid (a layer too large for it is drawn
             subsampled, said once), ``pad`` pixels apart, near square unless
             ``rows`` / ``cols`` are given. ``None`` (default): those defaults.
-        stats: also log activation statistics (mean, std, sparsity, dead
-            channels, drift). Default True.
         background: do the host half of each event (grids, PNG, writing) in a
             background thread: ``True`` (default), or :class:`actlog.Background`
             ``(max_pending=2, on_full="wait")``: at most ``max_pending`` events
@@ -133,7 +123,7 @@ class ActivationLogger(keras.callbacks.Callback):
             are written twice. See :mod:`actlog.epoch_logs`.
 
     A keyword of actlog 0.2 that moved into one of these objects (``atlas_k=``,
-    ``atlas_freq=``, ``atlas_batch=``, ``actmax_freq=``, ``min_tile=``, ...) fails
+    ``atlas_freq=``, ``atlas_batch=``, ``actmax_freq=``, ``min_tile=``, ``stats=``, ...) fails
     with a ``TypeError`` naming its new form (:data:`actlog.options.MOVED`).
     """
 
@@ -151,7 +141,6 @@ class ActivationLogger(keras.callbacks.Callback):
         norm: str | tuple[float, float] = "channel",
         cmap: str = "gray",
         layout: Layout | None = None,
-        stats: bool = True,
         background: bool | Background = True,
         strict: bool = False,
         atlas: Any = None,
@@ -172,28 +161,9 @@ class ActivationLogger(keras.callbacks.Callback):
         self.freq = check_int("freq", freq, minimum=0)
         batches = Batches.of(batch_freq)
         self.batch_freq, self.batch_epochs = batches.every, batches.epochs
-        layout = Layout.of(layout)
-        worker = Background.of(background)
-        self.options = Options(
-            layers=layers,
-            max_channels=check_optional_int("max_channels", max_channels, minimum=1),
-            channels=grid.check_selection(channels),
-            norm=grid.check_norm(norm),
-            cmap=grid.check_cmap(cmap),
-            min_tile=layout.min_tile,
-            max_pixels=layout.max_pixels,
-            pad=layout.pad,
-            rows=layout.rows,
-            cols=layout.cols,
-            stats=bool(stats),
-            log_probes=probes.log,
-            background=worker is not None,
-            max_pending=(worker or Background()).max_pending,
-            on_full=(worker or Background()).on_full,
-            atlas=Atlas.of(atlas),
-            maximize=Maximize.of(actmax),
-            class_maps=ClassMaps.of(cam),
-        )
+        self.options = event_options(probes, layers=layers, max_channels=max_channels, channels=channels,
+                                     norm=norm, cmap=cmap, layout=layout, background=background,
+                                     atlas=atlas, actmax=actmax, cam=cam)
         if self.options.class_maps is not None and not self.freq:
             raise ValueError("cam is logged with the grids, every freq epochs; received freq=0. "
                              "Accepted: freq >= 1 with cam, or cam=None.")
@@ -271,7 +241,7 @@ class ActivationLogger(keras.callbacks.Callback):
                 faults=self._faults, continuity=self._continuity,
             )
             self._probe_fn = self._session.probe_fn
-            self._class_maps = self._session.class_maps
+            self._class_maps = self._session.rare.class_maps
             lockstep = self._session.lockstep and self._faults.strict
             self._faults.together = self._session.backend.any_process if lockstep else None
 
@@ -301,7 +271,7 @@ class ActivationLogger(keras.callbacks.Callback):
         step = self._offset + epoch + 1
         self._epochs_done = step
         if self._epoch_log_writer is not None:
-            self._epoch_log_writer.write(epoch, logs, self._learning_rate())
+            self._epoch_log_writer.write(epoch, logs, epoch_logs_.learning_rate(self.model))
         self._epoch_events(step)
         self._faults.deliver()
 
@@ -348,17 +318,6 @@ class ActivationLogger(keras.callbacks.Callback):
             what = f"step {step} of run {run!r}" if kind == "grids" else f"the {kind} at step {step}"
             self._faults.report("internal", f"could not log {what}: {type(err).__name__}: {err}", err)
         self._faults.deliver(event=True)
-
-    def _learning_rate(self) -> float | None:
-        """The optimizer's learning rate now, as Keras' ``TensorBoard`` logs it."""
-        optimizer = getattr(self.model, "optimizer", None)  # self.model: JAX's state synced, as Keras does
-        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
-        if not isinstance(optimizer, keras.optimizers.Optimizer):
-            return None
-        try:
-            return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        except Exception:  # noqa: BLE001 - an optimizer without a readable rate: no curve for it
-            return None
 
     def _close(self) -> None:
         epoch_log_writer, self._epoch_log_writer = self._epoch_log_writer, None

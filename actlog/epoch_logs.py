@@ -54,6 +54,21 @@ def enabled(option: bool | None, backend: str) -> bool:
     return backend != "tensorflow" if option is None else option
 
 
+def learning_rate(model: Any) -> float | None:
+    """The optimizer's learning rate now, as Keras' ``TensorBoard`` logs it (``model``: a
+    callback's ``self.model``, JAX's state synced, as Keras does)."""
+    import keras
+
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return None
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except Exception:  # noqa: BLE001 - an optimizer without a readable rate: no curve for it
+        return None
+
+
 def scalars(logs: Mapping[str, Any], learning_rate: float | None) -> dict[str, dict[str, float]]:
     """``{run: {tag: value}}`` for one epoch's logs, as Keras' ``TensorBoard`` names them.
 

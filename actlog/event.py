@@ -15,7 +15,7 @@ It imports neither TensorFlow nor Keras.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -116,16 +116,6 @@ class LayerResult:
     nonfinite: Callable[[], np.ndarray]
 
 
-@dataclass
-class Assembled:
-    """A serialized ``Summary`` and what was found while making it."""
-
-    summary: bytes
-    header: bytes | None
-    nonfinite: list[str] = field(default_factory=list)
-    """Display names of layers with NaN or Inf activations at this event."""
-
-
 class EventAssembler:
     """Makes the ``Summary`` of each event of one run.
 
@@ -193,12 +183,6 @@ class EventAssembler:
                 f"{tuple(plan.output_shape)} | {len(plan.layout.channels)} of {plan.channels} |"
             )
         return "\n".join(rows)
-
-    def assemble(self, results: Sequence[LayerResult], *, first: bool) -> Assembled:
-        """The event's ``Summary``; with the header in front when ``first``."""
-        body, nonfinite = self.layers(range(len(self.plans)), results)
-        header = self.header() if first else None
-        return Assembled((header or b"") + body, header, nonfinite)
 
     def layers(self, indices: Sequence[int], results: Sequence[LayerResult]) -> tuple[bytes, list[str]]:
         """The serialized ``Summary`` values of the layers ``indices`` (of :attr:`plans`), and the

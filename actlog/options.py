@@ -2,7 +2,7 @@
 
 ``ActivationLogger`` keeps the options people set every day as keywords
 (``layers``, ``freq``, ``max_channels``, ``channels``, ``norm``, ``cmap``,
-``stats``, ``strict``) and takes the rest as one object per feature, so that
+``strict``) and takes the rest as one object per feature, so that
 its signature and the README's table stay one screen:
 
 ```python
@@ -208,18 +208,22 @@ class Probes:
         count: how many probes to take from a dataset or iterable (default 8),
             or the first this many of an array (default all).
         log: log the probe images themselves at the first event. Default True.
+        stats: also log the statistics of the activations on the probes (mean,
+            std, sparsity, dead channels, drift). Default True.
         labels: also keep the labels of a dataset's ``(x, y)`` batches, for
             ``cam=ClassMaps(classes="label")`` (an ``(x, y)`` tuple keeps them
             always). Default False (a plain ``probes=`` value: True with ``cam``).
     """
 
-    def __init__(self, data: Any, count: int | None = None, log: bool = True, labels: bool = False) -> None:
+    def __init__(self, data: Any, count: int | None = None, log: bool = True, stats: bool = True,
+                 labels: bool = False) -> None:
         self.count = check_optional_int("Probes count", count, minimum=1)
         self.data = copy_probes(data, count=self.count, labels=bool(labels))
         self.log = bool(log)
+        self.stats = bool(stats)
 
     def __repr__(self) -> str:
-        return f"Probes(<copied>, count={self.count}, log={self.log})"
+        return f"Probes(<copied>, count={self.count}, log={self.log}, stats={self.stats})"
 
     @classmethod
     def of(cls, value: Any, labels: bool = False) -> Probes:
@@ -249,8 +253,40 @@ MOVED: Mapping[str, str] = {
     "batch_epochs": "batch_freq=actlog.Batches(every, epochs=1)",
     "probe_count": "probes=actlog.Probes(data, count=8)",
     "log_probes": "probes=actlog.Probes(data, log=False)",
+    "stats": "probes=actlog.Probes(data, stats=False)",
 }
 """Keywords of actlog 0.2 that moved into an option object -> the new form."""
+
+
+def event_options(probes: Probes, *, layers: Any, max_channels: int | None, channels: str, norm: Any,
+                  cmap: str, layout: Any, background: Any, atlas: Any, actmax: Any, cam: Any) -> Any:
+    """The logger's keywords checked (each fails naming what it received and what it accepts),
+    as the :class:`actlog.session.Options` of its events."""
+    from actlog import grid
+    from actlog.session import Options
+
+    layout = Layout.of(layout)
+    worker = Background.of(background)
+    return Options(
+        layers=layers,
+        max_channels=check_optional_int("max_channels", max_channels, minimum=1),
+        channels=grid.check_selection(channels),
+        norm=grid.check_norm(norm),
+        cmap=grid.check_cmap(cmap),
+        min_tile=layout.min_tile,
+        max_pixels=layout.max_pixels,
+        pad=layout.pad,
+        rows=layout.rows,
+        cols=layout.cols,
+        stats=probes.stats,
+        log_probes=probes.log,
+        background=worker is not None,
+        max_pending=(worker or Background()).max_pending,
+        on_full=(worker or Background()).on_full,
+        atlas=Atlas.of(atlas),
+        maximize=Maximize.of(actmax),
+        class_maps=ClassMaps.of(cam),
+    )
 
 
 def refuse_moved(moved: Mapping[str, str]) -> Callable:

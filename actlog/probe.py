@@ -34,20 +34,19 @@ the other (:data:`PART_BYTES`); in a functional graph the parts are segments
 that each start where the previous one stopped (:mod:`actlog.segments`), so an
 event still runs every layer once. Several parts compile their forward passes
 alone, and the reductions once per kind of layer (:class:`_Reduce`), so that
-compiling keeps little more than one forward pass, however many layers; where
-the backend does not compile several parts (:meth:`actlog.backends.Backend.compiles_parts`:
-TensorFlow on the host), their forward passes run op by op and keep nothing.
+compiling keeps little more than one forward pass, however many layers.
 
-A backend that runs op by op on the host (PyTorch on the CPU) gains nothing from
-running the reductions with the forward pass: there, the training thread runs the
-forward pass only and hands the raw outputs to the background, which reduces them
-(:meth:`ProbeFunction.run_parts`).
+Where each half runs is the backend's business (:meth:`actlog.backends.Backend.split`):
+on an accelerator the reductions run on the device before the copy; on the host the
+training thread runs only the forward pass and hands the raw outputs to the
+background, which reduces them (:meth:`ProbeFunction.run_parts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -262,13 +261,13 @@ def channels_last(acts: Any, data_format: str) -> Any:
 
 
 def compile_function(backend: Backend, fn: Any, model: Any, args: tuple, runner: Any,
-                     *, eager: bool = False, replay: bool = True) -> Any:
+                     *, eager: bool = False, replay: bool = True, large: bool = False) -> Any:
     """``backend.compile(fn, model, args, replay=replay)`` (eager with ``eager`` or a model
     that runs eagerly), with the model's rejection of ``args`` (its inputs come first) said
     as such: shapes received and expected."""
     eager = eager or bool(getattr(model, "run_eagerly", False))
     try:
-        return backend.compile(fn, model, args, eager=eager, replay=replay)
+        return backend.compile(fn, model, args, eager=eager, replay=replay, large=large)
     except _NotCalled:
         raise
     except Exception as err:  # the user's model rejected the probes
@@ -325,40 +324,50 @@ class ProbeFunction:
             self.sketch_shapes.append((k, rows, cols, channels))
             self.sketch_sizes.append(size)
         sizes = [k * int(np.prod(plan.output_shape)) * 4 for plan in self.plans]
-        accelerated, largest = backend.accelerated(), max(sizes, default=0)
-        groups = memory_groups(sizes, max(ACCELERATOR_PART_BYTES if accelerated else PART_BYTES, largest))
+        largest = max(sizes, default=0)
+        groups = memory_groups(sizes, max(backend.part_bytes(segments=False), largest))
         cut = None
         if len(groups) > 1 and _symbolic_model(runner, watched) is not None:
-            # Parts that share one pass cost no extra forward pass: on the host they can be smaller.
-            shared = groups if accelerated else memory_groups(sizes, max(SEGMENT_BYTES, largest))
+            # Parts that share one pass cost no extra forward pass: they can be smaller.
+            shared = memory_groups(sizes, max(backend.part_bytes(segments=True), largest))
             cut = segments.cut(runner, [[watched[i].layer.output for i in g] for g in shared])
             if cut is not None:
                 groups = shared
-        self._parts = []
-        # One part compiles its layers' reductions with its forward pass; several parts
+        # One part may compile its layers' reductions with its forward pass; several parts
         # compile their forward passes alone and the reductions once per kind of layer
         # (:class:`_Reduce`): what compiling keeps grows with the kinds, not the layers.
-        # So does a backend that may run them later (:meth:`run_parts`).
-        self.reduces_later = backend.reduces_later()
-        separate = len(groups) > 1 or self.reduces_later
-        eager_parts = len(groups) > 1 and not backend.compiles_parts()
-        self._reducers: dict[tuple, Any] | None = {} if separate else None
-        self._reductions = [
-            _Reduce(plan, backend.ops, size, alone=separate, activity=activity)
-            for plan, size in zip(self.plans, self.sketch_sizes, strict=True)
-        ]
+        # The backend places each part's halves (:meth:`actlog.backends.Backend.split`).
+        self._reducers: dict[tuple, Any] = {}
+        self._eager = bool(getattr(model, "run_eagerly", False))
+        self._alone = [_Reduce(plan, backend.ops, size, alone=True, activity=activity)
+                       for plan, size in zip(self.plans, self.sketch_sizes, strict=True)]
+        inline = [_Reduce(plan, backend.ops, size, alone=False, activity=activity)
+                  for plan, size in zip(self.plans, self.sketch_sizes, strict=True)]
         # Shapes and dtypes are all compiling needs: no sketch is allocated before the first event.
         first = self.first_channels()
         zeros = [keras.KerasTensor(shape, dtype="float32") for shape in self.sketch_shapes]
+        room = threading.Semaphore(1)  # on the host, one part's raw outputs wait for the background
+        self._parts = []
+        self._compiled: list[Any] = []
+        self._forwards: list[Any] = []
         for g, indices in enumerate(groups):
             forward = Forward(runner, [watched[i] for i in indices]) if cut is None else cut[g]
-            part = _Part(forward, None if separate else _pick(self._reductions, indices))
-            example = forward.specs(k) if part.chained else inputs
+            chained = isinstance(forward, segments.Segment) and not forward.first
+            example = forward.specs(k) if chained else inputs
             args = (example, _pick(first, indices), _pick(zeros, indices))
             # One part only replays: a CUDA graph keeps its memory (several would add up theirs),
             # and each of several parts is large, where a traced graph gains little.
-            self._parts.append((indices, part, compile_function(backend, part, model, args, runner,
-                                                                eager=eager_parts, replay=len(groups) == 1)))
+            compile = functools.partial(self._compile, model, args, runner, len(groups) > 1)
+            fused = _Part(forward, _pick(inline, indices)) if len(groups) == 1 else None
+            device, host = backend.split(model, compile, _Part(forward, None), fused,
+                                         functools.partial(self._reduce_part, indices), room)
+            self._parts.append((indices, chained, device, host))
+            self._forwards.append(forward)
+
+    def _compile(self, model: Any, args: tuple, runner: Any, large: bool, fn: Any) -> Any:
+        compiled = compile_function(self.backend, fn, model, args, runner, replay=not large, large=large)
+        self._compiled.append(compiled)
+        return compiled
 
     def first_channels(self) -> list[Any]:
         """Every layer's first ``n`` channels, where ``n`` is how many tiles its grid has."""
@@ -377,7 +386,7 @@ class ProbeFunction:
     def strategy(self) -> str:
         """``"symbolic"``, ``"capture"`` (see the module docstring) or ``"segments"`` (parts that
         share one pass: :mod:`actlog.segments`)."""
-        forward = self._parts[0][1].forward
+        forward = self._forwards[0]
         return "segments" if isinstance(forward, segments.Segment) else forward.strategy
 
     @property
@@ -387,9 +396,10 @@ class ProbeFunction:
 
     @property
     def functions(self) -> int:
-        """Functions so far: the parts (compiled, or eager: :meth:`Backend.compiles_parts`),
-        and with separate reductions one per kind of layer that has run (:class:`_Reduce`)."""
-        return len(self._parts) + len(self._reducers or {})
+        """Functions so far: the parts' (compiled, or eager where large: see
+        :meth:`actlog.backends.Backend.compile`), and one per kind of layer whose
+        reductions compiled apart have run (:class:`_Reduce`)."""
+        return len(self._compiled) + len(self._reducers)
 
     @property
     def output_shapes(self) -> list[tuple[int, ...]]:
@@ -400,47 +410,69 @@ class ProbeFunction:
     def traces(self) -> int:
         """How many times each compiled part (and each kind of layer's reductions, see
         :class:`_Reduce`) was traced: 1 once compiled; 0 when it runs eagerly."""
-        compiled = [fn for _, _, fn in self._parts] + list((self._reducers or {}).values())
-        return max(fn.traces for fn in compiled)
+        return max(fn.traces for fn in self._compiled + list(self._reducers.values()))
+
+    @property
+    def part_traces(self) -> list[int]:
+        """How many times each part's forward pass was traced (0: it runs eagerly)."""
+        return [fn.traces for fn in self._compiled]
 
     def __call__(self, channels: list[Any], previous: list[Any]) -> list[dict[str, Any]]:
         results: list[Any] = [None] * len(self.plans)
-        for indices, part in self.run_parts(channels, previous):
-            for i, result in zip(indices, part, strict=True):
+        for part in self.run_parts(channels, previous):
+            for i, result in zip(part.indices, part.finish(), strict=True):
                 results[i] = result
         return results
 
-    def run_parts(self, channels: list[Any], previous: list[Any], *, later: bool = False) -> Any:
-        """Run the parts one after the other: yields ``(layer indices, their results)``, so that
-        a caller can hand each part on before the next one runs.
-
-        With ``later`` on a backend that :attr:`reduces_later`, a part's results are a
-        function that runs its reductions, for the background: the caller's thread runs
-        only the forward passes. ``previous`` is read when the reductions run.
-        """
+    def run_parts(self, channels: list[Any], previous: list[Any]) -> Any:
+        """Run the parts' device halves one after the other on this thread: yields a
+        :class:`Handed` for each, so that a caller can hand each part on before the next
+        one runs."""
         carry = self.inputs
-        for indices, part, fn in self._parts:
-            results, carry = fn(carry if part.chained else self.inputs,
-                                _pick(channels, indices), _pick(previous, indices))
-            if self._reducers is not None:
-                reduce = functools.partial(self._reduce_part, indices, results, channels, previous)
-                results = reduce if later and self.reduces_later else reduce()
-            yield indices, results
+        for indices, chained, device, host in self._parts:
+            picked = _pick(channels, indices)
+            handoff, carry = device(carry if chained else self.inputs, picked, _pick(previous, indices))
+            yield Handed(indices, [h.get("sketch") for h in handoff],
+                         functools.partial(_finish, host, handoff, picked, previous, indices))
 
     def _reduce_part(self, indices: list[int], outputs: list[Any], channels: list[Any],
                      previous: list[Any]) -> list[dict[str, Any]]:
-        return [self._reduce(i, output, channels[i], previous[i])
-                for i, output in zip(indices, outputs, strict=True)]
+        return [self._reduce(i, output, index, before)
+                for i, output, index, before in zip(indices, outputs, channels, previous, strict=True)]
 
     def _reduce(self, i: int, output: Any, index: Any, before: Any) -> dict[str, Any]:
         """Layer ``i``'s reductions, compiled at the first layer of their kind."""
-        reduction = self._reductions[i]
+        reduction = self._alone[i]
         key = reduction.key(output)
         fn = self._reducers.get(key)
         if fn is None:
+            # A model that runs eagerly (run_eagerly=True) has its reductions run so too.
             fn = self._reducers[key] = self.backend.compile(reduction, None, (output, index, before),
-                                                            eager=False, replay=False)
+                                                            eager=self._eager, replay=False)
         return fn(output, index, before)
+
+
+@dataclasses.dataclass(frozen=True)
+class Handed:
+    """One part of an event, its device half run (:meth:`ProbeFunction.run_parts`).
+
+    Attributes:
+        indices: the part's layers.
+        sketches: their next event's ``previous`` where the device half computed them,
+            else None each (``finish`` computes them).
+        finish: ``() -> results`` (see :class:`ProbeFunction`), called once, anywhere
+            after, before the next part's: reduces the raw outputs first where the backend
+            left that to the host (:meth:`actlog.backends.Backend.split`), reading
+            ``previous`` then, so the background may fill it in step order.
+    """
+
+    indices: list[int]
+    sketches: list[Any]
+    finish: Any
+
+
+def _finish(host: Any, handoff: Any, channels: list[Any], previous: list[Any], indices: list[int]) -> Any:
+    return host(handoff, channels, _pick(previous, indices))
 
 
 PART_BYTES = 128 * 2**20

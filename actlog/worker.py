@@ -48,7 +48,6 @@ class Worker:
         on_full: ``"wait"`` or ``"skip"`` (see module docstring).
         drain_timeout: seconds :meth:`close` (and interpreter exit) wait at most.
         on_error: called (in the worker) with an exception a job let escape.
-        on_start: called on the worker's thread when it starts (never when jobs run inline).
     """
 
     def __init__(
@@ -59,13 +58,11 @@ class Worker:
         on_full: str = "wait",
         drain_timeout: float = 60.0,
         on_error: Callable[[BaseException], None] | None = None,
-        on_start: Callable[[], Any] | None = None,
     ) -> None:
         self.background = background
         self.on_full = check_choice("on_full", on_full, ON_FULL)
         self.drain_timeout = drain_timeout
         self.on_error = on_error
-        self.on_start = on_start
         self._queue: queue.Queue[Callable[[], Any] | None] = queue.Queue(maxsize=max_pending)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -147,8 +144,6 @@ class Worker:
             _OPEN.add(self)
 
     def _loop(self) -> None:
-        if self.on_start is not None:
-            self._run(self.on_start)
         while True:
             job = self._queue.get()
             try:

@@ -89,8 +89,9 @@ def write_log(log_dir: Path, epochs: int, layers: int, probes: int) -> float:
                 drift=None if previous is None else stats.drift_sums(NUMPY, maps[li], previous[li]),
                 nonfinite=lambda: None,
             ))  # fmt: skip
-        assembled = assembler.assemble(results, first=step == 0)
-        writer.write(step, assembled.summary, header=assembled.header)
+        body, _ = assembler.layers(range(layers), results)
+        header = assembler.header() if step == 0 else None
+        writer.write(step, [header, body] if header else [body], header=header)
         previous = maps
     writer.close()
     return time.perf_counter() - started

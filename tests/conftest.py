@@ -67,6 +67,22 @@ def _cuda() -> bool:
 CUDA = _cuda()
 """Whether this test process runs PyTorch on a GPU (never in CI: a developer's GPU machine)."""
 
+
+def _accelerated() -> bool:
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    if BACKEND == "jax":
+        import jax
+
+        return jax.devices()[0].platform != "cpu"
+    return CUDA
+
+
+ACCELERATED = _accelerated()
+"""Whether the model runs on an accelerator: the reductions then stay on the device."""
+
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow", reason=f"uses TensorFlow itself; KERAS_BACKEND={BACKEND}"
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BACKEND, CUDA
+from conftest import ACCELERATED, BACKEND, CUDA
 
 import actlog
 from actlog import metadata
@@ -137,30 +137,70 @@ def test_torch_knows_a_layer_is_finite_on_the_host_only_when_it_is():
 # -- where the reductions run ------------------------------------------------------------
 
 torch_on_the_host = pytest.mark.skipif(BACKEND != "torch" or CUDA,
-                                       reason="PyTorch on the CPU reduces in the background")
+                                       reason="PyTorch's own threads on the CPU")
 
 
-def test_the_training_thread_runs_the_reductions_unless_the_backend_runs_op_by_op_on_the_host(
-    tiny_model, tiny_probes
-):
+def test_the_training_thread_runs_the_reductions_only_on_an_accelerator(tiny_model, tiny_probes):
+    """On the host, every backend hands the raw outputs on: the sketches are known only once
+    the part is finished (in the background); on an accelerator at once. Same results."""
     from test_probe import _function, _host
 
-    from actlog import backends
-
     fn, _ = _function(tiny_model, ["conv_0", "conv_1"], tiny_probes)
-    op_by_op = BACKEND == "torch" and not backends.current().accelerated()
-    assert fn.reduces_later is op_by_op
     zeros = fn.zero_sketches()
-    ((indices, out),) = fn.run_parts(fn.first_channels(), zeros, later=True)
-    assert indices == [0, 1] and callable(out) is op_by_op
-    later = _host(out() if callable(out) else out)
+    (part,) = fn.run_parts(fn.first_channels(), zeros)
+    assert part.indices == [0, 1]
+    assert [s is not None for s in part.sketches] == [ACCELERATED] * 2
+    later = _host(part.finish())
     now = _host(fn(fn.first_channels(), zeros))
     for a, b in zip(later, now, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def _classic_fit(log_dir, epochs=3, **options):
+@pytest.mark.skipif(ACCELERATED, reason="on an accelerator nothing waits for the background")
+def test_at_most_one_part_waits_for_its_reductions():
+    """Raw outputs in the background are bounded: the next part's device half hands its
+    outputs on only once the last part is reduced (through the backend's public seam,
+    decided by order: the other thread's forward pass has run before the reductions do)."""
+    import threading
+
+    from actlog import backends
+
+    log: list[str] = []
+    changed = threading.Condition()
+
+    def note(what):
+        with changed:
+            log.append(what)
+            changed.notify_all()
+
+    def forward(inputs, channels, previous):
+        note(f"forward {inputs}")
+        return [inputs], []
+
+    def reduce(outputs, channels, previous):
+        note(f"reduced {outputs[0]}")
+        return [{"levels": outputs[0]}]
+
+    room = threading.Semaphore(1)
+    device, host = backends.current().split(None, lambda fn: fn, forward, None, reduce, room)
+    first, _ = device(1, [], [])
+
+    def second():
+        handoff, _ = device(2, [], [])
+        note("handed 2")
+        host(handoff, [], [])
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with changed:
+        changed.wait_for(lambda: "forward 2" in log)
+    assert host(first, [], []) == [{"levels": 1}]
+    thread.join()
+    assert log == ["forward 1", "forward 2", "reduced 1", "handed 2", "reduced 2"]
+
+
+def _classic_fit(log_dir, epochs=3, before=(), **options):
     import keras
     from conftest import make_classic_model
 
@@ -169,85 +209,46 @@ def _classic_fit(log_dir, epochs=3, **options):
     y = np.arange(32) % 10
     logger = actlog.ActivationLogger(log_dir, x[:2], layers=["conv_0", "conv_1"], **options)
     make_classic_model(0).fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=False,
-                              callbacks=[logger])
+                              callbacks=[*(make(logger) for make in before), logger])
     return logger
 
 
-@torch_on_the_host
-def test_at_most_one_part_waits_for_its_reductions(monkeypatch, tmp_path):
-    """Raw outputs in the background are bounded: the training thread runs part k + 2's forward
-    pass only once part k is reduced. Each reduction waits until the training thread either
-    runs that forward pass (unbounded) or waits for room (bounded): decided by order, not time."""
-    import threading
-    import types
+def _finishing(finish):
+    """A callback, before the logger, that has each part of the logger's events finish through
+    ``finish(part, epoch)`` (the probe function's public ``run_parts``)."""
+    import dataclasses
 
-    from actlog import probe, session
+    import keras
 
-    monkeypatch.setattr(probe, "PART_BYTES", 1)
-    monkeypatch.setattr(probe, "SEGMENT_BYTES", 1)
-    log: list[str] = []
-    changed = threading.Condition()
-    waiting = [False]  # the training thread waits for room in the background
-    forward, reduce = probe._Part.__call__, probe.ProbeFunction._reduce_part
-    parts, events = 2, 3
+    def make(logger):
+        class Finishing(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                function = logger.probe_function
+                run_parts = type(function).run_parts.__get__(function)
 
-    class Room(threading.Semaphore):
-        def acquire(self, blocking=True, timeout=None):
-            if super().acquire(blocking=False):
-                return True
-            with changed:
-                waiting[0] = True
-                changed.notify_all()
-            try:
-                return super().acquire()
-            finally:
-                waiting[0] = False
+                def wrapped(channels, previous):
+                    for part in run_parts(channels, previous):
+                        yield dataclasses.replace(part, finish=lambda part=part: finish(part, epoch))
 
-    def counted_forward(self, *args):
-        with changed:
-            log.append("forward")
-            changed.notify_all()
-        return forward(self, *args)
+                function.run_parts = wrapped
 
-    def lagging_reduce(self, *args):
-        with changed:
-            part = log.count("reduced")
-            later = min(part + 3, parts * events)
-            # (60 s: a guard against a hang, never reached when either comes)
-            changed.wait_for(lambda: waiting[0] or log.count("forward") >= later, timeout=60)
-        out = reduce(self, *args)
-        with changed:
-            log.append("reduced")
-        return out
+        return Finishing()
 
-    monkeypatch.setattr(session, "threading", types.SimpleNamespace(Semaphore=Room))
-    monkeypatch.setattr(probe._Part, "__call__", counted_forward)
-    monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", lagging_reduce)
-    logger = _classic_fit(tmp_path, epochs=events - 1)
-    assert logger.probe_function.parts == parts and logger.misses == {}
-    assert log.count("forward") == log.count("reduced") == parts * events
-    ahead = [log[: i + 1].count("forward") - log[: i + 1].count("reduced") for i in range(len(log))]
-    assert max(ahead) == 2, log  # one waiting in the background, one just run
+    return make
 
 
-@torch_on_the_host
-def test_a_fault_in_background_reductions_loses_that_event_only(monkeypatch, tmp_path, read_run):
+def test_a_fault_in_background_reductions_loses_that_event_only(tmp_path, read_run):
     """The next event's drift compares with the last event that was reduced: the same value as
     a run that logged only those two events."""
-    from actlog import probe
 
-    reduce, calls = probe.ProbeFunction._reduce_part, []
-
-    def failing(self, *args):
-        calls.append(1)
-        if len(calls) == 2:
+    def failing(part, epoch):
+        out = part.finish()
+        if epoch == 0:  # step 1
             raise RuntimeError("reductions failed")
-        return reduce(self, *args)
+        return out
 
-    with monkeypatch.context() as patch:
-        patch.setattr(probe.ProbeFunction, "_reduce_part", failing)
-        with pytest.warns(RuntimeWarning, match="step 1 .*reductions failed"):
-            logger = _classic_fit(tmp_path / "fault")
+    with pytest.warns(RuntimeWarning, match="step 1 .*reductions failed"):
+        logger = _classic_fit(tmp_path / "fault", before=[_finishing(failing)])
     assert sum(logger.misses.values()) == 1
     faulty = read_run(tmp_path / "fault" / "activations")
     _classic_fit(tmp_path / "every_other", freq=2)
@@ -261,29 +262,26 @@ def test_a_fault_in_background_reductions_loses_that_event_only(monkeypatch, tmp
 
 
 @torch_on_the_host
-def test_background_reductions_leave_the_training_thread_its_torch_threads(monkeypatch, tmp_path):
+def test_background_reductions_leave_the_training_thread_its_torch_threads(tmp_path):
     """The worker runs its ops on one thread (a second OpenMP team slows every op of the
     training thread); the training thread keeps its own setting, also when jobs run inline."""
     import threading
 
     import torch
 
-    from actlog import probe
+    threads = {}
 
-    threads, reduce = {}, probe.ProbeFunction._reduce_part
-
-    def counting(self, *args):
+    def counting(part, epoch):
+        out = part.finish()
         threads[threading.current_thread() is threading.main_thread()] = torch.get_num_threads()
-        return reduce(self, *args)
+        return out
 
-    monkeypatch.setattr(probe.ProbeFunction, "_reduce_part", counting)
     before = torch.get_num_threads()
-    _classic_fit(tmp_path / "background", epochs=1)
+    _classic_fit(tmp_path / "background", epochs=2, before=[_finishing(counting)])
     assert threads == {False: 1} and torch.get_num_threads() == before
     threads.clear()
-    _classic_fit(tmp_path / "inline", epochs=1, background=False)
+    _classic_fit(tmp_path / "inline", epochs=2, background=False, before=[_finishing(counting)])
     assert threads == {True: before} and torch.get_num_threads() == before
-
 
 
 # -- PyTorch on a GPU: one CUDA graph ------------------------------------------------------

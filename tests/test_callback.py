@@ -343,7 +343,7 @@ def test_freq_2_logs_every_other_epoch(tmp_path, shared_model, tiny_data, read_r
 
 def test_freq_2_across_two_fits_counts_every_epoch(tmp_path, shared_model, tiny_data, read_run):
     x, y = tiny_data
-    logger = actlog.ActivationLogger(tmp_path, x[:2], layers="conv_0", freq=2, stats=False)
+    logger = actlog.ActivationLogger(tmp_path, actlog.Probes(x[:2], stats=False), layers="conv_0", freq=2)
     for _ in range(2):
         shared_model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[logger])
     run = read_run(tmp_path / metadata.EPOCH_RUN)
@@ -376,7 +376,8 @@ def test_batch_freq_with_epoch_logging_off(tmp_path, shared_model, tiny_data, re
     x, y = tiny_data
     start = int(shared_model.optimizer.iterations.numpy())
     logger = actlog.ActivationLogger(
-        tmp_path, x[:2], layers=["conv_0"], freq=0, batch_freq=actlog.Batches(1, epochs=2), stats=False,
+        tmp_path, actlog.Probes(x[:2], stats=False), layers=["conv_0"], freq=0,
+        batch_freq=actlog.Batches(1, epochs=2),
     )
     shared_model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[logger])
     assert sorted(os.listdir(tmp_path)) == ["activations_batch", *EPOCH_LOG_RUNS]

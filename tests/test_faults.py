@@ -175,7 +175,8 @@ def test_nonfinite_activations_are_logged_and_counted(
 ):
     log_dir = tmp_path / "logs"
     logger = actlog.ActivationLogger(
-        log_dir, tiny_probes, layers=["conv_0", "conv_1"], stats=with_stats, cmap="viridis", epoch_logs=False)
+        log_dir, actlog.Probes(tiny_probes, stats=with_stats), layers=["conv_0", "conv_1"], cmap="viridis",
+        epoch_logs=False)
     # conv_0 frozen: the NaN loss cannot spread the poison back to it.
     tiny_model.get_layer("conv_0").trainable = False
     tiny_model.compile(optimizer=keras.optimizers.SGD(0.05), loss=tiny_model.loss)

@@ -167,8 +167,10 @@ def test_assembled_event_reads_back_through_tensorboard(tmp_path, tiny_model, ti
     host = _host([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]} for o in out])
     assembler = EventAssembler(plans, probes=2, step_axis=metadata.STEP_AXIS_EPOCH)
     results = [LayerResult(h["levels"], h["sums"], None, lambda: None) for h in host]
-    event = assembler.assemble(results, first=True)
-    RunWriter(storage.LocalStorage(), str(tmp_path / "run")).write(0, event.summary, header=event.header)
+    body, nonfinite = assembler.layers([0], results)
+    header = assembler.header()
+    assert nonfinite == []
+    RunWriter(storage.LocalStorage(), str(tmp_path / "run")).write(0, [header, body], header=header)
     run = read_run(tmp_path / "run")
     assert set(run) == {metadata.MANIFEST_TAG, metadata.LAYERS_TEXT_TAG, "conv_0/probe_0", "conv_0/probe_1",
                         *(f"conv_0/{s}" for s in ("mean", "std", "sparsity", "dead_fraction")),

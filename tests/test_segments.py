@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_numpy
+from conftest import ACCELERATED, BACKEND, to_numpy
 from test_probe import _function, _host
 
 from actlog import probe, segments
@@ -121,14 +121,11 @@ def test_watched_layers_out_of_graph_order_run_each_part_from_the_probes(monkeyp
 def test_several_parts_run_their_forward_passes_eagerly_on_tensorflows_host(monkeypatch):
     """Each traced function keeps its graph and runtime: TensorFlow compiles several parts'
     forward passes only on an accelerator (the reductions, once per kind, are compiled)."""
-    from actlog import backends
-
     probes = np.random.default_rng(0).random((3, 8, 8, 2), dtype=np.float32)
     _, split, _ = _split(monkeypatch, _residual_model(), ["stem", "b0_a", "b1_a"], probes)
     split(split.first_channels(), split.zero_sketches())
-    compiles = backends.current().compiles_parts()
-    assert compiles is (BACKEND != "tensorflow" or backends.current().accelerated())
-    assert [fn.traces for _, _, fn in split._parts] == [SEVERAL_PARTS_TRACES if compiles else 0] * 3
+    compiles = BACKEND != "tensorflow" or ACCELERATED
+    assert split.part_traces == [SEVERAL_PARTS_TRACES if compiles else 0] * 3
     assert split.traces == SEVERAL_PARTS_TRACES  # the reductions
 
 

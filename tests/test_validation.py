@@ -203,6 +203,7 @@ MOVED = [
     ("batch_epochs", 2, r"batch_epochs= moved: pass batch_freq=actlog\.Batches\(every, epochs=1\)"),
     ("probe_count", 4, r"probe_count= moved: pass probes=actlog\.Probes\(data, count=8\)"),
     ("log_probes", False, r"log_probes= moved: pass probes=actlog\.Probes\(data, log=False\)"),
+    ("stats", False, r"stats= moved: pass probes=actlog\.Probes\(data, stats=False\)"),
 ]
 CASES += [
     (f"moved_{name}", lambda t, name=name, value=value: {"atlas": _probes(), name: value}, TypeError, match)
@@ -280,7 +281,9 @@ def test_option_objects_and_their_shorthands_give_the_same_options(tmp_path):
                                   background=False, atlas=actlog.Atlas(pool, every=0),
                                   actmax=actlog.Maximize({"conv_0": 0}, every=0))
     assert (off.options.background, off.options.log_probes, off.options.rare()) == (False, False, {})
+    assert (plain.options.stats, actlog.ActivationLogger(
+        tmp_path / "d", actlog.Probes(_probes(), stats=False)).options.stats) == (True, False)
     assert off.probes.shape == (1, 12, 12, 1)
     assert inspect.signature(actlog.ActivationLogger).parameters.keys() == {
         "log_dir", "probes", "layers", "freq", "batch_freq", "max_channels", "channels", "norm", "cmap",
-        "layout", "stats", "background", "strict", "atlas", "actmax", "cam", "epoch_logs"}
+        "layout", "background", "strict", "atlas", "actmax", "cam", "epoch_logs"}

@@ -82,14 +82,3 @@ def test_an_escaping_error_is_handed_over_and_the_thread_goes_on():
 def test_on_full_is_checked():
     with pytest.raises(ValueError, match=r"Unknown on_full 'drop'\. Accepted: \['wait', 'skip'\]"):
         Worker(on_full="drop")
-
-
-def test_on_start_runs_once_on_the_worker_thread_and_never_inline():
-    started, ran = [], []
-    worker = Worker(on_start=lambda: started.append(threading.current_thread().name))
-    for _ in range(3):
-        worker.submit(lambda: ran.append(threading.current_thread().name))
-    assert worker.close(5) and started == ["actlog-writer"] and ran == ["actlog-writer"] * 3
-    inline = Worker(background=False, on_start=lambda: started.append("inline"))
-    inline.submit(lambda: None)
-    assert started == ["actlog-writer"]

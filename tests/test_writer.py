@@ -217,8 +217,8 @@ def test_assembler_layers_table_and_nonfinite_marker():
     mask[0, 1, 0, 0] = True
     sums = {"count": np.array([4, 4, 3.0]), "total": np.zeros(3), "m2": np.zeros(3),
             "zeros": np.zeros(3), "high": np.ones(3), "low": np.zeros(3)}
-    event = assembler.assemble([LayerResult(levels, sums, None, lambda: mask)], first=False)
-    assert event.nonfinite == ["x<y>|z"] and event.header is None
+    body, nonfinite = assembler.layers([0], [LayerResult(levels, sums, None, lambda: mask)])
+    assert nonfinite == ["x<y>|z"]
     summary = summary_pb2.Summary()
-    summary.ParseFromString(event.summary)
+    summary.ParseFromString(body)
     assert [v.tag for v in summary.value][:1] == ["x<y>|z/probe_0"]

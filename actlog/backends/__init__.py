@@ -5,13 +5,17 @@ after it (grids, statistics, writing) is numpy. What differs per Keras backend
 lives in one small module each, behind :class:`Backend`:
 
 - :mod:`~actlog.backends.tensorflow`: ``tf.function`` with a fixed input signature
-  (on the host, several parts run their forward passes eagerly: :meth:`Backend.compiles_parts`).
+  (on the host, the large parts of :meth:`Backend.compile` run their forward passes eagerly).
 - :mod:`~actlog.backends.jax`: ``jax.jit`` over a stateless call with the
   current variable values (mid-epoch, written back by the model's public
   ``jax_state_sync()`` first).
 - :mod:`~actlog.backends.torch`: under ``torch.no_grad()``, captured once in a CUDA
-  graph on a GPU, traced once into a graph of PyTorch ops on the CPU, where the
-  reductions run eagerly in the background (:meth:`Backend.reduces_later`).
+  graph on a GPU, traced once into a graph of PyTorch ops on the CPU.
+
+Every backend places the probe function's two halves alike (:meth:`Backend.split`): on
+an accelerator the reductions run on the device, after the forward pass and before the
+copy of their few bytes; on the host the training thread runs only the forward pass,
+and the background reduces the raw outputs.
 
 The optional activation maximisation (:mod:`actlog.maximize`) also asks each
 backend for a gradient with respect to the input (:meth:`Backend.gradient`):
@@ -26,6 +30,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +57,7 @@ class Backend:
     name: str = ""
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
-                replay: bool = True) -> Compiled:
+                replay: bool = True, large: bool = False) -> Compiled:
         """Compile ``fn(*args)`` once for ``model`` (the model being trained; None for a
         function that reads no variable of it).
 
@@ -64,6 +69,9 @@ class Backend:
         its memory between calls), as a traced graph of ops on the CPU. False for a function
         streamed over large batches (the atlas), whose memory would stay reserved for little
         gain, and for each of several parts.
+        ``large``: ``fn`` is one of several parts over large activations, whose ops gain
+        little from compiling (TensorFlow on the host runs it op by op: a traced function
+        keeps megabytes of graph and runtime per part).
         """
         raise NotImplementedError
 
@@ -111,25 +119,47 @@ class Backend:
         every process calls it at the same point)."""
         return flag
 
-    def accelerated(self) -> bool:
-        """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory."""
+    def split(self, model: Any, compile: Callable[[Callable[..., Any]], Compiled],
+              forward: Callable[..., Any], fused: Callable[..., Any] | None,
+              reduce: Callable[..., Any], room: threading.Semaphore,
+              ) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """Where one part of the probe function runs: ``(device, host)``.
+
+        ``forward(inputs, channels, previous) -> (outputs, carry)`` is the part's forward
+        pass; ``fused`` the same with the reductions inside, ``-> (results, carry)`` (None
+        where they compile apart: several parts); ``reduce(outputs, channels, previous)``
+        the reductions compiled apart; ``compile(fn)`` compiles either for this part;
+        ``room``, shared by the parts of one probe function, bounds what waits for ``host``.
+
+        ``device(inputs, channels, previous) -> (handoff, carry)`` runs on the training
+        thread; ``host(handoff, channels, previous) -> results`` (one dict per layer, see
+        :class:`actlog.probe.ProbeFunction`) anywhere after it, in the background, with the
+        ``previous`` sketches known then. A handoff is a list of one dict per layer: the
+        results, or ``{"output": raw output}`` whose reductions wait for ``host``.
+        """
+        if self._accelerated() or self.lockstep(model):
+            # Only the results' few bytes are copied; in lockstep every process runs each
+            # compiled function (a collective) on its training thread, in the same order.
+            return _on_device(compile, forward, fused, reduce)
+        return _on_host(compile, forward, reduce, room)
+
+    def _accelerated(self) -> bool:
+        """Whether the model runs on an accelerator (GPU, TPU) rather than the host's memory:
+        asked by the backends alone."""
         raise NotImplementedError
 
-    def reduces_later(self) -> bool:
-        """Whether the probe function's reductions run in the background, after its forward
-        pass (:meth:`actlog.probe.ProbeFunction.run_parts`): where the backend runs op by op
-        on the host, so that they neither fuse with the forward pass nor shrink a copy."""
-        return False
+    def part_bytes(self, *, segments: bool) -> int:
+        """How many bytes of raw activations (all probes) one part of the probe function
+        reaches at most, unless a single layer is larger; ``segments``: the parts are
+        segments of one graph, each starting where the previous stopped (smaller parts then
+        cost no extra forward pass). See :data:`actlog.probe.PART_BYTES`."""
+        from actlog import probe
 
-    def compiles_parts(self) -> bool:
-        """Whether several parts of the probe function (:data:`actlog.probe.PART_BYTES`)
-        compile their forward passes; else those run op by op, as the model's own layers do
-        eagerly. Several parts mean large activations, whose ops gain little from compiling."""
-        return True
-
-    def enter_background(self) -> None:
-        """Called once on the background worker's thread when it starts, before it runs any
-        of the backend's ops (the reductions of :meth:`reduces_later`)."""
+        if self._accelerated():
+            # Device memory is plentiful and the host never sees the raw activations,
+            # while each extra part is another forward pass.
+            return probe.ACCELERATOR_PART_BYTES
+        return probe.SEGMENT_BYTES if segments else probe.PART_BYTES
 
     @property
     def ops(self) -> Any:
@@ -138,6 +168,45 @@ class Backend:
         import keras
 
         return keras.ops
+
+
+def _given(handoff: Any, channels: Any, previous: Any) -> Any:
+    return handoff
+
+
+def _on_device(compile: Callable[..., Any], forward: Callable[..., Any], fused: Callable[..., Any] | None,
+               reduce: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """:meth:`Backend.split` on the device: forward pass and reductions on the training thread."""
+    if fused is not None:
+        return compile(fused), _given
+    compiled = compile(forward)
+
+    def device(inputs: Any, channels: Any, previous: Any) -> tuple[Any, Any]:
+        outputs, carry = compiled(inputs, channels, previous)
+        return reduce(outputs, channels, previous), carry
+
+    return device, _given
+
+
+def _on_host(compile: Callable[..., Any], forward: Callable[..., Any], reduce: Callable[..., Any],
+             room: threading.Semaphore) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """:meth:`Backend.split` on the host: the training thread runs the forward pass and hands
+    the raw outputs on; the background reduces them. As many outputs wait there as ``room``
+    holds (one part's): the next part's hand-over waits for it."""
+    compiled = compile(forward)
+
+    def device(inputs: Any, channels: Any, previous: Any) -> tuple[Any, Any]:
+        outputs, carry = compiled(inputs, channels, previous)
+        room.acquire()
+        return [{"output": o} for o in outputs], carry
+
+    def host(handoff: Any, channels: Any, previous: Any) -> Any:
+        try:
+            return reduce([h["output"] for h in handoff], channels, previous)
+        finally:
+            room.release()
+
+    return device, host
 
 
 class Counted:

@@ -134,7 +134,7 @@ class JaxBackend(Backend):
     name = "jax"
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
-                replay: bool = True) -> Compiled:
+                replay: bool = True, large: bool = False) -> Compiled:
         return _Function(fn, model, eager)
 
     def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
@@ -147,7 +147,7 @@ class JaxBackend(Backend):
                 leaf.copy_to_host_async()
         return lambda: jax.tree_util.tree_map(np.asarray, tree)
 
-    def accelerated(self) -> bool:
+    def _accelerated(self) -> bool:
         return jax.devices()[0].platform != "cpu"
 
     def is_chief(self, model: Any) -> bool:

@@ -1,6 +1,6 @@
 """TensorFlow: the probe function is one ``tf.function`` with a fixed input signature.
 
-On the host, several parts run their forward passes eagerly and reductions compiled
+On the host, large parts run their forward passes eagerly, and reductions compiled
 on their own branch at run time on whether a layer has NaN or Inf (:class:`_HostOps`).
 """
 
@@ -69,8 +69,10 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
-                replay: bool = True) -> Compiled:
-        return _Function(fn, args, eager)
+                replay: bool = True, large: bool = False) -> Compiled:
+        # Each traced function keeps its graph and, once run, its instantiated runtime:
+        # megabytes per large part, for no speed on the host, where the convolutions are large.
+        return _Function(fn, args, eager or (large and not self._accelerated()))
 
     def gradient(self, fn: Callable[..., Any], model: Any) -> Callable[..., tuple[Any, Any]]:
         @tf.function(reduce_retracing=False)
@@ -88,14 +90,9 @@ class TensorFlowBackend(Backend):
 
     @property
     def ops(self) -> Any:
-        return keras.ops if self.accelerated() else _HOST_OPS
+        return keras.ops if self._accelerated() else _HOST_OPS
 
-    def compiles_parts(self) -> bool:
-        # Each traced function keeps its graph and, once run, its instantiated runtime:
-        # megabytes per part, for no speed on the host, where the convolutions are large.
-        return self.accelerated()
-
-    def accelerated(self) -> bool:
+    def _accelerated(self) -> bool:
         return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
     def is_chief(self, model: Any) -> bool:

@@ -14,7 +14,7 @@ memory, and the background waits for it.
 On the CPU, where nothing is copied and no op fuses with another, the training
 thread runs only the forward pass, traced once into a graph of the PyTorch ops it
 ran (:class:`_Traced`): a replay runs them without Keras' Python. The reductions run
-eagerly in the background (:meth:`TorchBackend.reduces_later`), calling torch
+eagerly in the background (:meth:`actlog.backends.Backend.split`), calling torch
 directly (:class:`_TorchOps`): bound by their passes over memory, they gain nothing
 from a trace.
 The model runs as Keras runs it: actlog calls only public APIs of Keras and PyTorch,
@@ -23,6 +23,7 @@ so the code that is probed is the code that trains.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -387,12 +388,12 @@ class TorchBackend(Backend):
     ops = _TorchOps()
 
     def compile(self, fn: Callable[..., Any], model: Any, args: tuple, *, eager: bool,
-                replay: bool = True) -> Compiled:
-        if eager or not replay:
+                replay: bool = True, large: bool = False) -> Compiled:
+        if eager or not replay or large:
             return _Function(fn)
         if torch.cuda.is_available():
             return _Graph(fn, model)
-        if not self.accelerated():
+        if not self._accelerated():
             return _Traced(fn, model)
         return _Function(fn)
 
@@ -420,18 +421,25 @@ class TorchBackend(Backend):
 
         return result
 
-    def accelerated(self) -> bool:
+    def _accelerated(self) -> bool:
         mps = getattr(torch.backends, "mps", None)
         return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
 
-    def reduces_later(self) -> bool:
-        return not self.accelerated()
+    def split(self, model: Any, compile: Callable[..., Any], forward: Callable[..., Any],
+              fused: Callable[..., Any] | None, reduce: Callable[..., Any],
+              room: threading.Semaphore) -> tuple[Any, Any]:
+        device, host = super().split(model, compile, forward, fused, reduce, room)
+        owner = threading.get_ident()
 
-    def enter_background(self) -> None:
-        # One thread here: a second thread with an OpenMP team of its own makes libgomp stop
-        # spinning between parallel regions (more threads than cores), and every op of the
-        # training thread then waits to wake its team.
-        torch.set_num_threads(1)  # this thread's OpenMP setting; training keeps its own
+        def own_threads(handoff: Any, channels: Any, previous: Any) -> Any:
+            if threading.get_ident() != owner:
+                # One thread in the background: a second thread with an OpenMP team of its
+                # own makes libgomp stop spinning between parallel regions (more threads than
+                # cores), and every op of the training thread then waits to wake its team.
+                torch.set_num_threads(1)  # this thread's OpenMP setting; training keeps its own
+            return host(handoff, channels, previous)
+
+        return device, own_threads
 
     def is_chief(self, model: Any) -> bool:
         distributed = torch.distributed
