@@ -5,6 +5,7 @@ actlog ls runs/exp1
 actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
 actlog export runs/exp1 --layer conv_0 --probe 0 --channel 3 -o conv_0_ch3.png
 actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o conv_1_ch5.gif
+actlog similarity runs/exp1 --layer conv_1 -o conv_1_cka.png
 ```
 
 Reads logs with :mod:`actlog.reader` and writes with :mod:`actlog.export`:
@@ -26,9 +27,12 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from actlog.version import __version__
+
+if TYPE_CHECKING:
+    from actlog.reader import Log, Run
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -121,23 +125,29 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from actlog import export, metadata
-    from actlog.reader import LogError, read
+def _pick_run(log: Log, name: str | None) -> Run:
+    """``log.run(name)``; without a name, where several runs leave a choice, how to make it."""
+    from actlog import metadata
+    from actlog.reader import LogError
 
-    # Check the output before reading anything: a typo should not cost a long read.
-    export.check_output(args.output)
-    log = read(args.logdir)
     try:
-        run = log.run(args.run)
+        return log.run(name)
     except LogError:
-        if args.run is not None:
+        if name is not None:
             raise
-        # Without --run, the only failure is a choice to make: say how to make it.
         raise _UserError(
             f"Several runs under {log.path!r} and none is {metadata.EPOCH_RUN!r}; "
             f"choose one with --run: {log.runs}."
         ) from None
+
+
+def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from actlog import export
+    from actlog.reader import read
+
+    # Check the output before reading anything: a typo should not cost a long read.
+    export.check_output(args.output)
+    run = _pick_run(read(args.logdir), args.run)
     run.layer_info(args.layer)  # a misspelt layer: "Did you mean", before any other complaint
     if args.atlas and (args.channel is None or args.probe is not None):
         raise _UserError("--atlas exports one channel's top-k crops: give --channel C, and no --probe.")
@@ -166,6 +176,30 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"{result.size[0]}x{result.size[1]} px",
         file=out,
     )
+    return EXIT_OK
+
+
+def _cmd_similarity(args: argparse.Namespace, out: TextIO) -> int:
+    from actlog import export_similarity as sim
+    from actlog.reader import read
+
+    if (args.layer is None) == (args.step is None):
+        raise _UserError("give --layer L (its CKA between steps) or --step S (between layers), not both.")
+    if args.output is not None:
+        sim.check_png(args.output)
+    run = _pick_run(read(args.logdir), args.run)
+    if args.layer is not None:
+        found, corner = sim.layer_over_steps(run, args.layer), run.step_axis
+    else:
+        found, corner = sim.layers_at_step(run, args.step), "layer"
+    if args.output is None:
+        print(sim.table(found, corner), file=out)
+        return EXIT_OK
+    try:
+        path, (width, height) = sim.write_png(found, args.output)
+    except OSError as error:
+        raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+    print(f"wrote {path}: heat map of {len(found.heads)}x{len(found.heads)}, {width}x{height} px", file=out)
     return EXIT_OK
 
 
@@ -292,7 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
     )
+    _similarity_parser(commands)
     return parser
+
+
+_SIMILARITY_EXAMPLES = """\
+examples:
+  actlog similarity runs/exp1 --layer conv_1              # print its CKA between every two epochs
+  actlog similarity runs/exp1 --layer conv_1 -o cka.png   # the same as a heat map
+  actlog similarity runs/exp1 --step 5                    # CKA between every two layers at epoch 5
+"""
+
+
+def _similarity_parser(commands: Any) -> None:
+    sim = commands.add_parser(
+        "similarity", help="a layer's linear CKA between every two steps (or layers' at one step)",
+        description=(
+            "Print the linear CKA (representation similarity) of one layer between every two\n"
+            "logged steps, or with --step of every two layers at one step; -o OUT.png draws it."
+        ),
+        epilog=f"{_SIMILARITY_EXAMPLES}\n{_EXIT_STATUS}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sim.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
+    sim.add_argument("--layer", help="layer display name (see `actlog ls`): steps x steps")
+    sim.add_argument("--step", type=int, metavar="S", help="a logged step: layers x layers")
+    sim.add_argument("-o", "--output", metavar="OUT", help="OUT.png: a heat map instead of the table")
+    sim.add_argument(
+        "--run", help="run name, as `actlog ls` shows it (default: 'activations', or the only run)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -330,6 +392,8 @@ def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         with _notes(err):
             if args.command == "ls":
                 return _cmd_ls(args, out)
+            if args.command == "similarity":
+                return _cmd_similarity(args, out)
             return _cmd_export(args, out, err)
     except (LogError, ExportError, _UserError) as error:
         message = " ".join(str(error).split())  # always one line

@@ -300,8 +300,7 @@ class Session:
         """Keep a part's sketches and start copying the rest: ``() -> (host results, masks)``."""
         for i, o in zip(indices, out, strict=True):
             sketches[i] = o["sketch"]
-        fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
-                                    for o in out])
+        fetch = self.backend.fetch([{key: o[key] for key in _FETCHED if key in o} for o in out])
         masks = [o["nonfinite"] for o in out]
         return lambda: (fetch(), masks)
 
@@ -419,7 +418,7 @@ class Session:
             layers = [
                 LayerResult(
                     levels=h["levels"], sums=h["sums"], drift=h["drift"] if event.has_previous else None,
-                    nonfinite=functools.partial(_fetch_one, self.backend, mask),
+                    nonfinite=functools.partial(_fetch_one, self.backend, mask), gram=h.get("gram"),
                 )
                 for h, mask in zip(host, masks, strict=True)
             ]
@@ -483,6 +482,10 @@ class _Event:
     body: Spool = field(default_factory=Spool)  # the layers' Summary values, part after part
     nonfinite: list[str] = field(default_factory=list)
     error: BaseException | None = None
+
+
+_FETCHED = ("levels", "sums", "drift", "gram")
+"""What of a layer's reductions is copied to the host at every event (``gram``: when on)."""
 
 
 def _fetch_one(backend: backends.Backend, array: Any) -> np.ndarray:
