@@ -8,12 +8,20 @@ with the textbook linear CKA (Kornblith et al. 2019) computed from those activat
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import actlog
 from actlog import similarity
 from actlog.index import LogError
+
+try:  # Chromium under Selenium, shared with the dashboard's browser tests
+    from test_dashboard_browser import driver  # noqa: F401
+except ImportError:  # pragma: no cover - selenium missing: the browser test is skipped
+    pass
 
 EPOCHS = 5
 REINIT_EPOCH = 3  # the "reset" layer gets fresh weights before this epoch trains: step 3 -> 4 drops
@@ -190,3 +198,257 @@ def actlog_numpy():
     from actlog.arrays import NUMPY
 
     return NUMPY
+
+
+# --------------------------------------------------------------------------- NaN on the device
+
+
+@pytest.mark.backend
+def test_a_dead_layer_and_nonfinite_activations_read_as_nan(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    dead = keras.layers.Conv2D(2, 3, kernel_initializer="zeros", bias_initializer="zeros",
+                               trainable=False, name="dead")(h)
+    both = keras.layers.Concatenate()([dead, h[:, 1:-1, 1:-1]])
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(both))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(8)
+    probes = x[:3].copy()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[actlog.ActivationLogger(tmp_path / "fine", probes,
+                                                                              layers=["conv", "dead"])])
+    # activations that overflow float32 (probes must be finite themselves)
+    huge = keras.layers.Rescaling(3e38, name="huge")(inputs)
+    overflowing = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(huge)))
+    overflowing.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with pytest.warns(RuntimeWarning, match="NaN or Inf"):
+        overflowing.fit(x, y, epochs=1, verbose=0,
+                        callbacks=[actlog.ActivationLogger(tmp_path / "broken", probes, layers=["huge"])])
+
+    run = actlog.read(tmp_path / "fine").run()
+    np.testing.assert_array_equal(run.grams("dead")[1], 0.0)
+    steps, dead = run.similarity("dead")
+    assert steps.tolist() == [0, 1] and np.isnan(dead).all()
+    _, conv = run.similarity("conv")
+    assert np.isfinite(conv).all() and conv[0, 0] == 1.0
+    layers, between = run.layer_similarity(1)
+    assert layers == ["conv", "dead"]
+    assert between[0, 0] == 1.0 and np.isnan(between[1]).all() and np.isnan(between[:, 1]).all()
+
+    run = actlog.read(tmp_path / "broken").run()
+    assert np.isnan(run.grams("huge")[1]).all()
+    assert np.isnan(run.similarity("huge")[1]).all()
+
+
+# --------------------------------------------------------------------------- reader errors
+
+
+def test_an_unknown_layer_is_named(trained):
+    run, _, _ = trained
+    layers = r"Layers: \['frozen', 'trained', 'reset'\]"
+    with pytest.raises(LogError, match=r"No layer 'nope' in run 'activations'\. " + layers):
+        run.similarity("nope")
+
+
+@pytest.mark.backend
+def test_a_log_without_grams_says_so(tmp_path, tiny_model, tiny_data, monkeypatch):
+    from actlog import probe
+
+    monkeypatch.setattr(probe, "GRAM", False)  # as a log of an actlog before similarity
+    x, y = tiny_data
+    tiny_model.fit(x, y, epochs=1, verbose=0,
+                   callbacks=[actlog.ActivationLogger(tmp_path, x[:2].copy(), layers=["conv_0"])])
+    run = actlog.read(tmp_path).run()
+    assert "conv_0/gram" not in run.tags and "conv_0/probe_0" in run.tags
+    with pytest.raises(LogError, match="No Gram matrices logged for layer 'conv_0' in run 'activations'"):
+        run.similarity("conv_0")
+    with pytest.raises(LogError, match="No Gram matrices logged in run 'activations'"):
+        run.layer_similarity()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from actlog.cli import main
+
+    status = main(["similarity", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_cli_prints_the_step_matrix_with_heads(trained, capsys):
+    run, _, _ = trained
+    status, out, err = _cli(capsys, str(Path(run.path).parent), "--layer", "reset")
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["epoch", "0", "1", "2", "3", "4", "5"]
+    steps, matrix = run.similarity("reset")
+    for step, line in zip(steps, lines[1:], strict=True):
+        head, *cells = line.split()
+        assert int(head) == step
+        assert cells == [f"{v:.3f}" for v in matrix[step]]
+
+
+def test_cli_prints_the_layer_matrix_at_a_step(trained, capsys):
+    run, _, _ = trained
+    status, out, _ = _cli(capsys, str(Path(run.path).parent), "--step", "2")
+    assert status == 0
+    layers, matrix = run.layer_similarity(2)
+    lines = out.splitlines()
+    assert lines[0].split() == ["layer", *layers]
+    assert [line.split()[0] for line in lines[1:]] == layers
+    assert lines[2].split()[1:] == [f"{v:.3f}" for v in matrix[1]]
+
+
+def test_cli_draws_the_heat_map_png(trained, capsys, tmp_path):
+    from PIL import Image
+
+    from actlog import grid
+
+    run, _, _ = trained
+    output = tmp_path / "cka.png"
+    status, out, _ = _cli(capsys, str(Path(run.path).parent), "--layer", "reset", "-o", str(output))
+    assert status == 0
+    with Image.open(output) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert out == f"wrote {output}: heat map of 6x6, {pixels.shape[1]}x{pixels.shape[0]} px\n"
+    _, matrix = run.similarity("reset")
+    cell = 48  # min(48, 640 // 6)
+    assert pixels.shape[0] > 6 * cell  # the caption below
+    left = (pixels.shape[1] - 6 * cell) // 2  # centred above a caption wider than it
+    for i, j in [(0, 0), (3, 4), (5, 0)]:
+        expected = grid.colorize(np.array([matrix[i, j]]), "viridis")[0]
+        block = pixels[i * cell:(i + 1) * cell, left + j * cell:left + (j + 1) * cell]
+        assert (block == expected).all(), (i, j)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ((), "give --layer L .* or --step S .*, not both"),
+    (("--layer", "reset", "--step", "1"), "not both"),
+    (("--layer", "rest"), "No layer 'rest' in run 'activations'.*Did you mean 'reset'"),
+    (("--step", "9"), "No Gram matrices at step 9 in run 'activations'; logged: steps 0, 1, 2, 3, 4, 5"),
+    (("--layer", "reset", "-o", "cka.gif"), r"a PNG: give OUT.png; received '.*cka.gif'"),
+])
+def test_cli_errors_name_what_exists(trained, capsys, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    run, _, _ = trained
+    status, out, err = _cli(capsys, str(Path(run.path).parent), *extra)
+    assert status == 2 and out == ""
+    assert err.startswith("actlog: error: ") and len(err.splitlines()) == 1
+    assert re.search(message, err), err
+
+
+# --------------------------------------------------------------------------- dashboard routes
+
+
+@pytest.fixture(scope="module")
+def client(trained):
+    from test_plugin_routes import make_client
+
+    run, _, _ = trained
+    return make_client(Path(run.path).parent)
+
+
+def _get(client, route, **params):
+    import json
+
+    response = client.get(f"/data/plugin/actlog/{route}", query_string=params)
+    assert response.headers["Content-Type"].startswith("application/json"), response.data
+    return response.status_code, json.loads(response.data)
+
+
+def test_similarity_route_is_the_readers_matrix(client, trained):
+    run, _, _ = trained
+    status, body = _get(client, "similarity", run="activations", layer="reset")
+    assert status == 200, body
+    steps, matrix = run.similarity("reset")
+    assert body["steps"] == steps.tolist() and body["step_axis"] == "epoch" and body["note"] is None
+    np.testing.assert_allclose(np.array(body["matrix"], dtype=float), matrix, atol=5e-5)
+
+
+def test_similarity_overview_gives_each_layer_against_its_last_step(client, trained):
+    run, _, names = trained
+    status, body = _get(client, "similarity_overview", run="activations")
+    assert status == 200, body
+    assert [layer["name"] for layer in body["layers"]] == names
+    for layer in body["layers"]:
+        steps, matrix = run.similarity(layer["name"])
+        assert layer["steps"] == steps.tolist() and layer["last"] == EPOCHS
+        np.testing.assert_allclose(np.array(layer["values"], dtype=float), matrix[:, -1], atol=5e-5)
+        assert layer["values"][-1] == 1.0
+
+
+@pytest.mark.parametrize(("route", "params", "message"), [
+    ("similarity", {"run": "activations", "layer": "nope"},
+     r"Unknown layer 'nope'. Layers in this run: \['frozen', 'trained', 'reset'\]"),
+    ("similarity", {"run": "nope", "layer": "reset"},
+     r"Unknown run 'nope'. Runs with actlog data: \['activations'\]"),
+    ("similarity", {"run": "activations"}, r"Expected exactly one 'layer' parameter, received 0"),
+    ("similarity_overview", {}, r"Expected exactly one 'run' parameter, received 0"),
+])
+def test_similarity_routes_refuse_bad_parameters(client, route, params, message):
+    status, body = _get(client, route, **params)
+    assert status == 400
+    assert re.search(message, body["error"]), body
+
+
+def test_a_heat_map_of_many_steps_is_thinned_evenly():
+    from actlog.plugin import similarity_routes
+
+    rng = np.random.default_rng(0)
+    grams = np.stack([np.cov(rng.normal(size=(3, 5))) for _ in range(450)])
+    body = similarity_routes.heatmap_body("r", "l", "global_step", 1, (np.arange(450) * 10, grams))
+    steps = body["steps"]
+    assert len(steps) == similarity_routes.MAX_HEATMAP_STEPS and steps[0] == 0 and steps[-1] == 4490
+    assert body["note"] == "200 of the 450 logged steps, evenly spread."
+    assert np.array(body["matrix"]).shape == (200, 200)
+
+
+# --------------------------------------------------------------------------- in a browser
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()),
+                    reason="needs Debian's chromium and chromedriver")
+def test_the_layer_view_shows_the_heat_map_with_hover_values(trained, driver, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from test_dashboard_browser import fetch_json, open_dashboard, running_tensorboard, wait_for
+
+    run, _, names = trained
+    _, matrix = run.similarity("reset")
+
+    def ready(url: str) -> bool:
+        try:
+            body = fetch_json(f"{url}data/plugin/actlog/similarity?run=activations&layer=reset")
+            return len(body["steps"]) == 6
+        except OSError:
+            return False
+
+    with running_tensorboard(Path(run.path).parent, tmp_path, ready) as url:
+        open_dashboard(driver, url, len(names))
+        # the overview: every layer against its last step
+        wait_for(driver, "document.querySelectorAll('#actlog-settling-chart path[data-layer]').length === 3")
+        (card,) = [c for c in driver.find_elements(By.CSS_SELECTOR, ".layer-card")
+                   if c.get_attribute("data-layer") == "reset"]
+        card.click()
+        wait_for(driver, "(() => { const c = document.getElementById('actlog-similarity-heatmap'); return c"
+                         " && !c.hidden && c.dataset.layer === 'reset' && c.dataset.steps === '6'; })()")
+        canvas = driver.find_element(By.ID, "actlog-similarity-heatmap")
+        cell = int(canvas.get_attribute("data-cell"))
+        assert canvas.size == {"width": 6 * cell, "height": 6 * cell}
+        # the diagonal is 1: viridis' yellow
+        top_left = driver.execute_script(
+            "return Array.from(arguments[0].getContext('2d').getImageData(2, 2, 1, 1).data);", canvas)
+        assert top_left == [253, 231, 37, 255]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+        middle = 6 * cell / 2
+        ActionChains(driver).move_to_element_with_offset(
+            canvas, int(4.5 * cell - middle), int(3.5 * cell - middle)).perform()
+        wait_for(driver, "!document.getElementById('actlog-similarity-hover').hidden")
+        hover = driver.find_element(By.ID, "actlog-similarity-hover")
+        assert hover.text == f"epoch 3 \u00d7 epoch 4: CKA {matrix[3, 4]:.3f}"

@@ -33,7 +33,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from actlog import metadata
-from actlog.plugin import keys
+from actlog.plugin import keys, similarity_routes
 from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
 
 IMAGE_CACHE_SECONDS = 24 * 3600
@@ -45,7 +45,8 @@ _MAX_ECHO = 80
 """Longest piece of a bad parameter repeated back in an error message."""
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
-            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js")
+            "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js",
+            "view_similarity.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -152,6 +153,10 @@ class ActivationsPlugin(base_plugin.TBPlugin):
       the channel's top-k crops in it (:meth:`actlog.atlas.AtlasLayout.boxes`),
       each crop's pool index and activation, and the channel's change since
       the previous atlas. A layer without an atlas gets no steps and a ``note``.
+    - ``/similarity?run&layer``: the layer's linear CKA between every two steps
+      (``steps``, ``matrix``; null where undefined), at most
+      :data:`.similarity_routes.MAX_HEATMAP_STEPS` steps.
+    - ``/similarity_overview?run``: each layer's CKA between every step and its last.
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
@@ -174,6 +179,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/image": self._serve_image,
             "/channel": self._serve_channel,
             "/atlas": self._serve_atlas,
+            "/similarity": self._serve_similarity,
+            "/similarity_overview": self._serve_similarity_overview,
         }
         for route in _STATIC_FILES:
             apps[route] = self._serve_static
@@ -321,6 +328,22 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         layer = self._layer(request, index)
         channel = self._channel(request, layer)
         body = index.remember(("atlas", layer.name, channel), lambda: _atlas_body(index, layer, channel))
+        return _json(request, body)
+
+    @_route
+    def _serve_similarity(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        layer = self._layer(request, index)
+        body = index.remember(("similarity", layer.name), lambda: similarity_routes.heatmap_body(
+            index.name, layer.name, index.step_axis, index.version, self._catalog.grams(index, layer.name)))
+        return _json(request, body)
+
+    @_route
+    def _serve_similarity_overview(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        body = index.remember("similarity_overview", lambda: similarity_routes.settling_body(
+            index.name, index.step_axis, index.version,
+            {name: self._catalog.grams(index, name) for name in index.layers}))
         return _json(request, body)
 
 

@@ -10,6 +10,7 @@
 //   view_layer.js     one layer at two steps; tiles placed by the backend's boxes
 //   view_channel.js   one channel through every step: filmstrip and charts
 //   view_atlas.js     the channel's top-k atlas crops at the slider's step
+//   view_similarity.js linear CKA: a layer's step x step heat map; every layer against its last step
 //   charts.js, dom.js drawing helpers
 //
 // This module wires them: it turns what the person does and what the poll
@@ -23,6 +24,7 @@ import {ChannelView} from './view_channel.js';
 import {Controls} from './view_controls.js';
 import {LayerView} from './view_layer.js';
 import {OverviewView} from './view_overview.js';
+import {SettlingChart, SimilarityPanel} from './view_similarity.js';
 
 const RUNS_EVERY = 3; // polls between two looks at the run list
 
@@ -31,12 +33,15 @@ let overview;
 let layerView;
 let channelView;
 let message;
+let similarity; // the layer's CKA heat map
+let settling; // the overview's CKA-to-last-step chart
 const requests = {
   overview: new Latest(), // /overview and its images
   series: new Latest(), // /steps of the layer on screen and its images
   poll: new Latest(), // the poll's /steps
   channel: new Latest(), // /channel
   atlas: new Latest(), // /atlas and its pictures
+  similarity: new Latest(), // /similarity or /similarity_overview
 };
 let ticks = 0;
 
@@ -52,9 +57,11 @@ export async function render() {
     pick: (step) => moveTo(nearest(state.series.steps, step), performance.now()),
   });
   message = el('div', {id: 'actlog-message', className: 'message', hidden: true}, {role: 'alert'});
+  similarity = new SimilarityPanel();
+  settling = new SettlingChart();
   document.body.appendChild(el('div', {id: 'actlog-root'}, {}, [
     controls.root,
-    el('main', {}, {}, [message, overview.root, layerView.root, channelView.root]),
+    el('main', {}, {}, [message, overview.root, settling.root, layerView.root, channelView.root, similarity.root]),
   ]));
   images.onLoad = (key, {image}) => {
     if (state.channel !== null) channelView.drawKey(key, image);
@@ -175,6 +182,8 @@ async function showView() {
   overview.root.hidden = layer;
   layerView.root.hidden = !layer;
   channelView.root.hidden = !layer || state.channel === null;
+  similarity.root.hidden = !layer;
+  if (layer) settling.root.hidden = true;
   showProbeImage();
   if (layer) {
     requests.overview.abort();
@@ -264,6 +273,22 @@ async function loadOverview() {
   const index = Math.max(body.steps.indexOf(body.step), 0);
   controls.setSteps(body.steps, index, stepWord());
   overview.show(body, stepWord(), signal);
+  guard(loadSimilarity('similarity_overview', {run: state.run.run}, (answer) => settling.show(answer, stepWord())));
+}
+
+/** A similarity route; `show(body)` unless the person moved on meanwhile. */
+async function loadSimilarity(route, params, show) {
+  const view = state.view;
+  let body;
+  try {
+    body = await getJson(route, params, {signal: requests.similarity.next()});
+  } catch (err) {
+    if (isAbort(err)) return;
+    if (route === 'similarity') similarity.absent(`No similarity: ${err.message}`);
+    throw err;
+  }
+  if (state.view === view && state.run && body.run === state.run.run &&
+      (body.layer === undefined || (state.layer && body.layer === state.layer.name))) show(body);
 }
 
 // -- one layer ------------------------------------------------------------------
@@ -275,6 +300,7 @@ async function loadSeries() {
   layerView.setLayer(state.layer, word);
   const body = await getJson('steps', {run: state.run.run, layer: state.layer.name, probe: state.probe}, {signal});
   state.series = body;
+  guard(loadLayerSimilarity());
   const last = body.steps.length - 1;
   state.index = state.following || state.step === null ? last : nearest(body.steps, state.step);
   state.compareIndex = 0;
@@ -325,6 +351,7 @@ async function refreshSeries() {
       {signal: requests.poll.next()});
   if (state.series !== series || body.version === series.version) return;
   if (!body.steps.length) return; // a log being removed or rewritten: keep what is on screen
+  guard(loadLayerSimilarity());
   const current = series.steps[state.index];
   const compared = series.steps[state.compareIndex];
   const kept = new Set(body.steps.map((s) => s.key));
@@ -346,6 +373,11 @@ async function refreshSeries() {
   }
   await Promise.all(shows);
   preloadSeries(requests.series.controller.signal);
+}
+
+function loadLayerSimilarity() {
+  return loadSimilarity('similarity', {run: state.run.run, layer: state.layer.name},
+      (body) => similarity.show(body, stepWord()));
 }
 
 // -- one channel ------------------------------------------------------------------
