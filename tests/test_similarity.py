@@ -8,6 +8,7 @@ with the textbook linear CKA (Kornblith et al. 2019) computed from those activat
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -431,24 +432,76 @@ def test_the_layer_view_shows_the_heat_map_with_hover_values(trained, driver, tm
 
     with running_tensorboard(Path(run.path).parent, tmp_path, ready) as url:
         open_dashboard(driver, url, len(names))
-        # the overview: every layer against its last step
+        # the overview: every layer against its last step, read at the last step
         wait_for(driver, "document.querySelectorAll('#actlog-settling-chart path[data-layer]').length === 3")
+        hit = driver.find_element(By.CSS_SELECTOR, "#actlog-settling-chart rect.hit")
+        ActionChains(driver).move_to_element_with_offset(hit, hit.size["width"] // 2 - 2, 0).perform()
+        readout = driver.find_element(By.ID, "actlog-settling-readout")
+        assert readout.text == "epoch 5: frozen 1.000, trained 1.000, reset 1.000"
+        if os.environ.get("ACTLOG_SIMILARITY_SCREENSHOTS"):
+            driver.save_screenshot(os.path.join(os.environ["ACTLOG_SIMILARITY_SCREENSHOTS"], "overview.png"))
         (card,) = [c for c in driver.find_elements(By.CSS_SELECTOR, ".layer-card")
                    if c.get_attribute("data-layer") == "reset"]
         card.click()
         wait_for(driver, "(() => { const c = document.getElementById('actlog-similarity-heatmap'); return c"
                          " && !c.hidden && c.dataset.layer === 'reset' && c.dataset.steps === '6'; })()")
         canvas = driver.find_element(By.ID, "actlog-similarity-heatmap")
-        cell = int(canvas.get_attribute("data-cell"))
-        assert canvas.size == {"width": 6 * cell, "height": 6 * cell}
+        side = canvas.size["width"]
+        assert canvas.size["height"] == side and side >= 100
         # the diagonal is 1: viridis' yellow
         top_left = driver.execute_script(
             "return Array.from(arguments[0].getContext('2d').getImageData(2, 2, 1, 1).data);", canvas)
         assert top_left == [253, 231, 37, 255]
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
-        middle = 6 * cell / 2
+        cell = side / 6
         ActionChains(driver).move_to_element_with_offset(
-            canvas, int(4.5 * cell - middle), int(3.5 * cell - middle)).perform()
+            canvas, int(4.5 * cell - side / 2), int(3.5 * cell - side / 2)).perform()
         wait_for(driver, "!document.getElementById('actlog-similarity-hover').hidden")
         hover = driver.find_element(By.ID, "actlog-similarity-hover")
         assert hover.text == f"epoch 3 \u00d7 epoch 4: CKA {matrix[3, 4]:.3f}"
+        if os.environ.get("ACTLOG_SIMILARITY_SCREENSHOTS"):
+            driver.save_screenshot(os.path.join(os.environ["ACTLOG_SIMILARITY_SCREENSHOTS"], "layer.png"))
+
+
+# --------------------------------------------------------------------------- other kinds of layer
+
+
+def _numpy_gram(acts: np.ndarray) -> np.ndarray:
+    rows = acts.reshape(len(acts), -1).astype(np.float64)
+    rows = rows - rows.mean(axis=0)
+    return rows @ rows.T
+
+
+@pytest.mark.backend
+def test_token_layers_attention_and_channels_first_have_their_grams(tmp_path):
+    import keras
+    from test_tokens import PATCH, attention_model, fit, planted_images, tiny_vit
+
+    keras.utils.set_random_seed(0)
+    probes = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    model = tiny_vit(1)
+    run = fit(model, probes, tmp_path / "vit", layers=["patch", "b0_out"])
+    for name in ("patch", "b0_out"):
+        acts = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer(name).output)(probes))
+        steps, grams = run.grams(name)
+        assert steps.tolist() == [0, 1] and grams.shape == (2, 3, 3)
+        np.testing.assert_allclose(grams[1], _numpy_gram(acts), rtol=1e-3, atol=1e-4 * np.abs(grams[1]).max())
+    # attention maps, one per head: head 0 looks at each probe's bright patch, head 1 everywhere
+    places = [(1, 2), (3, 0), (0, 3)]
+    lit = np.concatenate([planted_images(1, patch=p, side=4, size=PATCH // 2) for p in places])
+    run = fit(attention_model(False), lit, tmp_path / "attention", layers=["mha"])
+    steps, grams = run.grams("mha")
+    assert grams.shape == (2, 3, 3) and np.isfinite(grams).all() and np.abs(grams).max() > 0
+    np.testing.assert_array_equal(run.similarity("mha")[1], 1.0)  # nothing trains at learning rate 0
+
+    inputs = keras.Input((3, 10, 10))
+    # channels first (axis=1); TensorFlow on the CPU has no channels-first convolution
+    first = keras.layers.BatchNormalization(axis=1, name="first")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(first)))
+    images = np.random.default_rng(1).random((3, 3, 10, 10)).astype(np.float32)
+    run = fit(model, images, tmp_path / "cf", layers=["first"])
+    assert run.layer_info("first")["data_format"] == "channels_first"
+    acts = keras.ops.convert_to_numpy(keras.Model(model.input, first)(images))  # (k, C, H, W)
+    # a permutation of the features leaves the Gram as it is: channels first or last alike
+    np.testing.assert_allclose(run.grams("first")[1][1], _numpy_gram(acts), rtol=1e-3,
+                               atol=1e-4 * np.abs(_numpy_gram(acts)).max())

@@ -57,11 +57,14 @@ export async function render() {
     pick: (step) => moveTo(nearest(state.series.steps, step), performance.now()),
   });
   message = el('div', {id: 'actlog-message', className: 'message', hidden: true}, {role: 'alert'});
+  // Beside the layers, not below them: the page keeps its height (and its width, with no scroll bar).
   similarity = new SimilarityPanel();
+  layerView.root.querySelector('aside').appendChild(similarity.root);
   settling = new SettlingChart();
+  overview.root.appendChild(settling.root);
   document.body.appendChild(el('div', {id: 'actlog-root'}, {}, [
     controls.root,
-    el('main', {}, {}, [message, overview.root, settling.root, layerView.root, channelView.root, similarity.root]),
+    el('main', {}, {}, [message, overview.root, layerView.root, channelView.root]),
   ]));
   images.onLoad = (key, {image}) => {
     if (state.channel !== null) channelView.drawKey(key, image);
@@ -182,8 +185,6 @@ async function showView() {
   overview.root.hidden = layer;
   layerView.root.hidden = !layer;
   channelView.root.hidden = !layer || state.channel === null;
-  similarity.root.hidden = !layer;
-  if (layer) settling.root.hidden = true;
   showProbeImage();
   if (layer) {
     requests.overview.abort();

@@ -1,7 +1,8 @@
 // Representation similarity (linear CKA, from the Gram matrices each event logs):
-// in the layer view, a step x step heat map of the layer with the value under the
-// pointer; in the overview, each layer's CKA to its last step over the steps
-// (layers that settle early climb to 1 first: the bottom-up picture).
+// in the layer view, under the probe, a step x step heat map of the layer with the
+// value under the pointer; in the overview, a card beside the layers' with each
+// layer's CKA to its last step over the steps (layers that settle early climb to 1
+// first: the bottom-up picture).
 
 import {formatTick, niceTicks} from './charts.js';
 import {el, svg} from './dom.js';
@@ -30,24 +31,24 @@ function formatCka(v) {
 export class SimilarityPanel {
   constructor() {
     this.canvas = el('canvas', {id: 'actlog-similarity-heatmap'}, {'aria-label': 'linear CKA between steps'});
-    this.canvas.style.cssText = 'display: block; image-rendering: pixelated; cursor: crosshair;';
+    // As wide as the column; each cell square, drawn with hard edges.
+    this.canvas.style.cssText = 'display: block; width: 100%; height: auto; image-rendering: pixelated; cursor: crosshair;';
     this.axis = el('div', {className: 'similarity-axis'});
     this.axis.style.cssText = 'font-size: 11px; color: var(--muted); margin-top: 4px;';
     this.note = el('p', {className: 'similarity-note', hidden: true});
     this.note.style.cssText = 'margin: 6px 0 0; font-size: 12px; color: var(--faint); max-width: 520px;';
     this.hover = el('div', {id: 'actlog-similarity-hover', className: 'hover', hidden: true});
-    this.title = el('h4', {textContent: 'Representation similarity'});
-    this.title.style.cssText = 'margin: 0 0 2px; font-size: 12px; font-weight: 500;';
+    this.title = el('h4', {textContent: 'Similarity over steps'});
+    const caption = el('div', {textContent: 'linear CKA of the layer between every two steps, on the probes'});
+    caption.style.cssText = 'font-size: 11px; color: var(--muted);';
     const legend = el('div', {className: 'similarity-legend'}, {}, [
-      el('span', {textContent: '0'}), legendBar(), el('span', {textContent: '1 (same up to rotation and scale)'}),
+      el('span', {textContent: '0'}), legendBar(), el('span', {textContent: '1'}),
     ]);
-    legend.style.cssText = 'display: flex; align-items: center; gap: 6px; font-size: 11px; color: var(--muted); margin: 4px 0 8px;';
-    this.root = el('section', {id: 'actlog-similarity', className: 'card similarity-panel'}, {}, [
-      this.title,
-      el('div', {className: 'caption', textContent: 'linear CKA of the layer between every two steps, on the probes'}),
-      legend, this.canvas, this.axis, this.note, this.hover,
+    legend.style.cssText = 'display: flex; align-items: center; gap: 4px; font-size: 11px; color: var(--muted); margin: 4px 0 6px;';
+    this.root = el('section', {id: 'actlog-similarity', className: 'similarity-panel'}, {}, [
+      this.title, caption, legend, this.canvas, this.axis, this.note, this.hover,
     ]);
-    this.root.style.cssText = 'margin-top: 16px; padding: 10px 14px 14px;';
+    this.root.style.cssText = 'margin-top: 14px; padding-top: 10px; border-top: 1px solid var(--border);';
     this.body = null;
     this.canvas.addEventListener('mousemove', (event) => this.showHover(event));
     this.canvas.addEventListener('mouseleave', () => {
@@ -74,7 +75,7 @@ export class SimilarityPanel {
     }
     this.body = body;
     this.word = word;
-    const cell = Math.max(2, Math.min(40, Math.floor(420 / n)));
+    const cell = Math.max(1, Math.ceil(160 / n)); // then scaled to the column's width
     const side = cell * n;
     this.cell = cell;
     this.canvas.hidden = false;
@@ -86,8 +87,7 @@ export class SimilarityPanel {
       context.fillRect(j * cell, i * cell, cell, cell);
     }));
     Object.assign(this.canvas.dataset, {layer: body.layer, steps: String(n), cell: String(cell)});
-    this.title.textContent = `Representation similarity \u00b7 ${body.layer}`;
-    this.axis.textContent = `rows and columns: ${word}s ${body.steps[0]} to ${body.steps[n - 1]} (top left: the first)`;
+    this.axis.textContent = `rows, columns: ${word}s ${body.steps[0]}\u2013${body.steps[n - 1]}, the first top left`;
     this.note.textContent = body.note || '';
     this.note.hidden = !body.note;
   }
@@ -114,20 +114,26 @@ export class SimilarityPanel {
 function legendBar() {
   const bar = el('span');
   const stops = VIRIDIS.map((_, i) => viridis(i / (VIRIDIS.length - 1))).join(', ');
-  bar.style.cssText = `display: inline-block; width: 120px; height: 10px; background: linear-gradient(to right, ${stops});`;
+  bar.style.cssText = `display: inline-block; flex: 1; height: 10px; background: linear-gradient(to right, ${stops});`;
   return bar;
 }
 
-/** The overview's chart: each layer's CKA between every step and its last step. */
+/** The overview's card: each layer's CKA between every step and its last step. */
 export class SettlingChart {
   constructor() {
     this.chart = el('div', {className: 'similarity-chart'});
+    this.legend = el('div', {className: 'similarity-legend'});
+    this.legend.style.cssText = 'display: flex; flex-wrap: wrap; gap: 2px 12px; font-size: 11px; color: var(--muted);';
+    const title = el('h3', {textContent: 'Similarity to the last step'});
+    title.style.cssText = 'margin: 0; font-size: 14px; font-weight: 500;';
+    const caption = el('div', {textContent: 'each layer\'s linear CKA on the probes; at 1 it has settled'});
+    caption.style.cssText = 'font-size: 11px; color: var(--muted); margin-bottom: 6px;';
+    this.readout = el('div', {id: 'actlog-settling-readout'});
+    this.readout.style.cssText = 'min-height: 15px; font-size: 11px; font-variant-numeric: tabular-nums;';
     this.root = el('section', {id: 'actlog-settling', className: 'card', hidden: true}, {}, [
-      el('h4', {textContent: 'Representation similarity: each layer against its last step'}),
-      el('div', {className: 'caption', textContent: 'linear CKA on the probes; a layer at 1 has settled'}),
-      this.chart,
+      title, caption, this.readout, this.chart, this.legend,
     ]);
-    this.root.style.cssText = 'margin-top: 16px; padding: 10px 14px 14px;';
+    this.root.style.cssText = 'padding: 10px 12px 12px;';
   }
 
   /** Draw `body` (from /similarity_overview); hidden when no layer has Gram matrices. */
@@ -138,15 +144,22 @@ export class SettlingChart {
     if (this.drawn === drawn) return; // the poll found nothing new
     this.drawn = drawn;
     this.chart.textContent = '';
+    this.legend.textContent = '';
     if (!layers.length) return;
-    this.chart.appendChild(settlingChart(layers, word, Math.max(this.chart.clientWidth, 480)));
+    this.chart.appendChild(settlingChart(layers, word, Math.max(this.chart.clientWidth, 300), this.readout));
+    layers.forEach((layer, k) => {
+      const swatch = el('span');
+      swatch.style.cssText = `display: inline-block; width: 12px; height: 3px; margin-right: 4px; vertical-align: middle; background: ${LINE_COLORS[k % LINE_COLORS.length]};`;
+      this.legend.appendChild(el('span', {title: layer.name}, {}, [swatch, el('span', {textContent: layer.name})]));
+    });
   }
 }
 
-function settlingChart(layers, word, width) {
+function settlingChart(layers, word, width, readout) {
   const height = 220;
-  const m = {left: 44, right: 150, top: 12, bottom: 30};
-  const root = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, class: 'chart', id: 'actlog-settling-chart'});
+  const m = {left: 36, right: 8, top: 8, bottom: 30};
+  const root = svg('svg', {viewBox: `0 0 ${width} ${height}`, class: 'chart', id: 'actlog-settling-chart'});
+  root.style.cssText = 'display: block; width: 100%; height: auto;';
   const steps = layers.flatMap((layer) => layer.steps);
   const x0 = Math.min(...steps);
   const x1 = Math.max(...steps) > x0 ? Math.max(...steps) : x0 + 1;
@@ -180,13 +193,9 @@ function settlingChart(layers, word, width) {
       pen = true;
     });
     root.appendChild(svg('path', {d, fill: 'none', stroke: color, 'stroke-width': 1.75, 'data-layer': layer.name}));
-    const y = m.top + 12 + k * 15;
-    root.appendChild(svg('line', {x1: width - m.right + 10, x2: width - m.right + 24, y1: y - 4, y2: y - 4, stroke: color, 'stroke-width': 2}));
-    root.appendChild(svg('text', {x: width - m.right + 28, y, class: 'axis'}, layer.name));
   });
-  const readout = svg('text', {x: m.left + plotW, y: m.top + 10, 'text-anchor': 'end', class: 'readout', id: 'actlog-settling-readout'});
   const hit = svg('rect', {x: m.left, y: m.top, width: plotW, height: plotH, class: 'hit'});
-  root.append(readout, hit);
+  root.append(hit);
   hit.addEventListener('mousemove', (event) => {
     const box = root.getBoundingClientRect();
     const x = (event.clientX - box.left) * width / box.width;
