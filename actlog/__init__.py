@@ -21,6 +21,7 @@ __all__ = [
     "Atlas",
     "Background",
     "Batches",
+    "ClassMaps",
     "Layout",
     "LoggingError",
     "LogError",
@@ -30,6 +31,7 @@ __all__ = [
     "plot_feature_maps",
     "read",
     "Tokens",
+    "compare",
     "__version__",
 ]
 
@@ -38,6 +40,7 @@ _LAZY = {
     "Atlas": "actlog.options",
     "Background": "actlog.options",
     "Batches": "actlog.options",
+    "ClassMaps": "actlog.options",
     "Layout": "actlog.options",
     "Maximize": "actlog.options",
     "Probes": "actlog.options",
@@ -47,13 +50,15 @@ _LAZY = {
     "plot_feature_maps": "actlog.oneshot",
     "read": "actlog.reader",
     "Tokens": "actlog.tokens",
+    "compare": "actlog.comparison",
 }
 
 if TYPE_CHECKING:
     from actlog.callback import ActivationLogger
+    from actlog.comparison import compare
     from actlog.faults import LoggingError
     from actlog.oneshot import feature_maps, plot_feature_maps
-    from actlog.options import Atlas, Background, Batches, Layout, Maximize, Probes
+    from actlog.options import Atlas, Background, Batches, ClassMaps, Layout, Maximize, Probes
     from actlog.reader import LogError, read
     from actlog.tokens import Tokens
 

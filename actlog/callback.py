@@ -16,7 +16,17 @@ from actlog import epoch_logs as epoch_logs_
 from actlog.checks import check_int, check_optional_int
 from actlog.faults import Faults, LoggingError
 from actlog.layers import check_spec
-from actlog.options import MOVED, Atlas, Background, Batches, Layout, Maximize, Probes, refuse_moved
+from actlog.options import (
+    MOVED,
+    Atlas,
+    Background,
+    Batches,
+    ClassMaps,
+    Layout,
+    Maximize,
+    Probes,
+    refuse_moved,
+)
 from actlog.runs import Destination
 from actlog.session import Continuity, Options, Session
 
@@ -108,6 +118,11 @@ class ActivationLogger(keras.callbacks.Callback):
             ``(channels, every=5)``, on the atlas' schedule; plain channels
             ``{layer: [channels]}`` mean ``Maximize(channels)``. ``None``
             (default): off. See :mod:`actlog.maximize`.
+        cam: optional class activation maps (Grad-CAM) of one watched
+            convolution for each probe, logged with the epoch grids (every
+            ``freq`` epochs; not at batch-level events), :class:`actlog.ClassMaps`
+            ``(layer, classes="label")``; a plain layer name means
+            ``ClassMaps(layer)``. ``None`` (default): off. See :mod:`actlog.class_maps`.
         epoch_logs: also write Keras' epoch logs (``epoch_loss``, metrics,
             ``epoch_learning_rate``) to ``log_dir/train`` and ``log_dir/validation``
             as Keras' ``TensorBoard`` callback names them, with actlog's own writer,
@@ -141,6 +156,7 @@ class ActivationLogger(keras.callbacks.Callback):
         strict: bool = False,
         atlas: Any = None,
         actmax: Any = None,
+        cam: Any = None,
         epoch_logs: bool | None = None,
     ) -> None:
         super().__init__()
@@ -150,7 +166,7 @@ class ActivationLogger(keras.callbacks.Callback):
         else:  # a process that will not write (multi-process training) creates nothing
             self.log_dir = os.fspath(log_dir)
             self._storage = storage.for_path(self.log_dir)
-        probes = Probes.of(probes)
+        probes = Probes.of(probes, labels=cam is not None)
         self.probes = probes.data
         check_spec(tokens.split(layers)[0])
         self.freq = check_int("freq", freq, minimum=0)
@@ -176,13 +192,18 @@ class ActivationLogger(keras.callbacks.Callback):
             on_full=(worker or Background()).on_full,
             atlas=Atlas.of(atlas),
             maximize=Maximize.of(actmax),
+            class_maps=ClassMaps.of(cam),
         )
+        if self.options.class_maps is not None and not self.freq:
+            raise ValueError("cam is logged with the grids, every freq epochs; received freq=0. "
+                             "Accepted: freq >= 1 with cam, or cam=None.")
         self.epoch_logs = epoch_logs_.check_option(epoch_logs)
         self._faults = Faults(strict=bool(strict))
         self._epoch_log_writer: epoch_logs_.EpochLogs | None = None
         self._destination = Destination(self._storage, self.log_dir)
         self._session: Session | None = None
         self._probe_fn: Any = None
+        self._class_maps: Any = None
         self._continuity = Continuity()
         self._model_seen: Any = None
         self._fit_started = False  # on_train_begin seen, first on_epoch_begin not yet
@@ -221,6 +242,12 @@ class ActivationLogger(keras.callbacks.Callback):
         function that cannot be captured)."""
         return self._probe_fn
 
+    @property
+    def class_maps(self) -> Any:
+        """The class-map pass of the current (or last) training run (``cam=``), else None; its
+        ``traces`` counts the compilations of its functions (:mod:`actlog.class_maps`)."""
+        return self._class_maps
+
     # -- Keras hooks -----------------------------------------------------------------
 
     def set_model(self, model: Any) -> None:
@@ -244,6 +271,7 @@ class ActivationLogger(keras.callbacks.Callback):
                 faults=self._faults, continuity=self._continuity,
             )
             self._probe_fn = self._session.probe_fn
+            self._class_maps = self._session.class_maps
             lockstep = self._session.lockstep and self._faults.strict
             self._faults.together = self._session.backend.any_process if lockstep else None
 
@@ -301,6 +329,8 @@ class ActivationLogger(keras.callbacks.Callback):
     def _epoch_events(self, step: int) -> None:
         if self.freq and step % self.freq == 0:
             self._event(metadata.EPOCH_RUN, step)
+            if self.options.class_maps is not None:
+                self._event(metadata.EPOCH_RUN, step, kind="cam")
         for kind, freq in self.options.rare().items():
             if step % freq == 0:
                 self._event(metadata.EPOCH_RUN, step, kind=kind)

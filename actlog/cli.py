@@ -5,6 +5,7 @@ actlog ls runs/exp1
 actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
 actlog export runs/exp1 --layer conv_0 --probe 0 --channel 3 -o conv_0_ch3.png
 actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o conv_1_ch5.gif
+actlog compare runs/exp1 runs/exp2 --layer conv_1 -o conv_1.gif
 actlog similarity runs/exp1 --layer conv_1 -o conv_1_cka.png
 ```
 
@@ -27,12 +28,9 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from actlog.version import __version__
-
-if TYPE_CHECKING:
-    from actlog.reader import Log, Run
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -125,29 +123,12 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _pick_run(log: Log, name: str | None) -> Run:
-    """``log.run(name)``; without a name, where several runs leave a choice, how to make it."""
-    from actlog import metadata
-    from actlog.reader import LogError
-
-    try:
-        return log.run(name)
-    except LogError:
-        if name is not None:
-            raise
-        raise _UserError(
-            f"Several runs under {log.path!r} and none is {metadata.EPOCH_RUN!r}; "
-            f"choose one with --run: {log.runs}."
-        ) from None
-
-
 def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from actlog import export
-    from actlog.reader import read
 
     # Check the output before reading anything: a typo should not cost a long read.
     export.check_output(args.output)
-    run = _pick_run(read(args.logdir), args.run)
+    run = _open_run(args.logdir, args.run)
     run.layer_info(args.layer)  # a misspelt layer: "Did you mean", before any other complaint
     if args.atlas and (args.channel is None or args.probe is not None):
         raise _UserError("--atlas exports one channel's top-k crops: give --channel C, and no --probe.")
@@ -179,15 +160,58 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _open_run(logdir: str, name: str | None, flag: str = "--run"):
+    """The run ``name`` of the log at ``logdir``; without a name, its epoch run or only run."""
+    from actlog import metadata
+    from actlog.reader import LogError, read
+
+    log = read(logdir)
+    try:
+        return log.run(name)
+    except LogError:
+        if name is not None:
+            raise
+        # Without a name, the only failure is a choice to make: say how to make it.
+        raise _UserError(
+            f"Several runs under {log.path!r} and none is {metadata.EPOCH_RUN!r}; "
+            f"choose one with {flag}: {log.runs}."
+        ) from None
+
+
+def _cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from actlog import export
+    from actlog.comparison import compare
+
+    if args.output is not None:
+        export.check_output(args.output)
+    run_a = _open_run(args.log_a, args.run_a, "--run-a")
+    run_b = _open_run(args.log_b, args.run_b, "--run-b")
+    pair = compare(run_a, run_b, args.layer, probe=args.probe)
+    if args.output is None:
+        print(pair.table(), file=out)
+        return EXIT_OK
+    progress = _ProgressBar(err, f"actlog: comparing {args.layer}") if err.isatty() else None
+    try:
+        result = pair.export(args.output, fps=args.fps, progress=progress)
+    except OSError as error:
+        raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+    finally:
+        if progress is not None:
+            progress.end()
+    print(f"wrote {result.path}: {export.FORMATS[result.format]}, {len(result.steps)} frame(s) "
+          f"(common steps {result.steps[0]}..{result.steps[-1]}), {result.size[0]}x{result.size[1]} px",
+          file=out)
+    return EXIT_OK
+
+
 def _cmd_similarity(args: argparse.Namespace, out: TextIO) -> int:
     from actlog import export_similarity as sim
-    from actlog.reader import read
 
     if (args.layer is None) == (args.step is None):
         raise _UserError("give --layer L (its CKA between steps) or --step S (between layers), not both.")
     if args.output is not None:
         sim.check_png(args.output)
-    run = _pick_run(read(args.logdir), args.run)
+    run = _open_run(args.logdir, args.run)
     if args.layer is not None:
         found, corner = sim.layer_over_steps(run, args.layer), run.step_axis
     else:
@@ -318,6 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="integer upscaling of each frame (default: 1 for a grid; for a channel, "
         "enough to make the tile's long side 128 px or more)",
     )
+    cmp = commands.add_parser(
+        "compare", help="two runs side by side: a GIF over their common steps, or their statistics",
+        description=(
+            "Compare one layer and probe of two runs (two log directories, or two runs of one):\n"
+            "with -o, OUT.gif (or OUT.png) shows both grids side by side at every step both logged;\n"
+            "without it, their scalar statistics are printed step by step."
+        ),
+        epilog=("examples:\n  actlog compare runs/lr_small runs/lr_big --layer conv_1 -o conv_1.gif\n"
+                f"  actlog compare runs/lr_small runs/lr_big --layer conv_1\n\n{_EXIT_STATUS}"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmp.add_argument("log_a", metavar="LOG_A", help="first log directory")
+    cmp.add_argument("log_b", metavar="LOG_B", help="second log directory (may be LOG_A, with --run-b)")
+    cmp.add_argument("--layer", required=True, help="layer display name, in both runs")
+    cmp.add_argument("--probe", type=int, default=0, metavar="N", help="probe index (default: 0)")
+    cmp.add_argument("--run-a", help="run of LOG_A (default: 'activations', or the only run)")
+    cmp.add_argument("--run-b", help="run of LOG_B (default: 'activations', or the only run)")
+    cmp.add_argument("-o", "--output", metavar="OUT", help="OUT.gif or OUT.png (default: print statistics)")
+    cmp.add_argument("--fps", type=_positive_float, default=4.0, help="GIF frames per second (default: 4)")
+
     bar = ex.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress", dest="progress", action="store_true", default=None,
@@ -392,6 +436,8 @@ def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         with _notes(err):
             if args.command == "ls":
                 return _cmd_ls(args, out)
+            if args.command == "compare":
+                return _cmd_compare(args, out, err)
             if args.command == "similarity":
                 return _cmd_similarity(args, out)
             return _cmd_export(args, out, err)

@@ -263,6 +263,19 @@ def images_summary(images: dict[str, np.ndarray]) -> bytes:
     return summary.SerializeToString()
 
 
+def class_maps_summary(layer: str, pictures: dict[str, np.ndarray], maps: np.ndarray,
+                       classes: np.ndarray) -> bytes:
+    """The serialized ``Summary`` of one class-map event (:mod:`actlog.class_maps`): each probe's
+    picture, and the raw maps and classes as tensors."""
+    summary = summary_pb2.Summary()
+    for tag, image in pictures.items():
+        _add_image(summary, tag, image, PICTURE_LEVEL)
+    for name, tensor in (("map", _floats(np.asarray(maps))), ("class", _ints(np.asarray(classes)))):
+        _add(summary, metadata.cam_field_tag(layer, name), tensor,
+             _actlog_metadata(metadata.KIND_CAM, layer=layer, field=name))
+    return summary.SerializeToString()
+
+
 # --------------------------------------------------------------------------- protos
 
 

@@ -34,7 +34,7 @@ from actlog import atlas
 from actlog.reader import Run
 
 __all__ = ["ExportError", "ExportResult", "FORMATS", "atlas_frames", "export", "export_atlas", "frames",
-           "label"]
+           "label", "write_frames"]
 
 FORMATS = {".gif": "animated GIF", ".png": "PNG filmstrip"}
 """Output extensions :func:`export` accepts, and what each produces."""
@@ -340,7 +340,7 @@ def export(
         ExportError: bad ``output``, ``fps`` or ``columns``.
         OSError: the file could not be written after all (disk full, ...).
     """
-    path = _check_options(output, fps, columns)
+    path = check_options(output, fps, columns)
     steps, images = frames(run, layer, probe, channel=channel, scale=scale, progress=progress)
     return _write(run, path, steps, images, fps=fps, columns=columns)
 
@@ -380,12 +380,12 @@ def export_atlas(
         ExportError: bad ``output``, ``fps``, ``columns`` or ``scale``.
         OSError: the file could not be written after all.
     """
-    path = _check_options(output, fps, columns)
+    path = check_options(output, fps, columns)
     steps, images = atlas_frames(run, layer, channel, scale=scale, progress=progress)
     return _write(run, path, steps, images, fps=fps, columns=columns)
 
 
-def _check_options(output: str | os.PathLike[str], fps: float, columns: int | None) -> str:
+def check_options(output: str | os.PathLike[str], fps: float, columns: int | None) -> str:
     path = check_output(output)
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
         raise ExportError(f"fps must be a number > 0; received {fps!r}.")
@@ -399,15 +399,29 @@ def _check_options(output: str | os.PathLike[str], fps: float, columns: int | No
 def _write(run: Run, path: str, steps: list[int], images: list[np.ndarray], *, fps: float,
            columns: int | None) -> ExportResult:
     """Label ``images`` with their steps and write them to ``path`` (a GIF or a filmstrip)."""
+    texts = [step_label(run, step) for step in steps]
+    return write_frames(path, steps, images, texts, fps=fps, columns=columns)
+
+
+def write_frames(path: str, steps: list[int], images: list[np.ndarray], texts: list[str] | None, *,
+                 fps: float, columns: int | None) -> ExportResult:
+    """Write ``images`` (one per step) to ``path``, a GIF or a filmstrip, each captioned with its
+    text in ``texts`` (None: frames that carry their own labels, written as they are).
+
+    ``path`` must have passed :func:`check_output`; :func:`actlog.compare` writes its
+    side-by-side frames through here too.
+    """
     extension = os.path.splitext(path)[1].lower()
     images = _uniform(images)
-    texts = [step_label(run, step) for step in steps]
-    # Every frame as wide as the widest caption, so that a GIF does not jump.
-    width = max(
-        max(image.shape[1], _caption(text, image.shape[1])[3] + 6)
-        for image, text in zip(images, texts, strict=True)
-    )
-    labelled = [label(image, text, width=width) for image, text in zip(images, texts, strict=True)]
+    if texts is None:
+        labelled = images
+    else:
+        # Every frame as wide as the widest caption, so that a GIF does not jump.
+        width = max(
+            max(image.shape[1], _caption(text, image.shape[1])[3] + 6)
+            for image, text in zip(images, texts, strict=True)
+        )
+        labelled = [label(image, text, width=width) for image, text in zip(images, texts, strict=True)]
     frame_height, frame_width = labelled[0].shape[:2]
 
     if extension == ".gif":

@@ -59,6 +59,20 @@ layer, side by side in the order of the manifest entry's ``actmax.channels``
 (2 white pixels apart); the entry's ``actmax`` also records ``steps``,
 ``step_size``, ``jitter``, ``l2``, ``tv`` and ``seed``.
 
+With class activation maps on (``ActivationLogger(cam=...)``, see
+:mod:`actlog.class_maps`), the epoch run also holds, at each grid step, for
+the chosen layer:
+
+- ``{layer}/cam_probe_{i}``: image, the Grad-CAM map of probe ``i`` for its
+  class, over the probe image (upscaled as the entry's ``cam.scale`` says).
+- ``{layer}/cam_map``: float32 ``(k, h, w)``, the maps as computed (before
+  normalising and upsampling), and ``{layer}/cam_class``: int32 ``(k,)``, the
+  class of each map; both with kind :data:`KIND_CAM`.
+
+The layer's manifest entry gains ``cam``: ``classes`` (``"label"``,
+``"predicted"`` or the list given), ``score`` (``"logit"`` or ``"output"``:
+what was differentiated), ``scale`` and ``tags`` (one image tag per probe).
+
 The atlas tensors carry kind :data:`KIND_ATLAS` with ``layer`` and ``field`` (the
 part of the tag after ``atlas_``). A layer's manifest entry gains ``atlas``:
 ``k``, ``pool`` (pool size), ``input`` (``[H, W]`` of the image input),
@@ -99,6 +113,7 @@ CHANNEL_STATS = ("channel_mean", "channel_max", "channel_drift")
 KIND_MANIFEST = "manifest"
 KIND_CHANNEL_STATS = "channel_stats"
 KIND_ATLAS = "atlas"
+KIND_CAM = "class_maps"
 KIND_GRAM = "gram"
 
 ATLAS_FIELDS = ("index", "position", "value", "box", "change", "channel_change")
@@ -153,6 +168,22 @@ ACTMAX_GAP = 2
 def actmax_tag(layer: str) -> str:
     """``"conv_1/actmax"``: the activation-maximisation picture of a layer."""
     return f"{layer}/actmax"
+
+
+def cam_tag(layer: str, index: int, count: int) -> str:
+    """``"conv_1/cam_probe_3"``: the class activation map of one probe over its image."""
+    return f"{layer}/cam_{probe_suffix(index, count)}"
+
+
+CAM_FIELDS = ("map", "class")
+"""What a class-map event logs per probe batch besides its pictures (see the module docstring)."""
+
+
+def cam_field_tag(layer: str, field: str) -> str:
+    """``"conv_1/cam_map"`` or ``"conv_1/cam_class"`` (one of :data:`CAM_FIELDS`)."""
+    if field not in CAM_FIELDS:
+        raise ValueError(f"Unknown class-map field {field!r}. Accepted: {list(CAM_FIELDS)}.")
+    return f"{layer}/cam_{field}"
 
 
 def parse_grid_tag(tag: str) -> tuple[str, int] | None:

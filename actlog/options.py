@@ -25,12 +25,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from actlog import atlas as atlas_
-from actlog import maximize
+from actlog import class_maps, maximize
 from actlog.checks import check_choice, check_int, check_optional_int
 from actlog.probes import copy_probes
 from actlog.worker import ON_FULL
 
-__all__ = ["Atlas", "Background", "Batches", "Layout", "Maximize", "Probes"]
+__all__ = ["Atlas", "Background", "Batches", "ClassMaps", "Layout", "Maximize", "Probes"]
 
 
 class _RareEvent:
@@ -94,6 +94,27 @@ class Maximize(_RareEvent):
 
     def __repr__(self) -> str:
         return f"Maximize({self.channels!r}, every={self.every})"
+
+
+class ClassMaps(_RareEvent):
+    """Class activation maps (Grad-CAM) of one watched convolution for each probe, logged with
+    the epoch grids (every ``freq`` epochs; not at batch-level events). See :mod:`actlog.class_maps`.
+
+    Args:
+        layer: the display name of a watched layer with a spatial map, in the
+            model's own functional graph; a plain name ``cam="conv_1"`` means
+            ``ClassMaps("conv_1")``.
+        classes: each probe's class: ``"label"`` (default: probes given as an
+            ``(x, y)`` tuple or a dataset of such batches; indices or one-hot
+            rows), ``"predicted"`` (the argmax of the model's output at each
+            event), or a sequence of class indices, one per probe.
+    """
+
+    def __init__(self, layer: str, classes: Any = "label") -> None:
+        self.options = class_maps.check_options(layer, classes)
+
+    def __repr__(self) -> str:
+        return f"ClassMaps({self.options.layer!r}, classes={self.options.classes!r})"
 
 
 class Layout:
@@ -187,19 +208,22 @@ class Probes:
         count: how many probes to take from a dataset or iterable (default 8),
             or the first this many of an array (default all).
         log: log the probe images themselves at the first event. Default True.
+        labels: also keep the labels of a dataset's ``(x, y)`` batches, for
+            ``cam=ClassMaps(classes="label")`` (an ``(x, y)`` tuple keeps them
+            always). Default False (a plain ``probes=`` value: True with ``cam``).
     """
 
-    def __init__(self, data: Any, count: int | None = None, log: bool = True) -> None:
+    def __init__(self, data: Any, count: int | None = None, log: bool = True, labels: bool = False) -> None:
         self.count = check_optional_int("Probes count", count, minimum=1)
-        self.data = copy_probes(data, count=self.count)
+        self.data = copy_probes(data, count=self.count, labels=bool(labels))
         self.log = bool(log)
 
     def __repr__(self) -> str:
         return f"Probes(<copied>, count={self.count}, log={self.log})"
 
     @classmethod
-    def of(cls, value: Any) -> Probes:
-        return value if isinstance(value, Probes) else cls(value)
+    def of(cls, value: Any, labels: bool = False) -> Probes:
+        return value if isinstance(value, Probes) else cls(value, labels=labels)
 
 
 def _instance(name: str, value: Any, cls: type, accepted: str) -> Any:

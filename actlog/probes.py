@@ -52,13 +52,14 @@ class InputSpec:
 # --------------------------------------------------------------------------- copying
 
 
-def copy_probes(probes: Any, *, count: int | None = None) -> Any:
-    """A private, read-only copy of ``probes`` (see module docstring).
+def copy_probes(probes: Any, *, count: int | None = None, labels: bool = False) -> Any:
+    """A private, read-only copy of ``probes`` (see module docstring); with ``labels``, a
+    dataset of ``(x, y)`` batches gives ``(x, y)`` (the class maps' labels), else ``x``.
 
     Returns an array, or a list / tuple / dict of arrays (nested as passed).
     """
     if _is_batch_source(probes):
-        probes = _take(probes, DEFAULT_COUNT if count is None else count)
+        probes = _take(probes, DEFAULT_COUNT if count is None else count, labels=labels)
     copied = _copy_tree("probes", probes)
     if count is not None:
         copied = map_tree(copied, lambda a: _frozen(a[:count]))
@@ -104,13 +105,16 @@ def _is_array_like(value: Any) -> bool:
     return isinstance(value, np.ndarray) or (hasattr(value, "shape") and hasattr(value, "dtype"))
 
 
-def _take(source: Iterable, count: int, *, name: str = "probes", batches: int = 10_000) -> Any:
+def _take(source: Iterable, count: int, *, name: str = "probes", batches: int = 10_000,
+          labels: bool = False) -> Any:
     """The first ``count`` samples of an iterable of batches (of its first ``batches``
-    batches), concatenated per input."""
-    taken_batches = []
+    batches), concatenated per input; with ``labels``, ``(x, y)`` where every batch was an
+    ``(x, y[, sample_weight])`` tuple of numeric arrays (the class maps' labels)."""
+    taken_batches, ys = [], []
     taken = 0
     for batch in itertools.islice(iter(source), batches):
         if isinstance(batch, tuple) and 2 <= len(batch) <= 3:
+            ys.append(batch[1])
             batch = batch[0]  # (x, y[, sample_weight]), as Keras' fit reads it
         batch = _copy_tree(name, batch, frozen=False)
         taken_batches.append(batch)
@@ -124,7 +128,28 @@ def _take(source: Iterable, count: int, *, name: str = "probes", batches: int = 
         return {key: np.concatenate([b[key] for b in taken_batches])[:count] for key in first}
     if isinstance(first, (list, tuple)):
         return [np.concatenate([b[i] for b in taken_batches])[:count] for i in range(len(first))]
-    return np.concatenate(taken_batches)[:count]
+    x = np.concatenate(taken_batches)[:count]
+    if labels and len(ys) == len(taken_batches):
+        try:
+            y = np.concatenate([np.asarray(_to_numpy(b)) for b in ys])[:count]
+        except (ValueError, TypeError):
+            return x
+        if y.dtype.kind in "biuf" and len(y) == len(x):
+            return (x, y)
+    return x
+
+
+def labels_of(probes: Any, inputs: int) -> np.ndarray | None:
+    """The ``y`` of probes copied as an ``(x, y[, sample_weight])`` tuple (as :func:`fit_to_model`
+    reads them for a model of ``inputs`` inputs), or None when they carry none."""
+    if not (isinstance(probes, tuple) and 2 <= len(probes) <= 3 and _is_array_like(probes[1])):
+        return None
+    x = probes[0]
+    if inputs <= 1 and _is_array_like(x):
+        return probes[1]
+    if inputs > 1 and isinstance(x, (list, tuple, Mapping)) and len(x) == inputs:
+        return probes[1]
+    return None
 
 
 def _copy_tree(name: str, value: Any, *, frozen: bool = True) -> Any:

@@ -52,6 +52,7 @@ from actlog.index import (
     warn,
 )
 from actlog.run_atlas import Atlas, AtlasReader
+from actlog.run_class_maps import ClassMapReader
 from actlog.run_grids import GridReader
 from actlog.run_similarity import SimilarityReader
 from actlog.run_stats import StatReader
@@ -63,12 +64,13 @@ __all__ = ["Atlas", "ImageRef", "LogError", "Log", "Run", "read"]
 # Public API.
 
 
-class Run(GridReader, StatReader, AtlasReader, SimilarityReader):
+class Run(GridReader, StatReader, AtlasReader, ClassMapReader, SimilarityReader):
     """One run of an actlog log: the grids and statistics of its layers, by step.
 
     Obtained from :meth:`Log.run`. Each kind of data has its own reader
     (:class:`~actlog.run_grids.GridReader`, :class:`~actlog.run_stats.StatReader`,
-    :class:`~actlog.run_atlas.AtlasReader`, :class:`~actlog.run_similarity.SimilarityReader`),
+    :class:`~actlog.run_atlas.AtlasReader`, :class:`~actlog.run_class_maps.ClassMapReader`,
+    :class:`~actlog.run_similarity.SimilarityReader`),
     all over one
     :class:`~actlog.run_view.RunView` of the run's manifests.
 

@@ -16,7 +16,8 @@ An atlas event (:meth:`Session.capture_atlas`) is split the same way: the pool
 through the atlas function on the training thread, crops and pictures in the
 background (:mod:`actlog.atlas_pass`), one record in the epoch run. So is an
 activation-maximisation event (:meth:`Session.capture_maximize`, optional:
-:mod:`actlog.maximize`).
+:mod:`actlog.maximize`), and a class-map event (:meth:`Session.capture_class_maps`,
+optional, beside each grid event of the epoch run: :mod:`actlog.class_maps`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ import numpy as np
 
 from actlog import backends, grid, metadata, probe, probes, stats, tokens
 from actlog.atlas import AtlasOptions
-from actlog.event import EventAssembler, LayerPlan, LayerResult, atlas_summary, images_summary
+from actlog.class_maps import ClassMapsOptions
+from actlog.event import (
+    EventAssembler,
+    LayerPlan,
+    LayerResult,
+    atlas_summary,
+    class_maps_summary,
+    images_summary,
+)
 from actlog.faults import Faults, classify
 from actlog.layers import resolve
 from actlog.maximize import MaximizeOptions, MaximizePass
@@ -67,6 +76,7 @@ class Options:
     on_full: str = "wait"
     atlas: AtlasOptions | None = None
     maximize: MaximizeOptions | None = None
+    class_maps: ClassMapsOptions | None = None
 
     def rare(self) -> dict[str, int]:
         """``{"atlas": freq, "actmax": freq}`` for those of the two that are on."""
@@ -140,6 +150,11 @@ class Session:
         if options.maximize is not None:
             self.maximize = MaximizePass(model, runner, forward, plans, options.maximize,
                                          self.backend, fitted)
+        self.class_maps = None
+        if options.class_maps is not None:
+            from actlog.class_maps import ClassMapsPass
+
+            self.class_maps = ClassMapsPass(model, probe_batch, plans, options.class_maps, self.backend)
         # Every process of a model spread over several (multi-process JAX) runs each event's
         # device half, on the same probes and pool; only the chief writes.
         self.lockstep = self.backend.lockstep(model)
@@ -236,7 +251,9 @@ class Session:
         (choosing the run's directory) drops the event without skipping the device half.
         """
         if kind != "grids":
-            return self.capture_atlas(step) if kind == "atlas" else self.capture_maximize(step)
+            rare = {"atlas": self.capture_atlas, "actmax": self.capture_maximize,
+                    "cam": self.capture_class_maps}
+            return rare[kind](step)
         if not (self.chief or self.lockstep):
             return
         full = self.chief and self.options.on_full == "skip" and self.worker.room() < self.probe_fn.parts + 1
@@ -328,6 +345,11 @@ class Session:
         if self.maximize is not None:
             self._capture_rare(step, "the maximisation", self._run_maximize)
 
+    def capture_class_maps(self, step: int) -> None:
+        """The training thread's half of a class-map event at ``step`` (beside its grids)."""
+        if self.class_maps is not None:
+            self._capture_rare(step, "the class maps", self._run_class_maps)
+
     def _capture_rare(self, step: int, what: str, work: Any) -> None:
         """``work()`` on the training thread; the summary it returns, in the background."""
         if not (self.chief or self.lockstep):
@@ -348,6 +370,9 @@ class Session:
 
     def _run_maximize(self, step: int) -> Any:
         return functools.partial(self._maximize_summary, self.maximize.run())
+
+    def _run_class_maps(self, step: int) -> Any:
+        return functools.partial(self._class_maps_summary, self.class_maps.run())
 
     def _decide_channels(self, previous: list[Any] | None) -> None:
         if self._channels is not None:
@@ -371,6 +396,9 @@ class Session:
         if self.maximize is not None and run == metadata.EPOCH_RUN:
             for extra, plan in zip(extras, self.plans, strict=True):
                 extra.update(self.maximize.manifest_entry(plan.name))
+        if self.class_maps is not None and run == metadata.EPOCH_RUN:
+            at = [p.name for p in self.plans].index(self.class_maps.plan.name)
+            extras[at].update(self.class_maps.manifest_entry())
         self._assemblers[run] = EventAssembler(
             self.plans, probes=self.count, with_stats=self.options.stats,
             step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
@@ -397,6 +425,11 @@ class Session:
     def _maximize_summary(self, images: Any) -> bytes:
         pictures = self.maximize.pictures(images)
         return images_summary({metadata.actmax_tag(layer): image for layer, (_, image) in pictures.items()})
+
+    def _class_maps_summary(self, fetch: Any) -> bytes:
+        host = fetch()
+        return class_maps_summary(self.class_maps.plan.name, self.class_maps.pictures(host),
+                                  host["maps"], host["classes"])
 
     def _finish_rare(self, step: int, first: bool, what: str, summary: Any) -> None:
         """The background half of an atlas or maximisation event: ``summary()``, one record."""

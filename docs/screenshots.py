@@ -10,6 +10,8 @@ pointing here, at 1600 x 1200:
 - ``dashboard_channel.png``: one channel of ``conv_1`` (the one whose mean activation grew
   the most) at the last epoch: filmstrip, statistics, and its top 8 in the example's
   atlas pool (its 250 test digits) with the change since the atlas before training;
+- ``compare.png``: compare mode, the example trained twice from one seed, in batches of 64
+  and of 16, ``conv_1`` side by side at the last epoch (``tests/test_compare.py``);
 - ``dashboard_vit.png``, ``dashboard_vit_tokens.png``, ``dashboard_vit_attention.png``: the
   overview of ``examples/vit_patches.py``'s log, and a block's token maps and the last
   block's attention at the first and the last epoch (``tests/test_tokens.py``).
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [
         sys.executable, "-m", "pytest", "-q", "-m", "browser", "-k", "mnist_example or vit_example",
         str(ROOT / "tests" / "test_dashboard_browser.py"), str(ROOT / "tests" / "test_tokens.py"),
+        str(ROOT / "tests" / "test_compare.py"),
     ]  # fmt: skip
     env = {**os.environ, "ACTLOG_SCREENSHOT_DIR": str(args.out.resolve())}
     return subprocess.call(command, cwd=ROOT, env=env)

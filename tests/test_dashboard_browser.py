@@ -869,20 +869,25 @@ return found;
 def example_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """examples/mnist_convnet.py run for real: offline digits, its default 5 epochs."""
     path = tmp_path_factory.mktemp("mnist_example")
+    run_mnist_example(path)
+    return path
+
+
+def run_mnist_example(path: Path, *options: str) -> None:
+    """examples/mnist_convnet.py into ``path``: offline digits (1000), its defaults, ``options``."""
     sys.path.insert(0, str(ROOT / "examples"))
     saved = os.environ.get("ACTLOG_OFFLINE")
     os.environ["ACTLOG_OFFLINE"] = "1"
     try:
         import mnist_convnet
 
-        assert mnist_convnet.main(["--logdir", str(path), "--samples", "1000"]) == 0
+        assert mnist_convnet.main(["--logdir", str(path), "--samples", "1000", *options]) == 0
     finally:
         sys.path.remove(str(ROOT / "examples"))
         if saved is None:
             os.environ.pop("ACTLOG_OFFLINE")
         else:
             os.environ["ACTLOG_OFFLINE"] = saved
-    return path
 
 
 @pytest.fixture(scope="module")

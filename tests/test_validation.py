@@ -283,4 +283,4 @@ def test_option_objects_and_their_shorthands_give_the_same_options(tmp_path):
     assert off.probes.shape == (1, 12, 12, 1)
     assert inspect.signature(actlog.ActivationLogger).parameters.keys() == {
         "log_dir", "probes", "layers", "freq", "batch_freq", "max_channels", "channels", "norm", "cmap",
-        "layout", "stats", "background", "strict", "atlas", "actmax", "epoch_logs"}
+        "layout", "stats", "background", "strict", "atlas", "actmax", "cam", "epoch_logs"}

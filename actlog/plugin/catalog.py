@@ -33,6 +33,7 @@ from typing import Any
 
 from actlog import metadata
 from actlog.grid import GridLayout
+from actlog.plugin.cam import ClassMapIndex, index_class_maps
 from actlog.reader import Atlas, ImageRef, Log, LogError, Run
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,8 @@ class RunIndex:
     layers: dict[str, LayerIndex]
     probe_images: list[ImageRef | bytes | None]
     run: Run = field(repr=False, compare=False)
+    class_maps: ClassMapIndex | None = None
+    """The run's class maps (``ActivationLogger(cam=...)``), None without them."""
     memo: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     """Derived values (JSON bodies) computed once per index; see :meth:`remember`."""
 
@@ -182,6 +185,7 @@ def index_run(name: str, run: Run) -> RunIndex:
         layers=layers,
         probe_images=[run.probe_image_ref(p) for p in range(run.probes)],
         run=run,
+        class_maps=index_class_maps(run),
     )
 
 

@@ -3,15 +3,16 @@
 TensorBoard's own image plugin hands its page a blob key per image and serves
 the bytes at ``/individualImage?blob_key=...``; actlog does the same. A key
 names one image as it was written: a grid (run, layer, probe, step), a probe
-image (run, probe) or a layer's feature atlas (run, layer, step), plus a stamp
+image (run, probe), a layer's feature atlas (run, layer, step) or a probe's class
+activation map (run, layer, probe, step), plus a stamp
 of where its record sits in the event files, so a step written again (a
 restarted run) gets a new key and a key never names two different pictures.
 That is what lets the browser cache ``/image``.
 
 A key is URL-safe base64 of a small JSON list. The page never looks inside; the
 server decodes it with :func:`decode`, which accepts nothing but the exact
-shapes :func:`encode_grid`, :func:`encode_probe` and :func:`encode_atlas`
-produce, and the caller then checks every part against the log like any other
+shapes :func:`encode_grid`, :func:`encode_probe`, :func:`encode_atlas` and
+:func:`encode_class_map` produce, and the caller then checks every part against the log like any other
 request parameter. Nothing in a key is ever used as a path.
 """
 
@@ -29,9 +30,9 @@ from actlog.reader import ImageRef
 
 MAX_KEY_LENGTH = 1024
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_GRID, _PROBE, _ATLAS = "g", "p", "a"
+_GRID, _PROBE, _ATLAS, _CAM = "g", "p", "a", "c"
 
-GRID, PROBE, ATLAS = "grid", "probe", "atlas"
+GRID, PROBE, ATLAS, CAM = "grid", "probe", "atlas", "class_map"
 """The kinds of image a key names (:attr:`ImageKey.kind`)."""
 
 
@@ -42,7 +43,8 @@ class BadKey(ValueError):
 @dataclass(frozen=True)
 class ImageKey:
     """A decoded key: a :data:`GRID` names all its parts; a :data:`PROBE` image has no
-    ``layer`` and no ``step``; an :data:`ATLAS` picture has no ``probe``."""
+    ``layer`` and no ``step``; an :data:`ATLAS` picture has no ``probe``; a :data:`CAM` picture
+    names all its parts, like a grid."""
 
     kind: str
     run: str
@@ -73,6 +75,10 @@ def encode_atlas(run: str, layer: str, step: int, ref: ImageRef | bytes) -> str:
     return _encode([_ATLAS, run, layer, step, stamp(ref)])
 
 
+def encode_class_map(run: str, layer: str, probe: int, step: int, ref: ImageRef | bytes) -> str:
+    return _encode([_CAM, run, layer, probe, step, stamp(ref)])
+
+
 def _encode(parts: list[Any]) -> str:
     text = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
@@ -90,6 +96,9 @@ def decode(key: str) -> ImageKey:
     if _shape(parts, [str, str, str, int, int, str]) and parts[0] == _GRID:
         _, run, layer, probe, step, mark = parts
         return ImageKey(GRID, run, layer, probe, step, mark)
+    if _shape(parts, [str, str, str, int, int, str]) and parts[0] == _CAM:
+        _, run, layer, probe, step, mark = parts
+        return ImageKey(CAM, run, layer, probe, step, mark)
     if _shape(parts, [str, str, int, str]) and parts[0] == _PROBE:
         _, run, probe, mark = parts
         return ImageKey(PROBE, run, None, probe, None, mark)

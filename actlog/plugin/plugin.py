@@ -33,8 +33,10 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from actlog import metadata
-from actlog.plugin import keys, similarity_routes
+from actlog.comparison import CompareError
+from actlog.plugin import cam, keys, similarity_routes
 from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
+from actlog.plugin.compare_route import compare_body
 
 IMAGE_CACHE_SECONDS = 24 * 3600
 """How long the browser may keep an image: a key names one written image, never another."""
@@ -46,7 +48,7 @@ _MAX_ECHO = 80
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
             "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js",
-            "view_similarity.js")
+            "view_compare.js", "view_cam.js", "view_similarity.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -153,6 +155,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
       the channel's top-k crops in it (:meth:`actlog.atlas.AtlasLayout.boxes`),
       each crop's pool index and activation, and the channel's change since
       the previous atlas. A layer without an atlas gets no steps and a ``note``.
+    - ``/compare?run&other&layer&probe``: two runs side by side, step by step
+      (:func:`.compare_route.compare_body`).
+    - ``/class_maps?run&probe``: the probe's class activation map at every step
+      logged (``ActivationLogger(cam=...)``): its image key and class, the layer,
+      the classes option and the score differentiated (:mod:`actlog.plugin.cam`);
+      a run without class maps gets no steps and a ``note``.
     - ``/similarity?run&layer``: the layer's linear CKA between every two steps
       (``steps``, ``matrix``; null where undefined), at most
       :data:`.similarity_routes.MAX_HEATMAP_STEPS` steps.
@@ -179,6 +187,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/image": self._serve_image,
             "/channel": self._serve_channel,
             "/atlas": self._serve_atlas,
+            "/compare": self._serve_compare,
+            "/class_maps": self._serve_class_maps,
             "/similarity": self._serve_similarity,
             "/similarity_overview": self._serve_similarity_overview,
         }
@@ -213,8 +223,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     # -- parameters -----------------------------------------------------------
 
-    def _run(self, request: wrappers.Request) -> RunIndex:
-        name = _param(request, "run")
+    def _run(self, request: wrappers.Request, parameter: str = "run") -> RunIndex:
+        name = _param(request, parameter)
         runs = self._catalog.runs()
         if name not in runs:
             raise BadRequest(f"Unknown run {_echo(name)}. Runs with actlog data: {sorted(runs)}.")
@@ -295,6 +305,9 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             refs = index.probe_images
             ref = refs[key.probe] if key.probe < len(refs) else None
             what, route = f"probe image {key.probe}", "/runs"
+        elif key.kind == keys.CAM:
+            ref = cam.class_map_ref(index.class_maps, key.layer, key.probe, key.step)
+            what, route = f"class map of probe {key.probe} at step {key.step}", "/class_maps"
         elif key.kind == keys.ATLAS:
             found = layer.atlas if layer is not None else []
             ref = next((a.ref for a in found if a.step == key.step), None)
@@ -323,11 +336,30 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         return _json(request, body)
 
     @_route
+    def _serve_class_maps(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        probe = self._probe(request, index)
+        return _json(request, cam.class_maps_body(index.name, index.class_maps, probe))
+
+    @_route
     def _serve_atlas(self, request: wrappers.Request) -> wrappers.Response:
         index = self._run(request)
         layer = self._layer(request, index)
         channel = self._channel(request, layer)
         body = index.remember(("atlas", layer.name, channel), lambda: _atlas_body(index, layer, channel))
+        return _json(request, body)
+
+    @_route
+    def _serve_compare(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        other = self._run(request, "other")
+        layer = _param(request, "layer")
+        probe = _int_param(request, "probe", "a probe of both runs")
+        try:
+            body = index.remember(("compare", other.name, other.version, layer, probe),
+                                  lambda: compare_body(index, other, layer, probe))
+        except CompareError as err:
+            raise BadRequest(str(err)) from None
         return _json(request, body)
 
     @_route

@@ -10,6 +10,8 @@
 //   view_layer.js     one layer at two steps; tiles placed by the backend's boxes
 //   view_channel.js   one channel through every step: filmstrip and charts
 //   view_atlas.js     the channel's top-k atlas crops at the slider's step
+//   view_compare.js   compare mode: two runs side by side on one layer, one slider
+//   view_cam.js       the probe's class activation map at the slider's step
 //   view_similarity.js linear CKA: a layer's step x step heat map; every layer against its last step
 //   charts.js, dom.js drawing helpers
 //
@@ -19,8 +21,10 @@
 import {ApiError, Latest, getJson, isAbort} from './api.js';
 import {el} from './dom.js';
 import {Poller, report, reportUncaught} from './live.js';
-import {atStepOrBefore, images, nearest, preload, state, stepWord, timings} from './state.js';
+import {atStepOrBefore, imageUnlessAborted, images, nearest, preload, state, stepWord, timings} from './state.js';
+import {ClassMapPanel} from './view_cam.js';
 import {ChannelView} from './view_channel.js';
+import {CompareView} from './view_compare.js';
 import {Controls} from './view_controls.js';
 import {LayerView} from './view_layer.js';
 import {OverviewView} from './view_overview.js';
@@ -32,6 +36,8 @@ let controls;
 let overview;
 let layerView;
 let channelView;
+let compareView;
+let classMaps;
 let message;
 let similarity; // the layer's CKA heat map
 let settling; // the overview's CKA-to-last-step chart
@@ -41,6 +47,8 @@ const requests = {
   poll: new Latest(), // the poll's /steps
   channel: new Latest(), // /channel
   atlas: new Latest(), // /atlas and its pictures
+  compare: new Latest(), // the comparison's pictures
+  comparePoll: new Latest(), // /compare
   similarity: new Latest(), // /similarity or /similarity_overview
 };
 let ticks = 0;
@@ -52,10 +60,14 @@ export async function render() {
       (name) => openLayer(state.run.layers.findIndex((layer) => layer.name === name)),
       (err) => report(controls, err));
   layerView = new LayerView({tile: openChannel, compare: setCompare});
+  classMaps = new ClassMapPanel((err) => report(controls, err));
+  layerView.probeCard.append(classMaps.root);
   channelView = new ChannelView({
     close: closeChannel,
     pick: (step) => moveTo(nearest(state.series.steps, step), performance.now()),
   });
+  compareView = new CompareView({select: compareWith});
+  controls.run.closest('.field').after(compareView.field);
   message = el('div', {id: 'actlog-message', className: 'message', hidden: true}, {role: 'alert'});
   // Beside the layers, not below them: the page keeps its height (and its width, with no scroll bar).
   similarity = new SimilarityPanel();
@@ -64,7 +76,7 @@ export async function render() {
   overview.root.appendChild(settling.root);
   document.body.appendChild(el('div', {id: 'actlog-root'}, {}, [
     controls.root,
-    el('main', {}, {}, [message, overview.root, layerView.root, channelView.root]),
+    el('main', {}, {}, [message, overview.root, layerView.root, compareView.root, channelView.root]),
   ]));
   images.onLoad = (key, {image}) => {
     if (state.channel !== null) channelView.drawKey(key, image);
@@ -117,6 +129,7 @@ async function loadRuns() {
   }
   state.run = body.runs[i];
   if (unchanged) return;
+  showCompareRuns();
   // Another `fit` logged more layers or probes, or another run appeared.
   controls.setRuns(body.runs.map((run) => run.run), i);
   const probe = state.probe < state.run.probes ? state.probe : 0;
@@ -149,6 +162,8 @@ function showMessage(body) {
 async function selectRun(i) {
   state.run = state.runs[i];
   controls.setRuns(state.runs.map((run) => run.run), i);
+  if (state.compareWith === state.run.run) state.compareWith = null;
+  showCompareRuns();
   controls.setProbes(state.run.probes, 0);
   controls.setLayers(state.run.layers.map((layer) => layer.name), 0);
   state.probe = 0;
@@ -185,7 +200,22 @@ async function showView() {
   overview.root.hidden = layer;
   layerView.root.hidden = !layer;
   channelView.root.hidden = !layer || state.channel === null;
+  compareView.root.hidden = true;
   showProbeImage();
+  if (layer && state.compareWith !== null) {
+    layerView.root.hidden = true;
+    channelView.root.hidden = true;
+    requests.overview.abort();
+    requests.series.abort();
+    requests.poll.abort();
+    state.series = null;
+    compareView.root.hidden = false;
+    await loadComparison();
+    return;
+  }
+  requests.compare.abort();
+  requests.comparePoll.abort();
+  state.comparison = null;
   if (layer) {
     requests.overview.abort();
     await loadSeries();
@@ -225,6 +255,10 @@ function moveTo(index, started = null) {
     guard(loadOverview());
     return;
   }
+  if (state.comparison) {
+    moveComparison(index, started);
+    return;
+  }
   const steps = state.series ? state.series.steps : [];
   index = Math.max(0, Math.min(steps.length - 1, index));
   if (!steps.length || index === state.index) return;
@@ -247,6 +281,7 @@ function showTimeline() {
   controls.setSteps(series.steps.map((s) => s.step), state.index, word);
   const step = series.steps[state.index].step;
   layerView.setCaption(`${word} ${step} (current)`);
+  guard(classMaps.show(state.run.run, state.probe, step, word));
   if (state.channel !== null) {
     channelView.setCurrent(step);
     guard(showAtlas());
@@ -323,14 +358,8 @@ async function showPanel(which, index, started) {
   const series = state.series;
   const entry = series.steps[index];
   const picked = () => (which === 'b' ? state.index : state.compareIndex);
-  const signal = requests.series.controller.signal;
-  let decoded;
-  try {
-    decoded = await images.get(entry.key, signal);
-  } catch (err) {
-    if (isAbort(err)) return;
-    throw err;
-  }
+  const decoded = await imageUnlessAborted(entry.key, requests.series.controller.signal);
+  if (!decoded) return;
   if (state.series !== series || picked() !== index) return;
   await layerView.show(which, decoded, entry, series.layouts[entry.layout], series.probe);
   if (started !== null) timings.push(performance.now() - started);
@@ -465,13 +494,66 @@ function closeChannel() {
   layerView.setChannelOpen(false);
 }
 
+// -- two runs side by side (view_compare.js) --------------------------------------
+
+function showCompareRuns() {
+  const others = state.runs.map((run) => run.run).filter((name) => name !== state.run.run);
+  if (!others.includes(state.compareWith)) state.compareWith = null;
+  compareView.setRuns(others, state.compareWith);
+}
+
+async function compareWith(name) {
+  state.compareWith = name;
+  if (name !== null) state.view = 'layer';
+  await showView();
+}
+
+/** Ask /compare for the layer and probe chosen; stay on the step shown (or the last one). */
+async function loadComparison() {
+  const signal = requests.comparePoll.next();
+  const before = state.comparison;
+  let body;
+  try {
+    body = await getJson('compare', {run: state.run.run, other: state.compareWith, layer: state.layer.name,
+      probe: state.probe}, {signal});
+  } catch (err) {
+    if (isAbort(err)) return;
+    if (!(err instanceof ApiError) || err.status !== 400) throw err;
+    state.comparison = null;
+    compareView.setProblem(`These runs cannot be compared: ${err.message}`);
+    return;
+  }
+  if (before && JSON.stringify(before) === JSON.stringify(body)) return; // a poll with nothing new
+  requests.compare.next(); // the pictures of what was on screen are not wanted any more
+  state.comparison = body;
+  const last = body.steps.length - 1;
+  const index = state.following || state.step === null ? last : nearest(body.steps, state.step);
+  state.compareStep = null;
+  moveComparison(index, null);
+}
+
+function moveComparison(index, started) {
+  const body = state.comparison;
+  index = Math.max(0, Math.min(body.steps.length - 1, index));
+  if (!body.steps.length || index === state.compareStep) return;
+  state.compareStep = index;
+  state.step = body.steps[index];
+  state.following = index === body.steps.length - 1;
+  controls.setSteps(body.steps, index, stepWord());
+  const current = () => state.comparison === body && state.compareStep === index;
+  guard(compareView.show(body, index, requests.compare.controller.signal, current).then(() => {
+    if (started !== null && current()) timings.push(performance.now() - started);
+  }));
+}
+
 // -- live -----------------------------------------------------------------------
 
 /** One poll: new runs now and then, new steps of what is on screen always. */
 async function tick() {
   ticks += 1;
   if (!state.run || ticks % RUNS_EVERY === 0) await loadRuns();
-  if (state.run) await (state.view === 'overview' ? loadOverview() : refreshSeries());
+  if (state.run && state.view === 'layer' && state.compareWith !== null) await loadComparison();
+  else if (state.run) await (state.view === 'overview' ? loadOverview() : refreshSeries());
   return shownSteps();
 }
 
@@ -479,7 +561,8 @@ async function tick() {
  * training, so a count would say 6 after 5 epochs); "(4 logged)" when some are missing. */
 function shownSteps() {
   if (!state.run) return 'no actlog runs yet';
-  const shown = state.view === 'overview' ? state.overview && state.overview.steps : state.series && state.series.steps;
+  let shown = state.view === 'overview' ? state.overview && state.overview.steps : state.series && state.series.steps;
+  if (state.comparison) shown = state.comparison.steps;
   const steps = (shown || []).map((s) => (typeof s === 'number' ? s : s.step));
   const word = stepWord();
   if (!steps.length) return `no ${word}s yet`;

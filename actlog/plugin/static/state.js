@@ -20,6 +20,9 @@ export const state = {
   compareIndex: 0, // position of the compared step
   channel: null, // channel followed in the channel view
   atlas: null, // /atlas body of that channel: its crops at every atlas step
+  compareWith: null, // name of the run shown beside this one (view_compare.js), or null
+  comparison: null, // /compare body on screen
+  compareStep: null, // index into comparison.steps
 };
 
 /** A bounded ring of numbers: the newest `limit` values pushed. */
@@ -133,6 +136,16 @@ export class ImageCache {
 }
 
 export const images = new ImageCache();
+
+/** The decoded image of `key` (see ImageCache.get), or null when `signal` cancelled its fetch. */
+export async function imageUnlessAborted(key, signal) {
+  try {
+    return await images.get(key, signal);
+  } catch (err) {
+    if (isAbort(err)) return null;
+    throw err;
+  }
+}
 
 /** Fetch `keys` a few at a time, in order, until `signal` aborts or the cache is nearly full. */
 export async function preload(keys, signal, concurrency = 4) {

@@ -43,10 +43,11 @@ export class LayerView {
     this.hover = el('div', {id: 'actlog-hover', className: 'hover', hidden: true});
     this.channelOpen = false;
     this.hovered = null; // {panel, clientX, clientY} under the pointer
+    this.probeCard = el('aside', {className: 'probe card'}, {}, [
+      el('h4', {textContent: 'Probe'}), this.probeImage, this.info,
+    ]);
     this.root = el('section', {id: 'actlog-layer-view', className: 'layer-view', hidden: true}, {}, [
-      el('aside', {className: 'probe card'}, {}, [
-        el('h4', {textContent: 'Probe'}), this.probeImage, this.info,
-      ]),
+      this.probeCard,
       this.a.node,
       this.b.node,
       this.hover,
