@@ -6,6 +6,7 @@ actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
 actlog export runs/exp1 --layer conv_0 --probe 0 --channel 3 -o conv_0_ch3.png
 actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o conv_1_ch5.gif
 actlog compare runs/exp1 runs/exp2 --layer conv_1 -o conv_1.gif
+actlog similarity runs/exp1 --layer conv_1 -o conv_1_cka.png
 ```
 
 Reads logs with :mod:`actlog.reader` and writes with :mod:`actlog.export`:
@@ -27,7 +28,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from actlog.version import __version__
 
@@ -203,6 +204,29 @@ def _cmd_compare(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_similarity(args: argparse.Namespace, out: TextIO) -> int:
+    from actlog import export_similarity as sim
+
+    if (args.layer is None) == (args.step is None):
+        raise _UserError("give --layer L (its CKA between steps) or --step S (between layers), not both.")
+    if args.output is not None:
+        sim.check_png(args.output)
+    run = _open_run(args.logdir, args.run)
+    if args.layer is not None:
+        found, corner = sim.layer_over_steps(run, args.layer), run.step_axis
+    else:
+        found, corner = sim.layers_at_step(run, args.step), "layer"
+    if args.output is None:
+        print(sim.table(found, corner), file=out)
+        return EXIT_OK
+    try:
+        path, (width, height) = sim.write_png(found, args.output)
+    except OSError as error:
+        raise _UserError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+    print(f"wrote {path}: heat map of {len(found.heads)}x{len(found.heads)}, {width}x{height} px", file=out)
+    return EXIT_OK
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -346,7 +370,35 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
     )
+    _similarity_parser(commands)
     return parser
+
+
+_SIMILARITY_EXAMPLES = """\
+examples:
+  actlog similarity runs/exp1 --layer conv_1              # print its CKA between every two epochs
+  actlog similarity runs/exp1 --layer conv_1 -o cka.png   # the same as a heat map
+  actlog similarity runs/exp1 --step 5                    # CKA between every two layers at epoch 5
+"""
+
+
+def _similarity_parser(commands: Any) -> None:
+    sim = commands.add_parser(
+        "similarity", help="a layer's linear CKA between every two steps (or layers' at one step)",
+        description=(
+            "Print the linear CKA (representation similarity) of one layer between every two\n"
+            "logged steps, or with --step of every two layers at one step; -o OUT.png draws it."
+        ),
+        epilog=f"{_SIMILARITY_EXAMPLES}\n{_EXIT_STATUS}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sim.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
+    sim.add_argument("--layer", help="layer display name (see `actlog ls`): steps x steps")
+    sim.add_argument("--step", type=int, metavar="S", help="a logged step: layers x layers")
+    sim.add_argument("-o", "--output", metavar="OUT", help="OUT.png: a heat map instead of the table")
+    sim.add_argument(
+        "--run", help="run name, as `actlog ls` shows it (default: 'activations', or the only run)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -386,6 +438,8 @@ def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
                 return _cmd_ls(args, out)
             if args.command == "compare":
                 return _cmd_compare(args, out, err)
+            if args.command == "similarity":
+                return _cmd_similarity(args, out)
             return _cmd_export(args, out, err)
     except (LogError, ExportError, _UserError) as error:
         message = " ".join(str(error).split())  # always one line

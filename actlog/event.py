@@ -108,12 +108,14 @@ class LayerResult:
         drift: drift sums (:func:`actlog.stats.drift_sums`), or None at a first event.
         nonfinite: fetches the bool ``(k, th, tw, n)`` mask of NaN/Inf pixels;
             called only when the sums say there are some.
+        gram: float32 ``(k, k)`` centred Gram matrix (:mod:`actlog.similarity`), or None.
     """
 
     levels: np.ndarray
     sums: dict[str, np.ndarray]
     drift: dict[str, np.ndarray] | None
     nonfinite: Callable[[], np.ndarray]
+    gram: np.ndarray | None = None
 
 
 class EventAssembler:
@@ -152,6 +154,8 @@ class EventAssembler:
             for plan in self.plans
             for stat in metadata.CHANNEL_STATS
         }
+        self._gram_meta = {plan.name: _actlog_metadata(metadata.KIND_GRAM, layer=plan.name)
+                           for plan in self.plans}
 
     def manifest(self) -> str:
         return metadata.manifest(
@@ -203,6 +207,9 @@ class EventAssembler:
                     nonfinite=None if mask is None else mask[i],
                 )
                 _add_image(summary, metadata.grid_tag(plan.name, i, self.probes), image)
+            if result.gram is not None:  # tiny (k x k): written with statistics on or off
+                _add(summary, metadata.gram_tag(plan.name), _floats(np.asarray(result.gram, np.float32)),
+                     self._gram_meta[plan.name])
             if not self.with_stats:
                 continue
             for name, value in layer.scalars().items():

@@ -24,6 +24,9 @@ index zero-padded to the width of the largest index):
 - ``{layer}/channel_mean``, ``/channel_max``, ``/channel_drift``: float32
   vectors with one value per channel of the layer (every channel, not only
   those shown), written as tensors with actlog plugin metadata.
+- ``{layer}/gram``: float32 ``(k, k)``, the centred Gram matrix of the layer's
+  float activations on the ``k`` probes (:mod:`actlog.similarity`), a tensor
+  with kind :data:`KIND_GRAM`; written at every event, statistics on or off.
 - ``actlog/probe_{i}``: image, the probe input itself (image-like inputs only).
 - ``actlog/layers``: text, a table of the watched layers.
 - ``actlog/manifest``: a scalar string tensor holding JSON (see
@@ -111,6 +114,7 @@ KIND_MANIFEST = "manifest"
 KIND_CHANNEL_STATS = "channel_stats"
 KIND_ATLAS = "atlas"
 KIND_CAM = "class_maps"
+KIND_GRAM = "gram"
 
 ATLAS_FIELDS = ("index", "position", "value", "box", "change", "channel_change")
 """What an atlas event logs per layer besides its picture (see the module docstring)."""
@@ -141,6 +145,11 @@ def stat_tag(layer: str, stat: str) -> str:
             f"Unknown statistic {stat!r}. Accepted: {list(SCALAR_STATS + CHANNEL_STATS)}."
         )
     return f"{layer}/{stat}"
+
+
+def gram_tag(layer: str) -> str:
+    """``"conv_0/gram"``: the layer's centred Gram matrix on the probes (:mod:`actlog.similarity`)."""
+    return f"{layer}/gram"
 
 
 def atlas_tag(layer: str, field: str | None = None) -> str:

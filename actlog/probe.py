@@ -25,8 +25,9 @@ call on both paths (Keras' ``layer.output`` is its first call's output too).
 :class:`ProbeFunction` adds the event's reductions after the forward pass,
 inside the same compiled function, so that only a few bytes per shown pixel
 leave the device: the shown channels as uint8 levels (:func:`actlog.grid.levels`),
-per-channel sums for the statistics and a small sketch for drift
-(:mod:`actlog.stats`). Compiling is the backend's business
+per-channel sums for the statistics, a small sketch for drift
+(:mod:`actlog.stats`) and the probes' centred Gram matrix for representation
+similarity (:mod:`actlog.similarity`). Compiling is the backend's business
 (:mod:`actlog.backends`): traced once, run in inference mode, never retraced.
 
 Many large watched layers are split over several compiled parts, run one after
@@ -53,7 +54,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from actlog import arrays, grid, segments, stats, tokens
+from actlog import arrays, grid, segments, similarity, stats, tokens
 from actlog.backends import Backend
 from actlog.event import LayerPlan
 from actlog.layers import Trace, Watched
@@ -285,7 +286,9 @@ class ProbeFunction:
     ``sums`` (:func:`actlog.stats.reduce_layer` plus ``activity``, stacked as
     :data:`actlog.stats.SUMS`; ``activity`` is zeros unless asked for), ``drift``
     (:func:`actlog.stats.drift_sums` against ``previous``, stacked as
-    :data:`actlog.stats.DRIFT`) and ``sketch`` (the next event's ``previous``).
+    :data:`actlog.stats.DRIFT`), ``sketch`` (the next event's ``previous``) and
+    ``gram`` (float32 ``(k, k)``: :func:`actlog.similarity.centred_gram` of the float
+    activations; absent when :data:`GRAM` is off).
 
     Args:
         model: the model being trained (its variables feed the function).
@@ -555,7 +558,7 @@ class _Reduce:
         plan = self.plan
         return (tuple(output.shape), str(output.dtype), plan.data_format, plan.layout.stride,
                 len(plan.layout.channels), plan.norm, plan.cmap, self.sketch_size, self.activity,
-                plan.layout.tokens)
+                plan.layout.tokens, GRAM)
 
     def __call__(self, output: Any, index: Any, before: Any) -> dict[str, Any]:
         acts = channels_last(self.ops.cast(output, "float32"), self.plan.data_format)
@@ -578,13 +581,21 @@ class _Reduce:
         sketch = stats.sketch(ops, maps, self.sketch_size, all_finite=finite)
         levels, nonfinite = grid.levels(ops, maps, index, plan.layout, norm=plan.norm, cmap=plan.cmap,
                                         all_finite=finite)
-        return {
+        results = {
             "levels": levels,
             "nonfinite": nonfinite,
             "sums": stats.stack(ops, sums, stats.SUMS),
             "drift": stats.stack(ops, stats.drift_sums(ops, sketch, before), stats.DRIFT),
             "sketch": sketch,
         }
+        if GRAM:
+            results["gram"] = similarity.centred_gram(ops, acts)
+        return results
+
+
+GRAM = True
+"""Whether events carry each layer's centred Gram matrix (:mod:`actlog.similarity`). Always on;
+``benchmarks/bench_similarity.py`` turns it off, before a logger is built, to measure its cost."""
 
 
 def _count(inputs: Any) -> int:

@@ -22,6 +22,7 @@ atlas = run.atlas("conv_0", step=2)        # the feature atlas (ActivationLogger
 atlas.index[atlas.row(3)]                  # channel 3's top-k pool indices, best first
 crops = atlas.crops(3)                     # uint8 (k, h, w, 3): what channel 3 responds to most
 steps, crops = run.atlas_crops("conv_0", channel=3)  # (S,), uint8 (S, k, h, w, 3): over time
+steps, cka = run.similarity("conv_0")      # float64 (S, S): linear CKA between every two steps
 ```
 
 Manifests: every ``fit`` writes one at its first event. A run's layers are
@@ -53,6 +54,7 @@ from actlog.index import (
 from actlog.run_atlas import Atlas, AtlasReader
 from actlog.run_class_maps import ClassMapReader
 from actlog.run_grids import GridReader
+from actlog.run_similarity import SimilarityReader
 from actlog.run_stats import StatReader
 from actlog.run_view import describe_steps
 
@@ -62,12 +64,13 @@ __all__ = ["Atlas", "ImageRef", "LogError", "Log", "Run", "read"]
 # Public API.
 
 
-class Run(GridReader, StatReader, AtlasReader, ClassMapReader):
+class Run(GridReader, StatReader, AtlasReader, ClassMapReader, SimilarityReader):
     """One run of an actlog log: the grids and statistics of its layers, by step.
 
     Obtained from :meth:`Log.run`. Each kind of data has its own reader
     (:class:`~actlog.run_grids.GridReader`, :class:`~actlog.run_stats.StatReader`,
-    :class:`~actlog.run_atlas.AtlasReader`, :class:`~actlog.run_class_maps.ClassMapReader`),
+    :class:`~actlog.run_atlas.AtlasReader`, :class:`~actlog.run_class_maps.ClassMapReader`,
+    :class:`~actlog.run_similarity.SimilarityReader`),
     all over one
     :class:`~actlog.run_view.RunView` of the run's manifests.
 

@@ -229,8 +229,7 @@ class Session:
             raise
         for i, o in zip(part.indices, out, strict=True):
             sketches[i] = o["sketch"]
-        fetch = self.backend.fetch([{"levels": o["levels"], "sums": o["sums"], "drift": o["drift"]}
-                                    for o in out])
+        fetch = self.backend.fetch([{key: o[key] for key in _FETCHED if key in o} for o in out])
         return fetch(), [o["nonfinite"] for o in out]
 
     def channels(self, previous: list[Any] | None) -> list[Any]:
@@ -281,7 +280,7 @@ class Session:
             layers = [
                 LayerResult(
                     levels=h["levels"], sums=h["sums"], drift=h["drift"] if event.has_previous else None,
-                    nonfinite=functools.partial(_fetch_one, self.backend, mask),
+                    nonfinite=functools.partial(_fetch_one, self.backend, mask), gram=h.get("gram"),
                 )
                 for h, mask in zip(host, masks, strict=True)
             ]
@@ -345,6 +344,10 @@ class _Event:
     body: Spool = field(default_factory=Spool)  # the layers' Summary values, part after part
     nonfinite: list[str] = field(default_factory=list)
     error: BaseException | None = None
+
+
+_FETCHED = ("levels", "sums", "drift", "gram")
+"""What of a layer's reductions is copied to the host at every event (``gram``: when on)."""
 
 
 def _fetch_one(backend: backends.Backend, array: Any) -> np.ndarray:

@@ -47,7 +47,7 @@ def epoch_tags(layers, k: int, *, stats: bool = True, probes: bool = True) -> se
     if probes:
         tags |= {metadata.probe_image_tag(i, k) for i in range(k)}
     for layer in layers:
-        tags |= grid_tags(layer, k)
+        tags |= grid_tags(layer, k) | {metadata.gram_tag(layer)}  # with statistics on or off
         if stats:
             tags |= {metadata.stat_tag(layer, s) for s in metadata.SCALAR_STATS + metadata.CHANNEL_STATS}
     return tags
@@ -457,7 +457,7 @@ def test_mapping_display_names_carry_through_tags_and_table(tmp_path, shared_mod
     run = read_run(tmp_path / metadata.EPOCH_RUN)
     assert set(run) == {
         metadata.MANIFEST_TAG, metadata.LAYERS_TEXT_TAG, "actlog/probe_0", "actlog/probe_1",
-        "edge detectors/probe_0", "edge detectors/probe_1",
+        "edge detectors/probe_0", "edge detectors/probe_1", "edge detectors/gram",
         *(f"edge detectors/{s}" for s in ("mean", "std", "sparsity", "dead_fraction",
                                            "channel_mean", "channel_max")),
     }

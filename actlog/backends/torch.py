@@ -282,6 +282,7 @@ class _TorchOps:
     equal = staticmethod(torch.eq)
     expand_dims = staticmethod(torch.unsqueeze)
     moveaxis = staticmethod(torch.movedim)
+    einsum = staticmethod(torch.einsum)  # a layer's Gram matrix (actlog.similarity)
 
     @staticmethod
     def isfinite(x: Any) -> Any:

@@ -332,6 +332,15 @@ class Catalog:
                 stats[stat] = ([int(s) for s in steps], [float(v) for v in values])
         return stats
 
+    def grams(self, index: RunIndex, layer: str) -> tuple[Any, Any] | None:
+        """``layer``'s centred Gram matrices over steps (:meth:`actlog.reader.Run.grams`), or
+        None for a log without them."""
+        with self._lock:
+            try:
+                return index.run.grams(layer)
+            except LogError:
+                return None
+
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)

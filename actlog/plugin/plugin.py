@@ -34,7 +34,7 @@ from werkzeug import wrappers
 
 from actlog import metadata
 from actlog.comparison import CompareError
-from actlog.plugin import cam, keys
+from actlog.plugin import cam, keys, similarity_routes
 from actlog.plugin.catalog import Catalog, GridStep, LayerIndex, RunIndex, sources
 from actlog.plugin.compare_route import compare_body
 
@@ -48,7 +48,7 @@ _MAX_ECHO = 80
 
 _MODULES = ("index.js", "api.js", "state.js", "dom.js", "charts.js", "live.js",
             "view_controls.js", "view_overview.js", "view_layer.js", "view_channel.js", "view_atlas.js",
-            "view_compare.js", "view_cam.js")
+            "view_compare.js", "view_cam.js", "view_similarity.js")
 _STATIC_FILES = {f"/{name}": (name, "text/javascript") for name in _MODULES}
 _STATIC_FILES["/style.css"] = ("style.css", "text/css")
 
@@ -161,6 +161,10 @@ class ActivationsPlugin(base_plugin.TBPlugin):
       logged (``ActivationLogger(cam=...)``): its image key and class, the layer,
       the classes option and the score differentiated (:mod:`actlog.plugin.cam`);
       a run without class maps gets no steps and a ``note``.
+    - ``/similarity?run&layer``: the layer's linear CKA between every two steps
+      (``steps``, ``matrix``; null where undefined), at most
+      :data:`.similarity_routes.MAX_HEATMAP_STEPS` steps.
+    - ``/similarity_overview?run``: each layer's CKA between every step and its last.
 
     Args:
         context: The :class:`tensorboard.plugins.base_plugin.TBContext` that
@@ -185,6 +189,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/atlas": self._serve_atlas,
             "/compare": self._serve_compare,
             "/class_maps": self._serve_class_maps,
+            "/similarity": self._serve_similarity,
+            "/similarity_overview": self._serve_similarity_overview,
         }
         for route in _STATIC_FILES:
             apps[route] = self._serve_static
@@ -354,6 +360,22 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                                   lambda: compare_body(index, other, layer, probe))
         except CompareError as err:
             raise BadRequest(str(err)) from None
+        return _json(request, body)
+
+    @_route
+    def _serve_similarity(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        layer = self._layer(request, index)
+        body = index.remember(("similarity", layer.name), lambda: similarity_routes.heatmap_body(
+            index.name, layer.name, index.step_axis, index.version, self._catalog.grams(index, layer.name)))
+        return _json(request, body)
+
+    @_route
+    def _serve_similarity_overview(self, request: wrappers.Request) -> wrappers.Response:
+        index = self._run(request)
+        body = index.remember("similarity_overview", lambda: similarity_routes.settling_body(
+            index.name, index.step_axis, index.version,
+            {name: self._catalog.grams(index, name) for name in index.layers}))
         return _json(request, body)
 
 

@@ -12,6 +12,7 @@
 //   view_atlas.js     the channel's top-k atlas crops at the slider's step
 //   view_compare.js   compare mode: two runs side by side on one layer, one slider
 //   view_cam.js       the probe's class activation map at the slider's step
+//   view_similarity.js linear CKA: a layer's step x step heat map; every layer against its last step
 //   charts.js, dom.js drawing helpers
 //
 // This module wires them: it turns what the person does and what the poll
@@ -27,6 +28,7 @@ import {CompareView} from './view_compare.js';
 import {Controls} from './view_controls.js';
 import {LayerView} from './view_layer.js';
 import {OverviewView} from './view_overview.js';
+import {SettlingChart, SimilarityPanel} from './view_similarity.js';
 
 const RUNS_EVERY = 3; // polls between two looks at the run list
 
@@ -37,6 +39,8 @@ let channelView;
 let compareView;
 let classMaps;
 let message;
+let similarity; // the layer's CKA heat map
+let settling; // the overview's CKA-to-last-step chart
 const requests = {
   overview: new Latest(), // /overview and its images
   series: new Latest(), // /steps of the layer on screen and its images
@@ -45,6 +49,7 @@ const requests = {
   atlas: new Latest(), // /atlas and its pictures
   compare: new Latest(), // the comparison's pictures
   comparePoll: new Latest(), // /compare
+  similarity: new Latest(), // /similarity or /similarity_overview
 };
 let ticks = 0;
 
@@ -64,6 +69,11 @@ export async function render() {
   compareView = new CompareView({select: compareWith});
   controls.run.closest('.field').after(compareView.field);
   message = el('div', {id: 'actlog-message', className: 'message', hidden: true}, {role: 'alert'});
+  // Beside the layers, not below them: the page keeps its height (and its width, with no scroll bar).
+  similarity = new SimilarityPanel();
+  layerView.root.querySelector('aside').appendChild(similarity.root);
+  settling = new SettlingChart();
+  overview.root.appendChild(settling.root);
   document.body.appendChild(el('div', {id: 'actlog-root'}, {}, [
     controls.root,
     el('main', {}, {}, [message, overview.root, layerView.root, compareView.root, channelView.root]),
@@ -299,6 +309,22 @@ async function loadOverview() {
   const index = Math.max(body.steps.indexOf(body.step), 0);
   controls.setSteps(body.steps, index, stepWord());
   overview.show(body, stepWord(), signal);
+  guard(loadSimilarity('similarity_overview', {run: state.run.run}, (answer) => settling.show(answer, stepWord())));
+}
+
+/** A similarity route; `show(body)` unless the person moved on meanwhile. */
+async function loadSimilarity(route, params, show) {
+  const view = state.view;
+  let body;
+  try {
+    body = await getJson(route, params, {signal: requests.similarity.next()});
+  } catch (err) {
+    if (isAbort(err)) return;
+    if (route === 'similarity') similarity.absent(`No similarity: ${err.message}`);
+    throw err;
+  }
+  if (state.view === view && state.run && body.run === state.run.run &&
+      (body.layer === undefined || (state.layer && body.layer === state.layer.name))) show(body);
 }
 
 // -- one layer ------------------------------------------------------------------
@@ -310,6 +336,7 @@ async function loadSeries() {
   layerView.setLayer(state.layer, word);
   const body = await getJson('steps', {run: state.run.run, layer: state.layer.name, probe: state.probe}, {signal});
   state.series = body;
+  guard(loadLayerSimilarity());
   const last = body.steps.length - 1;
   state.index = state.following || state.step === null ? last : nearest(body.steps, state.step);
   state.compareIndex = 0;
@@ -354,6 +381,7 @@ async function refreshSeries() {
       {signal: requests.poll.next()});
   if (state.series !== series || body.version === series.version) return;
   if (!body.steps.length) return; // a log being removed or rewritten: keep what is on screen
+  guard(loadLayerSimilarity());
   const current = series.steps[state.index];
   const compared = series.steps[state.compareIndex];
   const kept = new Set(body.steps.map((s) => s.key));
@@ -375,6 +403,11 @@ async function refreshSeries() {
   }
   await Promise.all(shows);
   preloadSeries(requests.series.controller.signal);
+}
+
+function loadLayerSimilarity() {
+  return loadSimilarity('similarity', {run: state.run.run, layer: state.layer.name},
+      (body) => similarity.show(body, stepWord()));
 }
 
 // -- one channel ------------------------------------------------------------------
