@@ -12,6 +12,10 @@ pointing here, at 1600 x 1200:
   atlas pool (its 250 test digits) with the change since the atlas before training;
 - ``compare.png``: compare mode, the example trained twice from one seed, in batches of 64
   and of 16, ``conv_1`` side by side at the last epoch (``tests/test_compare.py``);
+- ``similarity_overview.png``, ``similarity.png``: representation similarity on the test's
+  model of a frozen, a trained and a mid-run re-initialised layer: each layer's CKA to its
+  last epoch in the overview, and the re-initialised layer's step x step heat map
+  (``tests/test_similarity.py``);
 - ``dashboard_vit.png``, ``dashboard_vit_tokens.png``, ``dashboard_vit_attention.png``: the
   overview of ``examples/vit_patches.py``'s log, and a block's token maps and the last
   block's attention at the first and the last epoch (``tests/test_tokens.py``).
@@ -41,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go")
     args = parser.parse_args(argv)
     command = [
-        sys.executable, "-m", "pytest", "-q", "-m", "browser", "-k", "mnist_example or vit_example",
+        sys.executable, "-m", "pytest", "-q", "-m", "browser",
+        "-k", "mnist_example or vit_example or heat_map",
         str(ROOT / "tests" / "test_dashboard_browser.py"), str(ROOT / "tests" / "test_tokens.py"),
-        str(ROOT / "tests" / "test_compare.py"),
+        str(ROOT / "tests" / "test_compare.py"), str(ROOT / "tests" / "test_similarity.py"),
     ]  # fmt: skip
     env = {**os.environ, "ACTLOG_SCREENSHOT_DIR": str(args.out.resolve())}
     return subprocess.call(command, cwd=ROOT, env=env)

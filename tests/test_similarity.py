@@ -8,7 +8,6 @@ with the textbook linear CKA (Kornblith et al. 2019) computed from those activat
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from actlog import similarity
 from actlog.index import LogError
 
 try:  # Chromium under Selenium, shared with the dashboard's browser tests
-    from test_dashboard_browser import driver  # noqa: F401
+    from test_dashboard_browser import driver, screenshot_dir  # noqa: F401
 except ImportError:  # pragma: no cover - selenium missing: the browser test is skipped
     pass
 
@@ -151,7 +150,8 @@ def test_layer_similarity_at_a_step(trained):
 @pytest.mark.backend
 def test_grams_are_written_with_statistics_off(tmp_path, tiny_model, tiny_data, read_run):
     x, y = tiny_data
-    logger = actlog.ActivationLogger(tmp_path, x[:3].copy(), layers=["conv_0", "conv_1"], stats=False)
+    logger = actlog.ActivationLogger(tmp_path, actlog.Probes(x[:3].copy(), stats=False),
+                                     layers=["conv_0", "conv_1"])
     tiny_model.fit(x, y, epochs=1, verbose=0, callbacks=[logger])
     tags = read_run(tmp_path / "activations")
     assert [s for s, _ in tags["conv_1/gram"]] == [0, 1]
@@ -415,10 +415,16 @@ def test_a_heat_map_of_many_steps_is_thinned_evenly():
 @pytest.mark.browser
 @pytest.mark.skipif(not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()),
                     reason="needs Debian's chromium and chromedriver")
-def test_the_layer_view_shows_the_heat_map_with_hover_values(trained, driver, tmp_path):
+def test_the_layer_view_shows_the_heat_map_with_hover_values(trained, driver, tmp_path, screenshot_dir):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from test_dashboard_browser import fetch_json, open_dashboard, running_tensorboard, wait_for
+    from test_dashboard_browser import (
+        fetch_json,
+        open_dashboard,
+        running_tensorboard,
+        save_screenshot,
+        wait_for,
+    )
 
     run, _, names = trained
     _, matrix = run.similarity("reset")
@@ -438,8 +444,7 @@ def test_the_layer_view_shows_the_heat_map_with_hover_values(trained, driver, tm
         ActionChains(driver).move_to_element_with_offset(hit, hit.size["width"] // 2 - 2, 0).perform()
         readout = driver.find_element(By.ID, "actlog-settling-readout")
         assert readout.text == "epoch 5: frozen 1.000, trained 1.000, reset 1.000"
-        if os.environ.get("ACTLOG_SIMILARITY_SCREENSHOTS"):
-            driver.save_screenshot(os.path.join(os.environ["ACTLOG_SIMILARITY_SCREENSHOTS"], "overview.png"))
+        save_screenshot(driver, screenshot_dir / "similarity_overview.png")
         (card,) = [c for c in driver.find_elements(By.CSS_SELECTOR, ".layer-card")
                    if c.get_attribute("data-layer") == "reset"]
         card.click()
@@ -459,8 +464,7 @@ def test_the_layer_view_shows_the_heat_map_with_hover_values(trained, driver, tm
         wait_for(driver, "!document.getElementById('actlog-similarity-hover').hidden")
         hover = driver.find_element(By.ID, "actlog-similarity-hover")
         assert hover.text == f"epoch 3 \u00d7 epoch 4: CKA {matrix[3, 4]:.3f}"
-        if os.environ.get("ACTLOG_SIMILARITY_SCREENSHOTS"):
-            driver.save_screenshot(os.path.join(os.environ["ACTLOG_SIMILARITY_SCREENSHOTS"], "layer.png"))
+        save_screenshot(driver, screenshot_dir / "similarity.png")
 
 
 # --------------------------------------------------------------------------- other kinds of layer
