@@ -26,21 +26,14 @@ __all__ = ["ActivationLogger", "LoggingError"]
 class ActivationLogger(keras.callbacks.Callback):
     """Log activation-map grids of fixed probe images to TensorBoard while a model trains.
 
-    At the start of training the logger builds one probe function that runs the
-    probes through the watched layers (sharing the model's weights, in inference
-    mode, compiled once) and reduces each layer on the device to what an event
-    needs. Then, every ``freq`` epochs, it runs that function on the training
-    thread and hands the rest (grids, statistics, PNGs, one record per event) to
-    a background thread, which writes under ``log_dir/activations``. Open
-    ``tensorboard --logdir LOG_DIR``: the Activations tab shows every grid at
-    every step; the Images and Time Series tabs a sample of steps.
-
-    Works on every Keras 3 backend (TensorFlow, JAX, PyTorch); writing needs
-    no TensorFlow. Step axes: in ``log_dir/activations`` the step is the number
-    of epochs completed (0 = before training, honouring ``initial_epoch`` and
-    continuing across several ``fit`` calls). Batch-level logging
-    (``batch_freq``) writes to ``log_dir/activations_batch`` with the global
-    training step.
+    At the start of training the logger compiles one probe function of the watched
+    layers on the probes (sharing the model's weights, in inference mode); every
+    ``freq`` epochs the training thread runs it, and a background thread makes the
+    grids, statistics and PNGs and writes one record per event under
+    ``log_dir/activations`` (step: epochs completed, 0 = before training; batch-level
+    events go to ``log_dir/activations_batch`` with the global step). Every Keras 3
+    backend; writing needs no TensorFlow. ``tensorboard --logdir LOG_DIR`` shows them
+    in its Activations tab.
 
     ```python
     logger = actlog.ActivationLogger("runs/exp1", probes=x_val[:8],
@@ -50,77 +43,42 @@ class ActivationLogger(keras.callbacks.Callback):
     ```
 
     Args:
-        log_dir: directory of the log: a local path, or a URL fsspec serves
-            (``gs://``, ``s3://``, ``memory://``, ...).
-        probes: the inputs to watch, read once and copied: a batch ``(k, ...)``
-            shaped like the model's input, one sample, a list of samples, an
-            ``(x, y)`` tuple, a dataset or iterable of batches (its first 8
-            samples), or a list / dict of batches for a multi-input model; or
-            :class:`actlog.Probes` ``(data, count=None, log=True, stats=True)``
-            to take ``count`` of them, not to log the probe images themselves at
-            the first event (``log=False``), or not to log the activations'
-            statistics (mean, std, sparsity, dead channels, drift:
-            ``stats=False``). See :mod:`actlog.probes`.
-        layers: which layers to watch: ``None`` (the last layer of each
-            spatial stage), ``"*"`` (every spatial layer), a name or
-            ``"outer/inner"`` path, a Layer, a Layer class, a compiled regex, a
-            list of these, or ``{display_name: layer}``; an entry wrapped in
-            :class:`actlog.Tokens` names a token layer's patch grid. A vision
-            transformer's token layers are drawn over their patch grid, its
-            attention layers as attention per head: see :mod:`actlog.tokens`.
-            See :mod:`actlog.layers`.
+        log_dir: a local path, or a URL fsspec serves (``gs://``, ``s3://``, ``memory://``).
+        probes: the inputs to watch, read once and copied: a batch ``(k, ...)`` shaped like
+            the model's input, one sample, a list of samples, an ``(x, y)`` tuple, a dataset
+            or iterable of batches (its first 8 samples), a list / dict of batches for a
+            multi-input model; or :class:`actlog.Probes` (how many to take, whether to log
+            the probe images and the statistics). See :mod:`actlog.probes`.
+        layers: ``None`` (the last layer of each spatial stage), ``"*"`` (every spatial
+            layer), a name or ``"outer/inner"`` path, a Layer, a Layer class, a compiled
+            regex, a list of these, or ``{display_name: layer}``; :class:`actlog.Tokens`
+            names a token layer's patch grid (:mod:`actlog.tokens`). See :mod:`actlog.layers`.
         freq: log every ``freq`` epochs; 0 turns epoch logging off. Default 1.
-        batch_freq: also log every ``batch_freq`` training batches during the
-            first epoch, when features move fastest; 0 = off (default); or
-            :class:`actlog.Batches` ``(every, epochs=1)`` for more epochs.
-        max_channels: at most this many channels (tiles) per grid; ``None`` =
-            all. Default 64.
-        channels: which channels when there are more than ``max_channels``:
-            ``"first"`` (default) or ``"most_active"`` (largest mean |activation|
-            on the probes at the first event). Decided once, kept for the run.
-        norm: ``"channel"`` (each tile its own range, default), ``"layer"``
-            (one range per grid) or a fixed ``(low, high)`` range.
-        cmap: ``"gray"`` (default), ``"viridis"`` or ``"diverging"`` (for signed
-            activations: 0 is white).
-        layout: the tile geometry, :class:`actlog.Layout` ``(min_tile=48,
-            max_pixels=2**19, pad=1, rows=None, cols=None)``: tiles upscaled
-            until their short side reaches ``min_tile`` pixels within a budget
-            of ``max_pixels`` per grid (a layer too large for it is drawn
-            subsampled, said once), ``pad`` pixels apart, near square unless
-            ``rows`` / ``cols`` are given. ``None`` (default): those defaults.
-        background: do the host half of each event (grids, PNG, writing) in a
-            background thread: ``True`` (default), or :class:`actlog.Background`
-            ``(max_pending=2, on_full="wait")``: at most ``max_pending`` events
-            wait for it; then ``"wait"`` blocks training until one is written,
-            ``"skip"`` drops the new event (counted in ``misses["skipped"]``).
-            False does everything on the training thread, so the log is
-            complete when the callback returns.
-        strict: raise :class:`LoggingError` on a logging fault instead of
-            warning once and training on. Default False.
-        atlas: the feature atlas, :class:`actlog.Atlas` ``(pool, k=8, every=5,
-            batch=64)``: every ``every`` epochs (0 = off; also at step 0 and at
-            the end of training), the ``k`` pool examples that excite each
-            shown channel most, cropped to its receptive field, streamed
-            ``batch`` at a time; a plain pool (an array ``(N, ...)`` or a
-            finite dataset of batches, read once and copied) means
-            ``Atlas(pool)``. ``None`` (default): off. See :mod:`actlog.atlas`.
-        actmax: optional activation maximisation, :class:`actlog.Maximize`
-            ``(channels, every=5)``, on the atlas' schedule; plain channels
-            ``{layer: [channels]}`` mean ``Maximize(channels)``. ``None``
-            (default): off. See :mod:`actlog.maximize`.
-        cam: optional class activation maps (Grad-CAM) of one watched
-            convolution for each probe, logged with the epoch grids (every
-            ``freq`` epochs; not at batch-level events), :class:`actlog.ClassMaps`
-            ``(layer, classes="label")``; a plain layer name means
-            ``ClassMaps(layer)``. ``None`` (default): off. See :mod:`actlog.class_maps`.
-        epoch_logs: also write Keras' epoch logs (``epoch_loss``, metrics,
-            ``epoch_learning_rate``) to ``log_dir/train`` and ``log_dir/validation``
-            as Keras' ``TensorBoard`` callback names them, with actlog's own writer,
-            so TensorBoard's Scalars tab has loss curves on every backend. ``None``
-            (default): where the backend is not TensorFlow (Keras' callback needs
-            TensorFlow; on TensorFlow, use it). Pass ``False`` on JAX or PyTorch
-            next to Keras' own callback (with TensorFlow installed), or the curves
-            are written twice. See :mod:`actlog.epoch_logs`.
+        batch_freq: also log every ``batch_freq`` batches of the first epoch, when features
+            move fastest; 0 = off (default); :class:`actlog.Batches` for more epochs.
+        max_channels: at most this many tiles per grid; ``None`` = all. Default 64.
+        channels: which ones when there are more: ``"first"`` (default) or ``"most_active"``
+            (largest mean |activation| on the probes at the first event), kept for the run.
+        norm: ``"channel"`` (each tile its own range, default), ``"layer"`` or ``(low, high)``.
+        cmap: ``"gray"`` (default), ``"viridis"`` or ``"diverging"`` (signed: 0 is white).
+        layout: the tile geometry, :class:`actlog.Layout`; ``None`` (default): its defaults.
+        background: the host half of each event (grids, PNG, writing) in a background
+            thread: ``True`` (default), or :class:`actlog.Background` (how many events may
+            wait, and whether a full queue blocks training or drops the new event). False
+            does everything on the training thread.
+        strict: raise :class:`LoggingError` on a logging fault instead of warning once and
+            training on. Default False.
+        atlas: the feature atlas, :class:`actlog.Atlas` (or a plain pool: its defaults).
+            ``None`` (default): off. See :mod:`actlog.atlas`.
+        actmax: activation maximisation, :class:`actlog.Maximize` (or plain ``{layer:
+            [channels]}``). ``None`` (default): off. See :mod:`actlog.maximize`.
+        cam: Grad-CAM class maps of one watched convolution for each probe, with the epoch
+            grids, :class:`actlog.ClassMaps` (or a plain layer name). ``None`` (default):
+            off. See :mod:`actlog.class_maps`.
+        epoch_logs: also write Keras' epoch logs (loss, metrics, learning rate) to
+            ``log_dir/train`` and ``log_dir/validation`` as Keras' ``TensorBoard`` callback
+            names them, for loss curves without TensorFlow. ``None`` (default): where the
+            backend is not TensorFlow. See :mod:`actlog.epoch_logs`.
 
     A keyword of actlog 0.2 that moved into one of these objects (``atlas_k=``,
     ``atlas_freq=``, ``atlas_batch=``, ``actmax_freq=``, ``min_tile=``, ``stats=``, ...) fails
@@ -163,10 +121,7 @@ class ActivationLogger(keras.callbacks.Callback):
         self.batch_freq, self.batch_epochs = batches.every, batches.epochs
         self.options = event_options(probes, layers=layers, max_channels=max_channels, channels=channels,
                                      norm=norm, cmap=cmap, layout=layout, background=background,
-                                     atlas=atlas, actmax=actmax, cam=cam)
-        if self.options.class_maps is not None and not self.freq:
-            raise ValueError("cam is logged with the grids, every freq epochs; received freq=0. "
-                             "Accepted: freq >= 1 with cam, or cam=None.")
+                                     atlas=atlas, actmax=actmax, cam=cam, freq=self.freq)
         self.epoch_logs = epoch_logs_.check_option(epoch_logs)
         self._faults = Faults(strict=bool(strict))
         self._epoch_log_writer: epoch_logs_.EpochLogs | None = None

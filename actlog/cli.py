@@ -294,7 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"actlog {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    _ls_parser(commands)
+    _export_parser(commands)
+    _compare_parser(commands)
+    _similarity_parser(commands)
+    return parser
 
+
+def _ls_parser(commands: Any) -> None:
     ls = commands.add_parser(
         "ls", help="list runs, layers, probes, steps and bytes of a log",
         description="List every actlog run under LOGDIR: layers, probes, steps and size.",
@@ -303,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ls.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
 
+
+def _export_parser(commands: Any) -> None:
     ex = commands.add_parser(
         "export", help="export a grid (or one channel, or its atlas) over every step as GIF or PNG strip",
         description=(
@@ -342,6 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="integer upscaling of each frame (default: 1 for a grid; for a channel, "
         "enough to make the tile's long side 128 px or more)",
     )
+
+    bar = ex.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress", dest="progress", action="store_true", default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    bar.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
+    )
+
+
+def _compare_parser(commands: Any) -> None:
     cmp = commands.add_parser(
         "compare", help="two runs side by side: a GIF over their common steps, or their statistics",
         description=(
@@ -361,17 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--run-b", help="run of LOG_B (default: 'activations', or the only run)")
     cmp.add_argument("-o", "--output", metavar="OUT", help="OUT.gif or OUT.png (default: print statistics)")
     cmp.add_argument("--fps", type=_positive_float, default=4.0, help="GIF frames per second (default: 4)")
-
-    bar = ex.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress", dest="progress", action="store_true", default=None,
-        help="show a progress bar on stderr (default: when stderr is a terminal)",
-    )
-    bar.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
-    )
-    _similarity_parser(commands)
-    return parser
 
 
 _SIMILARITY_EXAMPLES = """\

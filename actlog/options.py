@@ -259,7 +259,8 @@ MOVED: Mapping[str, str] = {
 
 
 def event_options(probes: Probes, *, layers: Any, max_channels: int | None, channels: str, norm: Any,
-                  cmap: str, layout: Any, background: Any, atlas: Any, actmax: Any, cam: Any) -> Any:
+                  cmap: str, layout: Any, background: Any, atlas: Any, actmax: Any, cam: Any,
+                  freq: int) -> Any:
     """The logger's keywords checked (each fails naming what it received and what it accepts),
     as the :class:`actlog.session.Options` of its events."""
     from actlog import grid
@@ -267,6 +268,10 @@ def event_options(probes: Probes, *, layers: Any, max_channels: int | None, chan
 
     layout = Layout.of(layout)
     worker = Background.of(background)
+    class_maps = ClassMaps.of(cam)
+    if class_maps is not None and not freq:
+        raise ValueError("cam is logged with the grids, every freq epochs; received freq=0. "
+                         "Accepted: freq >= 1 with cam, or cam=None.")
     return Options(
         layers=layers,
         max_channels=check_optional_int("max_channels", max_channels, minimum=1),
@@ -285,7 +290,7 @@ def event_options(probes: Probes, *, layers: Any, max_channels: int | None, chan
         on_full=(worker or Background()).on_full,
         atlas=Atlas.of(atlas),
         maximize=Maximize.of(actmax),
-        class_maps=ClassMaps.of(cam),
+        class_maps=class_maps,
     )
 
 
