@@ -72,7 +72,9 @@ def _accelerated() -> bool:
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+        # Physical devices: listing logical ones would initialise TensorFlow's runtime, after which a
+        # test's subprocess importing this module could no longer split the CPU into logical devices.
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
     if BACKEND == "jax":
         import jax
 
