@@ -38,12 +38,21 @@ def _values(model: Any) -> list[Any]:
 
 
 def _replicated(values: list[Any]) -> Any:
-    """The sharding that copies an array to every device of the mesh the model's variables
-    live on, when they span several devices (``keras.distribution``); else None."""
-    sharding = getattr(values[0], "sharding", None) if values else None
-    if sharding is None or len(sharding.device_set) < 2 or not hasattr(sharding, "mesh"):
-        return None
-    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    """The sharding that copies an array to every device of the mesh the first of ``values``
+    spread over several devices lives on (the model's variables under
+    ``keras.distribution``; a function of no model's variables: its arguments); else None."""
+    for value in values:
+        sharding = getattr(value, "sharding", None)
+        if sharding is not None and len(sharding.device_set) > 1 and hasattr(sharding, "mesh"):
+            return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return None
+
+
+def _placement(values: list[Any], args: Any) -> Any:
+    """:func:`_replicated` of the model's variable ``values``, or of ``args`` where there are
+    none (the reductions of raw outputs the model's mesh holds): every call then takes its
+    arguments in one placement, whether they come from the host or from the last event."""
+    return _replicated(values or jax.tree_util.tree_leaves(args))
 
 
 def _placed(args: Any, replicated: Any) -> Any:
@@ -89,7 +98,7 @@ class _Jitted:
 
     def __call__(self, *args: Any) -> Any:
         values = _values(self._model)
-        replicated = _replicated(values)
+        replicated = _placement(values, args)
         compiled = self._compiled.get(replicated)
         if compiled is None:
             where = {} if replicated is None else {"out_shardings": replicated}
@@ -122,7 +131,7 @@ class _Function(Compiled):
     def __call__(self, *args: Any) -> Any:
         if self._eager:
             values = _values(self._model)
-            out = self._counted(values, *_placed(args, _replicated(values)))
+            out = self._counted(values, *_placed(args, _placement(values, args)))
         else:
             out = self._jitted(*args)
         # Wait for the forward pass: the next training step donates the buffers it reads
