@@ -5,6 +5,7 @@ actlog ls runs/exp1
 actlog export runs/exp1 --layer conv_0 --probe 0 -o conv_0.gif
 actlog export runs/exp1 --layer conv_0 --probe 0 --channel 3 -o conv_0_ch3.png
 actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o conv_1_ch5.gif
+actlog export runs/exp1 --layer conv_1 --probe 1 --cam -o conv_1_cam_1.gif
 actlog compare runs/exp1 runs/exp2 --layer conv_1 -o conv_1.gif
 actlog similarity runs/exp1 --layer conv_1 -o conv_1_cka.png
 ```
@@ -117,10 +118,18 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
                 f"  {len(channels)} channel(s) shown"
                 f"  stats: {', '.join(stats) if stats else 'none'}"
                 + (f"  atlas: top {info['atlas']['k']} of {info['atlas']['pool']}, "
-                   f"steps {_steps_summary(atlas)}" if atlas and "atlas" in info else ""),
+                   f"steps {_steps_summary(atlas)}" if atlas and "atlas" in info else "")
+                + (f"  class maps: {_classes(info['cam']['classes'])}, "
+                   f"steps {_steps_summary(run.class_map_steps())}" if "cam" in info else ""),
                 file=out,
             )
     return EXIT_OK
+
+
+def _classes(classes: Any) -> str:
+    """The classes the class maps are of, as ``ClassMaps(classes=)`` was given."""
+    named = {"label": "the probes' labels", "predicted": "the predicted classes"}
+    return named.get(classes, f"classes {classes}") if isinstance(classes, str) else f"classes {classes}"
 
 
 def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -132,16 +141,20 @@ def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     run.layer_info(args.layer)  # a misspelt layer: "Did you mean", before any other complaint
     if args.atlas and (args.channel is None or args.probe is not None):
         raise _UserError("--atlas exports one channel's top-k crops: give --channel C, and no --probe.")
+    if args.cam:
+        _check_cam(run, args)
     probe = 0 if args.probe is None and not args.atlas else args.probe
     show = args.progress if args.progress is not None else err.isatty()
     what = f"{args.layer} " + ("atlas" if args.atlas else f"probe {probe}") + (
         f" channel {args.channel}" if args.channel is not None else ""
-    )
+    ) + (" class maps" if args.cam else "")
     progress = _ProgressBar(err, f"actlog: exporting {what}") if show else None
     options = {"fps": args.fps, "columns": args.columns, "scale": args.scale, "progress": progress}
     try:
         if args.atlas:
             result = export.export_atlas(run, args.layer, args.channel, args.output, **options)
+        elif args.cam:
+            result = export.export_class_maps(run, probe, args.output, **options)
         else:
             result = export.export(run, args.layer, probe, args.output, channel=args.channel,
                                    **options)
@@ -266,6 +279,8 @@ examples:
   # what channel 5 responds to most (its top-k atlas crops) at every atlas step
   actlog export runs/exp1 --layer conv_1 --atlas --channel 5 -o ch5.gif
   actlog export runs/exp1 --layer conv_1 --atlas --channel 5 --columns 1 -o ch5.png
+  # where the model looks for probe 1's class (ActivationLogger(cam="conv_1")), epoch by epoch
+  actlog export runs/exp1 --layer conv_1 --probe 1 --cam -o cam_1.gif
 """
 
 _EXIT_STATUS = """\
@@ -311,13 +326,28 @@ def _ls_parser(commands: Any) -> None:
     ls.add_argument("logdir", metavar="LOGDIR", help="log directory (or any parent of it)")
 
 
+def _check_cam(run: Any, args: argparse.Namespace) -> None:
+    """``--cam``: the layer the run's class maps are of, alone (no channel, no atlas)."""
+    if args.atlas or args.channel is not None:
+        raise _UserError("--cam exports one probe's class maps: give --probe N, and no --channel or --atlas.")
+    logged = run.class_map_layer
+    if logged is None:
+        raise _UserError(f"Run {run.name!r} has no class maps: they are logged with "
+                         "ActivationLogger(cam=actlog.ClassMaps(layer)).")
+    if logged != args.layer:
+        raise _UserError(f"--cam: run {run.name!r} holds the class maps of layer {logged!r}, "
+                         f"not {args.layer!r}; give --layer {logged}.")
+
+
 def _export_parser(commands: Any) -> None:
     ex = commands.add_parser(
-        "export", help="export a grid (or one channel, or its atlas) over every step as GIF or PNG strip",
+        "export",
+        help="export a grid (or one channel, its atlas, a class map) over every step as GIF or PNG strip",
         description=(
-            "Export the grid of one layer for one probe over every logged step, or with --atlas\n"
-            "one channel's top-k atlas crops over every atlas step: OUT.gif is an animation,\n"
-            "OUT.png a filmstrip. Each frame is labelled with its step."
+            "Export the grid of one layer for one probe over every logged step, with --atlas\n"
+            "one channel's top-k atlas crops over every atlas step, or with --cam the probe's\n"
+            "class activation map: OUT.gif is an animation, OUT.png a filmstrip. Each frame is\n"
+            "labelled with its step."
         ),
         epilog=f"{_EXPORT_EXAMPLES}\n{_EXIT_STATUS}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -335,6 +365,11 @@ def _export_parser(commands: Any) -> None:
     ex.add_argument(
         "--atlas", action="store_true",
         help="export channel C's feature atlas (its top-k crops, best first) at every atlas step",
+    )
+    ex.add_argument(
+        "--cam", action="store_true",
+        help="export the probe's class activation map (Grad-CAM, logged with cam=) at every "
+        "step, captioned with its class",
     )
     ex.add_argument(
         "--run", help="run name, as `actlog ls` shows it (default: 'activations', or the only run)"

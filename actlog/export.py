@@ -13,10 +13,13 @@ run = actlog.read("runs/exp1").run()
 export(run, "conv_0", probe=0, output="conv_0.gif", fps=4)
 export(run, "conv_0", probe=0, output="conv_0.png", channel=3)   # one channel, as a strip
 export_atlas(run, "conv_1", channel=5, output="ch5.gif")         # its top-k crops over time
+export_class_maps(run, probe=0, output="cam.gif")                # where it looks for the class
 ```
 
 :func:`export_atlas` does the same for the feature atlas: one frame per atlas
-step, the channel's top-k crops side by side, best first.
+step, the channel's top-k crops side by side, best first; :func:`export_class_maps`
+for a probe's class activation map (``ActivationLogger(cam=...)``), each frame
+captioned with its step and the class the map is of.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ import numpy as np
 from actlog import atlas
 from actlog.reader import Run
 
-__all__ = ["ExportError", "ExportResult", "FORMATS", "atlas_frames", "export", "export_atlas", "frames",
-           "label", "write_frames"]
+__all__ = ["ExportError", "ExportResult", "FORMATS", "atlas_frames", "export", "export_atlas",
+           "export_class_maps", "frames", "label", "write_frames"]
 
 FORMATS = {".gif": "animated GIF", ".png": "PNG filmstrip"}
 """Output extensions :func:`export` accepts, and what each produces."""
@@ -383,6 +386,52 @@ def export_atlas(
     path = check_options(output, fps, columns)
     steps, images = atlas_frames(run, layer, channel, scale=scale, progress=progress)
     return _write(run, path, steps, images, fps=fps, columns=columns)
+
+
+def export_class_maps(
+    run: Run,
+    probe: int,
+    output: str | os.PathLike[str],
+    *,
+    fps: float = 4.0,
+    columns: int | None = None,
+    scale: int | None = None,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Write one probe's class activation map (Grad-CAM, ``ActivationLogger(cam=...)``) over
+    every step it was logged: where the model looked for the probe's class, epoch by epoch.
+
+    Each frame is the map in colour over the probe, as the dashboard's probe panel shows it,
+    captioned with its step and the class it is of (with ``classes="predicted"`` that class
+    may change from step to step).
+
+    ```python
+    run = actlog.read("runs/exp1").run()
+    export_class_maps(run, 0, "probe_0_cam.gif")
+    ```
+
+    Args:
+        run: a run from :func:`actlog.read`.
+        probe: probe index.
+        output: path ending in ``.gif`` or ``.png``.
+        fps, columns, progress: as :func:`export`.
+        scale: integer upscaling of each frame; default 1 (the pictures are logged at least
+            :data:`actlog.class_maps.MIN_SIDE` pixels on their short side).
+
+    Raises:
+        actlog.reader.LogError: a run without class maps, an unknown probe.
+        ExportError: bad ``output``, ``fps``, ``columns`` or ``scale``.
+        OSError: the file could not be written after all.
+    """
+    path = check_options(output, fps, columns)
+    _check_scale(scale)
+    steps, pictures = run.class_maps(probe)
+    value_steps, _, classes = run.class_map_values()
+    class_at = dict(zip(value_steps.tolist(), classes[:, probe].tolist(), strict=True))
+    images = [_upscale(pictures[i], scale or 1) for i in _each(list(range(len(steps))), progress)]
+    texts = [f"{step_label(run, step)}, class {class_at[step]}" if step in class_at
+             else step_label(run, step) for step in steps.tolist()]
+    return write_frames(path, steps.tolist(), images, texts, fps=fps, columns=columns)
 
 
 def check_options(output: str | os.PathLike[str], fps: float, columns: int | None) -> str:

@@ -16,6 +16,7 @@ from PIL import Image, ImageSequence
 
 import actlog
 from actlog import atlas, codec, metadata
+from actlog import export as export_lib
 from actlog.cli import main
 from actlog.export import GAP
 
@@ -24,14 +25,15 @@ LAYERS = ("conv_0", "conv_1")
 
 @pytest.fixture(scope="module")
 def log_dir(tmp_path_factory, tiny_model_factory, tiny_data) -> Path:
-    """3 epochs with colour grids, batch-level logging during the first epoch, and a
-    feature atlas (top 3 of the 16 samples) at every epoch."""
+    """3 epochs with colour grids, batch-level logging during the first epoch, a feature
+    atlas (top 3 of the 16 samples) and class maps of conv_1 for the predicted classes at
+    every epoch."""
     model = tiny_model_factory(seed=1)
     x, y = tiny_data
     path = tmp_path_factory.mktemp("cli") / "exp"
     logger = actlog.ActivationLogger(
         path, x[:2].copy(), layers=list(LAYERS), freq=1, batch_freq=1, cmap="viridis",
-        atlas=actlog.Atlas(x, k=3, every=1),
+        atlas=actlog.Atlas(x, k=3, every=1), cam=actlog.ClassMaps("conv_1", classes="predicted"),
     )
     model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[logger])
     assert logger.misses == {}
@@ -76,6 +78,9 @@ def test_ls_lists_runs_layers_probes_steps_bytes(log_dir, capsys):
         assert f"steps:     {len(steps)} ({steps[0]}..{steps[-1]})" in block
         assert "probes:    2" in block
         assert f"bytes:     {size} " in block
+        cam = "  class maps: the predicted classes, steps 4 (0..3)"
+        assert [cam in line for line in block.splitlines() if "Conv2D" in line] == (
+            [False, True] if name == metadata.EPOCH_RUN else [False, False])
         for layer in LAYERS:
             assert f"    {layer}  Conv2D" in block
     assert batch.step_axis == "global_step" and batch.steps == [1, 2]
@@ -177,6 +182,48 @@ def test_help_shows_exit_statuses_and_examples_that_work(log_dir, tmp_path, caps
 
 
 # -- export ------------------------------------------------------------------------------
+
+
+def test_class_map_export_captions_each_step_with_its_class(log_dir, run, tmp_path, capsys):
+    gif, strip_path = tmp_path / "cam.gif", tmp_path / "cam.png"
+    command = ["export", str(log_dir), "--layer", "conv_1", "--probe", "1", "--cam"]
+    assert main([*command, "-o", str(gif)]) == 0
+    assert "4 frame(s) (epoch 0..3)" in capsys.readouterr().out
+    assert main([*command, "--columns", "1", "--scale", "2", "-o", str(strip_path)]) == 0
+    steps, pictures = run.class_maps(1)
+    value_steps, _, classes = run.class_map_values()
+    assert steps.tolist() == value_steps.tolist() == [0, 1, 2, 3]
+    strip = np.asarray(Image.open(strip_path).convert("RGB"))
+    frame_w = strip.shape[1] - 2 * GAP
+    frame_h = (strip.shape[0] - GAP) // len(steps) - GAP
+    for index, (step, picture) in enumerate(zip(steps, pictures, strict=True)):
+        # each frame: the logged picture, upscaled, captioned with its step and class
+        expected = export_lib.label(picture.repeat(2, axis=0).repeat(2, axis=1),
+                                    f"epoch {step}, class {classes[index, 1]}", width=frame_w)
+        y = GAP + index * (frame_h + GAP)
+        np.testing.assert_array_equal(strip[y : y + frame_h, GAP : GAP + frame_w], expected)
+    assert len(gif_frames(gif)) == 4
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--layer", "conv_0", "--probe", "0"], "holds the class maps of layer 'conv_1', not 'conv_0'"),
+    (["--layer", "conv_1", "--probe", "0", "--channel", "1"], "--cam exports one probe's class maps"),
+    (["--layer", "conv_1", "--probe", "2"], "No probe 2 in run 'activations': it has 2 probes (0..1)"),
+])
+def test_class_map_export_errors(log_dir, tmp_path, capsys, extra, said):
+    assert main(["export", str(log_dir), "--cam", *extra, "-o", str(tmp_path / "c.gif")]) == 2
+    assert said in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_class_map_export_of_a_run_without_class_maps(tmp_path, tiny_model_factory, tiny_data, capsys):
+    x, y = tiny_data
+    logger = actlog.ActivationLogger(tmp_path / "log", x[:2], layers=["conv_1"])
+    tiny_model_factory(seed=0).fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[logger])
+    output = tmp_path / "c.gif"
+    assert main(["export", str(tmp_path / "log"), "--layer", "conv_1", "--cam", "-o", str(output)]) == 2
+    assert "has no class maps: they are logged with ActivationLogger(cam=" in capsys.readouterr().err
+    assert not output.exists()
 
 
 def test_gif_has_one_labelled_frame_per_step(log_dir, run, tmp_path, capsys):
