@@ -72,9 +72,9 @@ class ActivationLogger(keras.callbacks.Callback):
             ``None`` (default): off. See :mod:`actlog.atlas`.
         actmax: activation maximisation, :class:`actlog.Maximize` (or plain ``{layer:
             [channels]}``). ``None`` (default): off. See :mod:`actlog.maximize`.
-        cam: Grad-CAM class maps of one watched convolution for each probe, with the epoch
-            grids, :class:`actlog.ClassMaps` (or a plain layer name). ``None`` (default):
-            off. See :mod:`actlog.class_maps`.
+        cam: Grad-CAM class maps of one watched convolution for each probe, with every
+            grids event (batch-level ones too), :class:`actlog.ClassMaps` (or a plain layer
+            name). ``None`` (default): off. See :mod:`actlog.class_maps`.
         epoch_logs: also write Keras' epoch logs (loss, metrics, learning rate) to
             ``log_dir/train`` and ``log_dir/validation`` as Keras' ``TensorBoard`` callback
             names them, for loss curves without TensorFlow. ``None`` (default): where the
@@ -219,7 +219,10 @@ class ActivationLogger(keras.callbacks.Callback):
             return
         if self._offset + self._epoch >= self.batch_epochs or (batch + 1) % self.batch_freq:
             return
-        self._event(metadata.BATCH_RUN, self._step0 + self._steps_before + batch + 1)
+        step = self._step0 + self._steps_before + batch + 1
+        self._event(metadata.BATCH_RUN, step)
+        if self.options.class_maps is not None:
+            self._event(metadata.BATCH_RUN, step, kind="cam")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._steps_before, self._batches = self._steps_before + self._batches, 0
@@ -261,7 +264,7 @@ class ActivationLogger(keras.callbacks.Callback):
                 self._event(metadata.EPOCH_RUN, step, kind=kind)
 
     def _event(self, run: str, step: int, *, kind: str = "grids") -> None:
-        if kind != "grids":
+        if kind != "grids" and run == metadata.EPOCH_RUN:
             self._last_rare[kind] = step
         elif run == metadata.EPOCH_RUN:
             self._last_epoch_step = step

@@ -98,7 +98,8 @@ class Maximize(_RareEvent):
 
 class ClassMaps(_RareEvent):
     """Class activation maps (Grad-CAM) of one watched convolution for each probe, logged with
-    the epoch grids (every ``freq`` epochs; not at batch-level events). See :mod:`actlog.class_maps`.
+    every grids event: every ``freq`` epochs, and at the batch-level events (``batch_freq``) in
+    the batch-level run. See :mod:`actlog.class_maps`.
 
     Args:
         layer: the display name of a watched layer with a spatial map, in the

@@ -50,13 +50,14 @@ class RarePasses:
         """The inputs every process must hold alike (:meth:`actlog.backends.Backend.check_same`)."""
         return [] if self.atlas is None else [("atlas pools", probes.leaves(self.atlas.pool))]
 
-    def manifest_extras(self, plans: Sequence[LayerPlan]) -> list[dict[str, Any]]:
-        """What the epoch run's manifest says of each layer's atlas and maximisation."""
+    def manifest_extras(self, plans: Sequence[LayerPlan], *, epoch: bool) -> list[dict[str, Any]]:
+        """What a run's manifest says of each layer's atlas and maximisation (the epoch run's
+        alone) and class maps (every run: they come with every grids event)."""
         extras: list[dict[str, Any]] = [{} for _ in plans]
-        if self.atlas is not None:
+        if self.atlas is not None and epoch:
             for extra, entry in zip(extras, self.atlas.manifest_entries(plans), strict=True):
                 extra["atlas"] = entry
-        if self.maximize is not None:
+        if self.maximize is not None and epoch:
             for extra, plan in zip(extras, plans, strict=True):
                 extra.update(self.maximize.manifest_entry(plan.name))
         if self.class_maps is not None:
@@ -64,25 +65,25 @@ class RarePasses:
             extras[at].update(self.class_maps.manifest_entry())
         return extras
 
-    def capture(self, kind: str, step: int) -> None:
-        """The training thread's half of an ``"atlas"``, ``"actmax"`` or ``"cam"`` event at ``step``."""
-        if kind == "atlas" and self.atlas is not None:
-            self._capture(step, "the atlas", self._stream_atlas)
-        elif kind == "actmax" and self.maximize is not None:
-            self._capture(step, "the maximisation", self._run_maximize)
+    def capture(self, kind: str, run: str, step: int) -> None:
+        """The training thread's half of an ``"atlas"`` or ``"actmax"`` event at ``step`` of the
+        epoch run, or a ``"cam"`` event at ``step`` of ``run`` (epoch or batch-level)."""
+        if run == metadata.EPOCH_RUN and kind == "atlas" and self.atlas is not None:
+            self._capture(run, step, "the atlas", self._stream_atlas)
+        elif run == metadata.EPOCH_RUN and kind == "actmax" and self.maximize is not None:
+            self._capture(run, step, "the maximisation", self._run_maximize)
         elif kind == "cam" and self.class_maps is not None:
-            self._capture(step, "the class maps", self._run_class_maps)
+            self._capture(run, step, "the class maps", self._run_class_maps)
 
-    def _capture(self, step: int, what: str, work: Any) -> None:
+    def _capture(self, run: str, step: int, what: str, work: Any) -> None:
         """``work()`` on the training thread; the summary it returns, in the background."""
         s = self.session
         if not (s.chief or s.lockstep):
             return
-        run = metadata.EPOCH_RUN
         ready = s.chief and s.host_part(functools.partial(s.decide, run, step), run, step)
         summary = work(step)
         if ready:
-            s.submit(functools.partial(self._finish, step, s.assembler(run), what, summary), run, step)
+            s.submit(functools.partial(self._finish, run, step, s.assembler(run), what, summary), run, step)
 
     def _stream_atlas(self, step: int) -> Any:
         s = self.session
@@ -115,9 +116,9 @@ class RarePasses:
         pictures = self.maximize.pictures(images)
         return images_summary({metadata.actmax_tag(layer): image for layer, (_, image) in pictures.items()})
 
-    def _finish(self, step: int, first: bool, what: str, summary: Any) -> None:
+    def _finish(self, run: str, step: int, first: bool, what: str, summary: Any) -> None:
         """The background half: ``summary()``, one record."""
-        s, run = self.session, metadata.EPOCH_RUN
+        s = self.session
         try:
             body = summary()
             header = s.header(run) if first else None

@@ -145,8 +145,8 @@ class Session:
     # -- events -----------------------------------------------------------------------
 
     def capture(self, run: str, step: int, kind: str = "grids") -> None:
-        """The training thread's half of an event at ``step`` of ``run``: grids, or (in the
-        epoch run) the ``"atlas"`` or the ``"actmax"`` maximisation.
+        """The training thread's half of an event at ``step`` of ``run``: grids, the ``"cam"``
+        class maps, or (in the epoch run) the ``"atlas"`` or the ``"actmax"`` maximisation.
 
         The probe function runs part by part (one part unless many large layers are
         watched, see :data:`actlog.probe.PART_BYTES`); each part's results go to the
@@ -159,7 +159,7 @@ class Session:
         (choosing the run's directory) drops the event without skipping the device half.
         """
         if kind != "grids":
-            return self.rare.capture(kind, step)
+            return self.rare.capture(kind, run, step)
         if not (self.chief or self.lockstep):
             return
         full = self.chief and self.options.on_full == "skip" and self.worker.room() < self.probe_fn.parts + 1
@@ -250,7 +250,7 @@ class Session:
         if run in self._assemblers:
             return False
         epoch = run == metadata.EPOCH_RUN
-        extras = self.rare.manifest_extras(self.plans) if epoch else [{} for _ in self.plans]
+        extras = self.rare.manifest_extras(self.plans, epoch=epoch)
         self._assemblers[run] = EventAssembler(
             self.plans, probes=self.count, with_stats=self.options.stats,
             step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN

@@ -110,6 +110,24 @@ def test_each_function_is_compiled_once(logged):
                                                   "map": 0 if torch else 1}
 
 
+def test_batch_level_events_have_their_class_maps(tmp_path):
+    """With the batch-level grids, in their run: the planted weights stay (learning rate 0),
+    so every map equals the epoch run's."""
+    x, y = planted_probes()
+    logger = actlog.ActivationLogger(tmp_path, (x, y), layers=["bright"], batch_freq=1,
+                                     cam=actlog.ClassMaps("bright"))
+    planted_model().fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[logger])
+    assert logger.misses == {}
+    log = actlog.read(tmp_path)
+    batch, epoch = log.run(metadata.BATCH_RUN), log.run(metadata.EPOCH_RUN)
+    steps, maps, classes = batch.class_map_values()
+    assert steps.tolist() == batch.steps == [1, 2] and classes.tolist() == [[1, 1, 0, 0]] * 2
+    assert batch.class_map_info() == epoch.class_map_info()
+    np.testing.assert_allclose(maps, epoch.class_map_values()[1][:2], rtol=1e-5, atol=1e-6)
+    assert all(in_square(cam) for cam in maps[:, 0]) and batch.class_maps(3)[1].shape[0] == 2
+    assert epoch.class_map_steps() == [0, 1, 2]
+
+
 def test_predicted_classes_and_a_softmax_layer(tmp_path):
     x, y = planted_probes()
     model = planted_model("softmax")
