@@ -219,10 +219,7 @@ class ActivationLogger(keras.callbacks.Callback):
             return
         if self._offset + self._epoch >= self.batch_epochs or (batch + 1) % self.batch_freq:
             return
-        step = self._step0 + self._steps_before + batch + 1
-        self._event(metadata.BATCH_RUN, step)
-        if self.options.class_maps is not None:
-            self._event(metadata.BATCH_RUN, step, kind="cam")
+        self._grids_events(metadata.BATCH_RUN, self._step0 + self._steps_before + batch + 1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._steps_before, self._batches = self._steps_before + self._batches, 0
@@ -256,18 +253,22 @@ class ActivationLogger(keras.callbacks.Callback):
 
     def _epoch_events(self, step: int) -> None:
         if self.freq and step % self.freq == 0:
-            self._event(metadata.EPOCH_RUN, step)
-            if self.options.class_maps is not None:
-                self._event(metadata.EPOCH_RUN, step, kind="cam")
+            self._grids_events(metadata.EPOCH_RUN, step)
         for kind, freq in self.options.rare().items():
             if step % freq == 0:
                 self._event(metadata.EPOCH_RUN, step, kind=kind)
 
+    def _grids_events(self, run: str, step: int) -> None:
+        """The grids at ``step`` of ``run``, and the class maps that come with them."""
+        self._event(run, step)
+        if self.options.class_maps is not None:
+            self._event(run, step, kind="cam")
+
     def _event(self, run: str, step: int, *, kind: str = "grids") -> None:
-        if kind != "grids" and run == metadata.EPOCH_RUN:
-            self._last_rare[kind] = step
-        elif run == metadata.EPOCH_RUN:
+        if run == metadata.EPOCH_RUN and kind == "grids":
             self._last_epoch_step = step
+        elif run == metadata.EPOCH_RUN:
+            self._last_rare[kind] = step
         if self._session is None:
             return
         try:

@@ -128,8 +128,9 @@ def _cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
 
 def _classes(classes: Any) -> str:
     """The classes the class maps are of, as ``ClassMaps(classes=)`` was given."""
-    named = {"label": "the probes' labels", "predicted": "the predicted classes"}
-    return named.get(classes, f"classes {classes}") if isinstance(classes, str) else f"classes {classes}"
+    if classes == "label":
+        return "the probes' labels"
+    return "the predicted classes" if classes == "predicted" else f"classes {classes}"
 
 
 def _cmd_export(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -253,7 +253,7 @@ class Session:
         extras = self.rare.manifest_extras(self.plans, epoch=epoch)
         self._assemblers[run] = EventAssembler(
             self.plans, probes=self.count, with_stats=self.options.stats,
-            step_axis=metadata.STEP_AXIS_EPOCH if run == metadata.EPOCH_RUN
+            step_axis=metadata.STEP_AXIS_EPOCH if epoch
             else metadata.STEP_AXIS_GLOBAL_STEP,
             probe_images=self.probe_images, extras=extras,
         )

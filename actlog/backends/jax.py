@@ -39,19 +39,19 @@ def _values(model: Any) -> list[Any]:
 
 def _replicated(values: list[Any]) -> Any:
     """The sharding that copies an array to every device of the mesh the first of ``values``
-    spread over several devices lives on (the model's variables under
-    ``keras.distribution``; a function of no model's variables: its arguments); else None."""
-    for value in values:
-        sharding = getattr(value, "sharding", None)
-        if sharding is not None and len(sharding.device_set) > 1 and hasattr(sharding, "mesh"):
-            return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-    return None
+    lives on, when it spans several devices (the model's variables under
+    ``keras.distribution``); else None."""
+    sharding = getattr(values[0], "sharding", None) if values else None
+    if sharding is None or len(sharding.device_set) < 2 or not hasattr(sharding, "mesh"):
+        return None
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
 
 
 def _placement(values: list[Any], args: Any) -> Any:
     """:func:`_replicated` of the model's variable ``values``, or of ``args`` where there are
-    none (the reductions of raw outputs the model's mesh holds): every call then takes its
-    arguments in one placement, whether they come from the host or from the last event."""
+    none (the reductions, whose first argument is a raw output the model's mesh holds):
+    every call then takes its arguments in one placement, whether they come from the host
+    or from the last event."""
     return _replicated(values or jax.tree_util.tree_leaves(args))
 
 
